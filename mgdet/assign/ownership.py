@@ -1,0 +1,123 @@
+"""The shared core of every assignment: ``own()`` and per-object ranking (SPEC "Label assignment").
+
+``own`` turns an ``[B, M, N]`` quality matrix (M objects, N anchors) into its *owned* form. Since
+after ``own`` every anchor keeps the value of one object only, the owned matrix is stored compactly
+as ``(quality [B, N], owner [B, N])``: the anchor's kept value and the object it belongs to. Every
+later step (counts, thresholds, ranking) works on that form: ``[B, N]`` tensors and one sort per
+image, static shapes throughout (XLA-compatible). Ties resolve to the lower index everywhere:
+object index for ownership, anchor index for ranking.
+"""
+import tensorflow as tf
+
+NEGATIVE = -1  # cls_labels code: background
+IGNORED = -2  # cls_labels code: excluded from the classification loss
+NO_GT = -1  # *_gt_index code: the anchor is matched to no object
+
+
+def own(quality, gt_valid, empty=0.0, forced=1.0):
+    """SPEC's ``own(Q)``: force, then exclusive.
+
+    1. force: each valid object's best anchor (argmax over anchors, lowest index on ties) gets
+       quality ``forced`` (1: every object gets at least one positive);
+    2. exclusive: each anchor keeps only the quality of the object with the largest value
+       (ties -> lower object index); the other objects' values become ``empty``.
+
+    Args:
+      quality: ``[B, M, N]`` float32 in [empty, forced] (``[0, 1]``; a monotone transform of it,
+        e.g. its log with ``empty=-inf, forced=0``, gives the same ownership and order).
+      gt_valid: ``[B, M]`` bool; rows of invalid (padding) objects are set to ``empty`` first.
+    Returns:
+      ``(owned [B, N] float32, owner [B, N] int32)``: the kept value of each anchor and the object
+      that keeps it (0 where the anchor's value is ``empty`` for every object).
+    """
+    valid = tf.cast(gt_valid, tf.bool)[..., None]  # [B, M, 1]
+    q = tf.where(valid, quality, empty)  # [B, M, N]
+    best_anchor = tf.argmax(q, axis=-1, output_type=tf.int32)  # [B, M]
+    anchor_index = tf.range(tf.shape(q)[-1], dtype=tf.int32)  # [N]
+    is_forced = tf.logical_and(tf.equal(anchor_index, best_anchor[..., None]), valid)
+    q = tf.where(is_forced, forced, q)
+    return tf.reduce_max(q, axis=1), tf.argmax(q, axis=1, output_type=tf.int32)
+
+
+def per_object_count(mask, owner, num_objects):
+    """Number of anchors with ``mask`` per owner object.
+
+    Args:
+      mask: ``[B, N]`` bool; owner: ``[B, N]`` int32; num_objects: M.
+    Returns:
+      ``[B, M]`` int32.
+    """
+    b = tf.shape(owner)[0]
+    segments = tf.range(b)[:, None] * num_objects + owner  # [B, N]
+    counts = tf.math.unsorted_segment_sum(tf.cast(mask, tf.int32), segments, b * num_objects)
+    return tf.reshape(counts, [b, num_objects])
+
+
+def count_by_iou(owned_iou, owner, gt_valid, pos_iou=0.5, neg_iou=0.4):
+    """Per-object sample counts from the anchors' owned IoU (SPEC's Np and Ni).
+
+    Args:
+      owned_iou, owner: ``[B, N]`` from :func:`own` of IoU(gt, anchors); gt_valid: ``[B, M]``.
+    Returns:
+      ``(num_pos [B, M], num_ignored [B, M])`` int32: Np_j = #{Qa >= pos_iou} clamped to >= 1,
+      Ni_j = #{neg_iou <= Qa < pos_iou}; both 0 for invalid objects.
+    """
+    m = tf.shape(gt_valid)[1]
+    pos = per_object_count(owned_iou >= pos_iou, owner, m)
+    ign = per_object_count(tf.logical_and(owned_iou >= neg_iou, owned_iou < pos_iou), owner, m)
+    valid = tf.cast(gt_valid, tf.int32)
+    return tf.maximum(pos, 1) * valid, ign * valid
+
+
+def rank_within_owner(owned, owner, num_objects):
+    """Rank of each anchor among the anchors of its owner, by quality descending (ties: lower
+    anchor index first).
+
+    Args:
+      owned, owner: ``[B, N]`` from :func:`own` (qualities >= 0); num_objects: M.
+    Returns:
+      ``[B, N]`` int32 rank (0 = best). Anchors of quality 0 rank after every anchor of quality
+      > 0 of the same owner.
+    """
+    # One int64 key per anchor orders by (owner asc, quality desc); the stable sort keeps anchor
+    # order among equal keys. Non-negative float32 bit patterns sort like the floats themselves.
+    bits = tf.cast(tf.bitcast(tf.maximum(owned, 0.0), tf.int32), tf.int64)
+    key = tf.cast(owner, tf.int64) * (2 ** 31) + (2 ** 31 - 1 - bits)
+    order = tf.argsort(key, axis=-1, stable=True)  # [B, N]: sorted position -> anchor
+    return _unsort_rank(order, owner, num_objects)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _unsort_rank(order, owner, num_objects):
+    """Rank within owner of each anchor, given the anchors sorted by (owner, quality desc)."""
+    b, n = tf.shape(order)[0], tf.shape(order)[1]
+    position = tf.broadcast_to(tf.range(n)[None, :], [b, n])  # [B, N]
+    sorted_owner = tf.gather(owner, order, batch_dims=1)  # [B, N]
+    segments = tf.range(b)[:, None] * num_objects + sorted_owner
+    group_start = tf.math.unsorted_segment_min(position, segments, b * num_objects)  # [B*M]
+    rank_sorted = position - tf.gather(group_start, segments)
+    index = tf.stack([tf.broadcast_to(tf.range(b)[:, None], [b, n]), order], axis=-1)
+    return tf.scatter_nd(index, rank_sorted, [b, n])
+
+
+def rank_select(owned, owner, num_first, num_next=None):
+    """Per object, rank its anchors of quality > 0 and take the first ``num_first`` (and then the
+    next ``num_next``).
+
+    Args:
+      owned, owner: ``[B, N]`` from :func:`own`.
+      num_first: ``[B, M]`` int32.
+      num_next: ``[B, M]`` int32 or None.
+    Returns:
+      ``(first [B, N] bool, next [B, N] bool or None)``: whether the anchor is in its owner's
+      first group (resp. next group).
+    """
+    rank = rank_within_owner(owned, owner, tf.shape(num_first)[1])
+    has_quality = owned > 0.0
+    first_count = tf.gather(num_first, owner, batch_dims=1)  # [B, N]
+    first = tf.logical_and(has_quality, rank < first_count)
+    if num_next is None:
+        return first, None
+    next_end = first_count + tf.gather(num_next, owner, batch_dims=1)
+    nxt = tf.logical_and(has_quality, tf.logical_and(rank >= first_count, rank < next_end))
+    return first, nxt

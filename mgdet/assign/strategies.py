@@ -1,0 +1,77 @@
+"""The paper's three quality matrices and the labels each gives (SPEC "Label assignment").
+
+- IoU-anchor (static baseline): quality = IoU(gt, anchor), thresholds pos_iou / neg_iou.
+- Localize to Classify (paper §3.2): quality = IoU(gt, decoded prediction); per object the first
+  Np ranked anchors are positive, the next Ni ignored.
+- Classify to Localize (paper Eq. 1): quality = IoU(gt, anchor) ^ ((sigma - p) / sigma); per
+  object the first Np ranked anchors are regression positives.
+
+Owned qualities come as ``(owned [B, N], owner [B, N])`` pairs from :func:`ownership.own`.
+"""
+import tensorflow as tf
+
+from mgdet import boxes as box_ops
+from mgdet.assign.ownership import IGNORED, NEGATIVE, NO_GT, own, rank_select
+
+_LOG_ZERO = -1e30  # log-domain quality of IoU 0; exp() maps it back to exactly 0
+
+
+def _labels(positive, ignored, owner, gt_labels):
+    """Codes from masks: the owner's class where positive, IGNORED, else NEGATIVE; plus the
+    owner index for positives and ignored anchors, NO_GT elsewhere."""
+    owner_label = tf.gather(gt_labels, owner, batch_dims=1)
+    cls_labels = tf.where(positive, owner_label, tf.where(ignored, IGNORED, NEGATIVE))
+    gt_index = tf.where(tf.logical_or(positive, ignored), owner, NO_GT)
+    return cls_labels, gt_index
+
+
+def iou_anchor_labels(owned_iou, owner, gt_labels, pos_iou=0.5, neg_iou=0.4):
+    """Static labels: positive where q >= pos_iou, ignored where neg_iou <= q < pos_iou.
+
+    Returns ``(cls_labels [B, N], gt_index [B, N])`` int32 (see :class:`mgdet.assign.Assignment`).
+    """
+    positive = owned_iou >= pos_iou
+    ignored = tf.logical_and(owned_iou >= neg_iou, tf.logical_not(positive))
+    return _labels(positive, ignored, owner, gt_labels)
+
+
+def regressed_quality(gt_boxes, gt_valid, anchors, pred_deltas, variances=box_ops.VARIANCES):
+    """L2C quality ``own(IoU(g, decode(t, a)))`` -> ``(owned [B, N], owner [B, N])``."""
+    pred_boxes = box_ops.decode(tf.stop_gradient(pred_deltas), anchors, variances)  # [B, N, 4]
+    return own(box_ops.iou(gt_boxes, pred_boxes), gt_valid)
+
+
+def amplified_quality(anchor_iou, gt_labels, gt_valid, pred_logits, sigma=2.0):
+    """C2L quality (paper Eq. 1) ``own(IoU(g, a) ^ ((sigma - p) / sigma))``, with
+    ``p[b, j, i] = sigmoid(pred_logits[b, i, gt_labels[b, j]])`` -> ``(owned, owner)``.
+
+    Ownership and ranking only compare values, so ``own`` runs on the log of the quality,
+    ``(1 - p / sigma) * log IoU`` (one transcendental instead of a ``pow``), and the owned values
+    come back through ``exp`` on ``[B, N]`` only.
+    """
+    num_classes = tf.shape(pred_logits)[-1]
+    labels = tf.clip_by_value(gt_labels, 0, num_classes - 1)  # padding rows may hold any label
+    logits = tf.transpose(tf.stop_gradient(tf.cast(pred_logits, tf.float32)), [0, 2, 1])  # [B,C,N]
+    p = tf.sigmoid(tf.gather(logits, labels, axis=1, batch_dims=1))  # [B, M, N]
+    # A finite floor instead of -inf: XLA's CPU codegen may assume no infinities.
+    log_quality = tf.where(anchor_iou > 0.0, (1.0 - p / sigma) * tf.math.log(anchor_iou), _LOG_ZERO)
+    owned_log, owner = own(log_quality, gt_valid, empty=_LOG_ZERO, forced=0.0)
+    return tf.exp(owned_log), owner
+
+
+def ranked_cls_labels(owned, owner, gt_labels, num_pos, num_ignored):
+    """L2C labels: per object its first Np ranked anchors are positive, the next Ni ignored.
+
+    Returns ``(cls_labels [B, N], gt_index [B, N])`` int32.
+    """
+    positive, ignored = rank_select(owned, owner, num_pos, num_ignored)
+    return _labels(positive, ignored, owner, gt_labels)
+
+
+def ranked_reg_positives(owned, owner, num_pos):
+    """C2L labels: per object its first Np ranked anchors are regression positives.
+
+    Returns ``(reg_positive [B, N] bool, reg_gt_index [B, N] int32)``.
+    """
+    positive, _ = rank_select(owned, owner, num_pos)
+    return positive, tf.where(positive, owner, NO_GT)

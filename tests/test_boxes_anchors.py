@@ -1,0 +1,86 @@
+"""Anchors and box coding against the numpy references."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mgdet import anchors as anchor_ops
+from mgdet import boxes as box_ops
+from tests import reference as ref
+
+
+@pytest.mark.parametrize("size,count", [(320, 12750), (512, 6 * (64**2 + 32**2 + 16**2 + 8**2 + 4**2)),
+                                        (128, 6 * (16**2 + 8**2 + 4**2 + 2**2)),
+                                        (192, 6 * (24**2 + 12**2 + 6**2 + 3**2))])
+def test_anchor_counts_and_values(size, count):
+    a = anchor_ops.generate_anchors(size).numpy()
+    assert a.shape == (count, 4) == (anchor_ops.num_anchors(size), 4)
+    np.testing.assert_allclose(a, ref.anchors_ref(size), atol=1e-6)
+    assert a.min() >= 0 and a.max() <= 1
+
+
+def test_anchor_first_cell_hand_worked():
+    a = anchor_ops.generate_anchors(320).numpy()
+    # level 0, cell (0, 0): centre (4, 4) px, s = 24: a 24x24 box clipped at the border.
+    np.testing.assert_allclose(a[0] * 320, [0, 0, 16, 16], atol=1e-4)
+    # level 0, cell (row 0, col 1) starts at index 6: centre (12, 4).
+    np.testing.assert_allclose(a[6] * 320, [0, 0, 24, 16], atol=1e-4)
+    # 4th shape is s' = 24 sqrt2 square.
+    s2 = 24 * np.sqrt(2) / 2
+    np.testing.assert_allclose(a[6 * 41 + 3] * 320, np.clip([12 - s2, 12 - s2, 12 + s2, 12 + s2], 0, 320), atol=1e-4)
+
+
+def test_anchor_size_validation():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        anchor_ops.generate_anchors(300)
+
+
+def _random_boxes(rng, shape):
+    c = rng.uniform(0, 1, shape + (2,))
+    wh = rng.uniform(0.01, 0.6, shape + (2,))
+    return np.concatenate([c - wh / 2, c + wh / 2], -1).astype(np.float32)
+
+
+def test_iou_matches_reference_random_and_batched():
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        b, m, n = rng.integers(1, 4), rng.integers(1, 9), rng.integers(1, 50)
+        x, y = _random_boxes(rng, (b, m)), _random_boxes(rng, (b, n))
+        got = box_ops.iou(x, y).numpy()
+        want = np.stack([np.stack([ref.iou_one(x[i, j], y[i]) for j in range(m)]) for i in range(b)])
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_iou_edge_cases():
+    a = np.array([[0, 0, 0.5, 0.5], [0.2, 0.2, 0.2, 0.2]], np.float32)  # second is degenerate
+    b = np.array([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1], [0.25, 0, 0.75, 0.5], [0.2, 0.2, 0.2, 0.2]],
+                 np.float32)
+    got = box_ops.iou(a, b).numpy()
+    np.testing.assert_allclose(got[0], [1.0, 0.0, 1 / 3, 0.0], atol=1e-6)
+    np.testing.assert_allclose(got[1], [0, 0, 0, 0])  # empty union -> 0, no NaN
+    assert box_ops.iou(np.zeros((0, 4), np.float32), b).shape == (0, 4)
+
+
+def test_encode_decode_reference_and_roundtrip():
+    rng = np.random.default_rng(1)
+    anchors = anchor_ops.generate_anchors(128).numpy()
+    idx = rng.integers(0, len(anchors), 64)
+    anc = anchors[idx]
+    anc = anc[(anc[:, 2] - anc[:, 0] > 0.01) & (anc[:, 3] - anc[:, 1] > 0.01)]
+    boxes = _random_boxes(rng, (len(anc),)).clip(0, 1)
+    enc = box_ops.encode(boxes, anc).numpy()
+    want = np.stack([ref.encode_ref(b.astype(np.float64), a.astype(np.float64)) for b, a in zip(boxes, anc)])
+    np.testing.assert_allclose(enc, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(box_ops.decode(enc, anc).numpy(), boxes, atol=1e-5)
+    deltas = rng.normal(0, 2, (len(anc), 4)).astype(np.float32)
+    np.testing.assert_allclose(box_ops.decode(deltas, anc).numpy(), ref.decode_ref(deltas, anc), rtol=1e-4, atol=1e-5)
+
+
+def test_decode_clamps_huge_sizes():
+    out = box_ops.decode(tf.constant([[0, 0, 1e4, 1e4]], tf.float32), tf.constant([[0.4, 0.4, 0.6, 0.6]]))
+    assert np.all(np.isfinite(out.numpy()))
+
+
+def test_box_format_helpers():
+    b = tf.constant([[0.1, 0.2, 0.5, 0.9]])
+    np.testing.assert_allclose(box_ops.xyxy_to_yxyx(b).numpy(), [[0.2, 0.1, 0.9, 0.5]])
+    np.testing.assert_allclose(box_ops.cxcywh_to_xyxy(box_ops.xyxy_to_cxcywh(b)).numpy(), b.numpy(), atol=1e-7)
