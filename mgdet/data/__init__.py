@@ -1,0 +1,1 @@
+"""Data sources, augmentation and the tf.data input pipeline."""

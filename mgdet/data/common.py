@@ -1,0 +1,253 @@
+"""Pieces shared by every data source: the error type, decoded-example helpers, COCO ground truth.
+
+A *decoded example* (the contract between sources and :mod:`mgdet.data.pipeline`) is a dict::
+
+    {"image": uint8 [H, W, 3], "boxes": float32 [K, 4] normalized xyxy, "labels": int32 [K],
+     "image_id": int64 []}                    # required
+    {"difficult": bool [K], "is_crowd": bool [K], "area": float32 [K]}   # optional
+
+``area`` (pixels) is only set by sources that know the annotation's own area (COCO's segment
+area); :func:`to_coco` falls back to the box area.
+"""
+import json
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger("mgdet.data")
+
+# Images we accept from disk: checked cheaply (first and last bytes) when a source lists its files.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".JPG", ".JPEG", ".PNG")
+
+
+class DataError(ValueError):
+    """A dataset folder, annotation file or option is missing or malformed.
+
+    The message always names the offending path (or option) and what was expected there.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Annotation records (Python side, before decoding)
+# --------------------------------------------------------------------------------------------
+
+class SourceReport:
+    """Counts of what a file-based source dropped while listing its annotations (exact, Python-side).
+
+    Attributes are plain ints; :meth:`log` writes one warning line when anything was dropped.
+    """
+
+    FIELDS = ("images_listed", "images_missing", "images_unreadable", "boxes_degenerate",
+              "boxes_clipped", "boxes_unknown_class")
+
+    def __init__(self, name):
+        self.name = name
+        for f in self.FIELDS:
+            setattr(self, f, 0)
+
+    def as_dict(self):
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+    def log(self):
+        d = self.as_dict()
+        dropped = {k: v for k, v in d.items() if k != "images_listed" and v}
+        if dropped:
+            log.warning("%s: listed %d images; %s", self.name, d["images_listed"],
+                        ", ".join(f"{k}={v}" for k, v in dropped.items()))
+        else:
+            log.info("%s: listed %d images", self.name, d["images_listed"])
+
+    def __repr__(self):
+        return f"SourceReport({self.name!r}, {self.as_dict()})"
+
+
+def sanitize_pixel_boxes(boxes_xyxy, width, height, report=None):
+    """Clip pixel xyxy boxes to the image and flag degenerate ones (numpy, Python side).
+
+    Args:
+      boxes_xyxy: ``[K, 4]`` float pixel boxes.
+      width, height: image size in pixels.
+      report: optional :class:`SourceReport` whose ``boxes_degenerate`` / ``boxes_clipped`` grow.
+    Returns:
+      ``(boxes_normalized [K', 4] float32, keep [K] bool)`` — the kept boxes, normalized to [0, 1].
+    """
+    b = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    finite = np.all(np.isfinite(b), axis=1)
+    b = np.where(finite[:, None], b, 0.0)
+    clipped = np.stack([np.clip(b[:, 0], 0, width), np.clip(b[:, 1], 0, height),
+                        np.clip(b[:, 2], 0, width), np.clip(b[:, 3], 0, height)], axis=1)
+    keep = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    if report is not None:
+        report.boxes_degenerate += int((~keep).sum())
+        report.boxes_clipped += int((keep & np.any(np.abs(clipped - b) > 1e-6, axis=1)).sum())
+    scale = np.array([width, height, width, height], np.float64)
+    return (clipped[keep] / scale).astype(np.float32), keep
+
+
+def check_image_file(path):
+    """Cheap validity check of an image file: exists, non-empty, known signature, not truncated.
+
+    Reads the first 16 and last 64 bytes only. JPEGs must end with the EOI marker (FF D9, possibly
+    followed by padding), PNGs with the IEND chunk. Other formats (BMP, GIF) only need a known
+    signature. Returns ``None`` when the file looks fine, else a short reason string. Anything that
+    passes here and still fails to decode is caught by ``ignore_errors`` in the tf.data graph.
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return "missing"
+    if size < 32:
+        return "empty or tiny file"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            f.seek(max(0, size - 64))
+            tail = f.read()
+    except OSError as e:  # permissions, I/O error
+        return f"unreadable ({e.strerror})"
+    if head[:3] == b"\xff\xd8\xff":
+        return None if b"\xff\xd9" in tail else "truncated JPEG (no end-of-image marker)"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return None if b"IEND" in tail else "truncated PNG (no IEND chunk)"
+    if head[:2] == b"BM" or head[:4] in (b"GIF8",):
+        return None
+    return "unknown image format"
+
+
+def records_to_dataset(records, decode=True):
+    """Turn a list of annotation records into a tf.data.Dataset of decoded examples.
+
+    Each record is a dict with ``path`` (str), ``boxes`` ([K, 4] normalized xyxy), ``labels`` ([K]),
+    ``image_id`` (int) and optionally ``difficult`` / ``is_crowd`` ([K] bool) and ``area`` ([K]).
+    Images are read and decoded inside the graph with ``tf.io.decode_image(channels=3,
+    expand_animations=False)``; an image that still fails to decode is skipped by
+    ``Dataset.ignore_errors`` (logged by TF; counted as ``images_failed_decode`` in
+    :mod:`mgdet.data.stats`).
+    """
+    from mgdet.data import stats
+
+    n = len(records)
+    optional = [k for k in ("difficult", "is_crowd", "area") if records and k in records[0]]
+    row_lengths = [len(r["labels"]) for r in records]
+
+    def ragged(key, dtype, inner=None):
+        vals = [np.asarray(r[key], dtype).reshape((-1,) + ((inner,) if inner else ())) for r in records]
+        flat = (np.concatenate(vals, 0) if vals else np.zeros((0,) + ((inner,) if inner else ()), dtype))
+        return tf.RaggedTensor.from_row_lengths(flat, np.asarray(row_lengths, np.int64))
+
+    tensors = {
+        "path": tf.constant([r["path"] for r in records] or [""][:0], tf.string),
+        "image_id": tf.constant([int(r["image_id"]) for r in records], tf.int64),
+        "boxes": ragged("boxes", np.float32, 4),
+        "labels": ragged("labels", np.int32),
+    }
+    for k in optional:
+        tensors[k] = ragged(k, np.float32 if k == "area" else bool)
+    ds = tf.data.Dataset.from_tensor_slices(tensors)
+    if not decode:
+        return ds
+    counters = stats.counters("decode")
+    counters.add("images_listed", 0)  # create the variables eagerly, outside any tf.function
+
+    def _count_listed(ex):
+        with tf.control_dependencies([counters.increment("images_listed")]):
+            return {k: tf.identity(v) for k, v in ex.items()}
+
+    def _decode(ex):
+        out = {k: v for k, v in ex.items() if k != "path"}
+        image = tf.io.decode_image(tf.io.read_file(ex["path"]), channels=3, dtype=tf.uint8,
+                                   expand_animations=False)
+        out["image"] = tf.ensure_shape(image, [None, None, 3])
+        return out
+
+    def _count_decoded(ex):
+        with tf.control_dependencies([counters.increment("images_decoded")]):
+            return {k: tf.identity(v) for k, v in ex.items()}
+
+    ds = ds.map(_count_listed)
+    ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors(log_warning=True)
+    return ds.map(_count_decoded)
+
+
+# --------------------------------------------------------------------------------------------
+# COCO-format ground truth
+# --------------------------------------------------------------------------------------------
+
+def _as_numpy_examples(examples_or_dataset):
+    if isinstance(examples_or_dataset, tf.data.Dataset):
+        spec = examples_or_dataset.element_spec
+        if not isinstance(spec, dict) or "image" not in spec:
+            raise DataError("to_coco: expected a dataset of decoded examples (dicts with 'image', "
+                            f"'boxes', 'labels', 'image_id'), got element_spec {spec}")
+        return examples_or_dataset.as_numpy_iterator()
+    if hasattr(examples_or_dataset, "coco_examples"):
+        return examples_or_dataset.coco_examples()
+    return iter(examples_or_dataset)
+
+
+def to_coco(examples_or_dataset, class_names=None):
+    """COCO-format ground truth (a dict ready for ``pycocotools.coco.COCO``) from decoded examples.
+
+    Args:
+      examples_or_dataset: a ``tf.data.Dataset`` of decoded examples, an iterable of decoded
+        examples (numpy or tensors; ``image`` may be replaced by ``height`` and ``width`` keys),
+        or an object with a ``coco_examples()`` method (e.g. ``SyntheticData``).
+      class_names: category names; defaults to ``class_<i>`` for every label seen.
+    Returns:
+      ``{"images": [{id, width, height}], "annotations": [{id, image_id, category_id, bbox [x, y, w,
+      h] in pixels, area, iscrowd}], "categories": [{id, name}]}`` with ``category_id = label + 1``.
+      ``difficult`` and ``is_crowd`` objects become ``iscrowd = 1`` (pycocotools ignores detections
+      matched to them, as VOC's evaluation does for difficult objects). ``area`` is the example's
+      ``area`` when present (COCO's segment area, so APs/APm/APl match the official split), else
+      the box area in pixels.
+    """
+    images, annotations = [], []
+    max_label = -1
+    seen_ids = set()
+    for ex in _as_numpy_examples(examples_or_dataset):
+        ex = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in ex.items()}
+        if "image" in ex:
+            h, w = int(ex["image"].shape[0]), int(ex["image"].shape[1])
+        else:
+            h, w = int(ex["height"]), int(ex["width"])
+        image_id = int(ex["image_id"])
+        if image_id in seen_ids:
+            raise DataError(f"to_coco: duplicate image_id {image_id}")
+        seen_ids.add(image_id)
+        images.append({"id": image_id, "width": w, "height": h})
+        boxes = np.asarray(ex["boxes"], np.float64).reshape(-1, 4)
+        labels = np.asarray(ex["labels"]).reshape(-1)
+        crowd = np.zeros(len(labels), bool)
+        for key in ("difficult", "is_crowd"):
+            if key in ex:
+                crowd |= np.asarray(ex[key], bool).reshape(-1)
+        areas = np.asarray(ex["area"], np.float64).reshape(-1) if "area" in ex else None
+        for j in range(len(labels)):
+            x1, y1, x2, y2 = boxes[j] * [w, h, w, h]
+            bw, bh = max(x2 - x1, 0.0), max(y2 - y1, 0.0)
+            label = int(labels[j])
+            max_label = max(max_label, label)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
+                "bbox": [float(x1), float(y1), float(bw), float(bh)],
+                "area": float(areas[j]) if areas is not None and areas[j] > 0 else float(bw * bh),
+                "iscrowd": int(crowd[j]),
+            })
+    if class_names is None:
+        class_names = [f"class_{i}" for i in range(max_label + 1)]
+    elif max_label >= len(class_names):
+        raise DataError(f"to_coco: label {max_label} out of range for {len(class_names)} class names")
+    categories = [{"id": i + 1, "name": str(n)} for i, n in enumerate(class_names)]
+    return {"info": {"description": "mgdet ground truth"}, "images": images,
+            "annotations": annotations, "categories": categories}
+
+
+def write_coco_json(coco_dict, path):
+    """Write a :func:`to_coco` dict to ``path`` (creating folders)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(coco_dict, f)
+    return path
