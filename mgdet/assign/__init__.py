@@ -77,33 +77,37 @@ def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, p
     gt_labels = tf.cast(gt_labels, tf.int32)
     gt_valid = tf.cast(gt_valid, tf.bool)
     anchors = tf.convert_to_tensor(anchors, tf.float32)
-    # The dense [B, M, N] work (IoUs, amplification, own) runs as one XLA cluster: fused, it is
-    # ~8x faster on CPU than op-by-op. The per-image sorts stay outside (TF's sort is faster).
-    dense = _dense_stage(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas,
-                         pred_logits, float(sigma), float(pos_iou), float(neg_iou))
-    owned_iou, owner = dense["iou"]
+    # The dense [B, M, N] work (IoUs, amplification, own) runs as XLA clusters, one per quality
+    # matrix: fused, it is several times faster on CPU than op by op. The per-image sorts of the
+    # ranking stay outside (TF's sort kernel is faster than XLA's on CPU).
+    owned_iou, owner = _owned_anchor_iou(anchors, gt_boxes, gt_valid)
     cls_labels, cls_gt = iou_anchor_labels(owned_iou, owner, gt_labels, pos_iou, neg_iou)
     reg_positive, reg_gt = cls_labels >= 0, tf.where(cls_labels >= 0, cls_gt, NO_GT)
+    if strategy == "iou":
+        return Assignment(cls_labels, cls_gt, reg_positive, reg_gt)
+    num_pos, num_ignored = count_by_iou(owned_iou, owner, gt_valid, pos_iou, neg_iou)
     if strategy in _L2C_CLS:
-        cls_labels, cls_gt = ranked_cls_labels(*dense["l2c"], gt_labels, *dense["counts"])
+        owned, owner_r = _owned_regressed_iou(anchors, gt_boxes, gt_valid, pred_deltas)
+        cls_labels, cls_gt = ranked_cls_labels(owned, owner_r, gt_labels, num_pos, num_ignored)
     if strategy in _C2L_REG:
-        reg_positive, reg_gt = ranked_reg_positives(*dense["c2l"], dense["counts"][0])
+        owned, owner_c = _owned_amplified_iou(anchors, gt_boxes, gt_labels, gt_valid, pred_logits,
+                                              float(sigma))
+        reg_positive, reg_gt = ranked_reg_positives(owned, owner_c, num_pos)
     return Assignment(cls_labels, cls_gt, reg_positive, reg_gt)
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _dense_stage(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_logits,
-                 sigma, pos_iou, neg_iou):
-    """Owned qualities ``{"iou", "l2c", "c2l": (owned [B, N], owner [B, N])}`` that ``strategy``
-    needs, and ``"counts"``: (Np [B, M], Ni [B, M])."""
-    anchor_iou = box_ops.iou(gt_boxes, anchors)  # [B, M, N]
-    owned_iou, owner = own(anchor_iou, gt_valid)
-    out = {"iou": (owned_iou, owner)}
-    if strategy == "iou":
-        return out
-    out["counts"] = count_by_iou(owned_iou, owner, gt_valid, pos_iou, neg_iou)
-    if strategy in _L2C_CLS:
-        out["l2c"] = regressed_quality(gt_boxes, gt_valid, anchors, pred_deltas)
-    if strategy in _C2L_REG:
-        out["c2l"] = amplified_quality(anchor_iou, gt_labels, gt_valid, pred_logits, sigma)
-    return out
+def _owned_anchor_iou(anchors, gt_boxes, gt_valid):
+    """``own(IoU(g, a))`` -> (owned [B, N], owner [B, N])."""
+    return own(box_ops.iou(gt_boxes, anchors), gt_valid)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _owned_regressed_iou(anchors, gt_boxes, gt_valid, pred_deltas):
+    return regressed_quality(gt_boxes, gt_valid, anchors, pred_deltas)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _owned_amplified_iou(anchors, gt_boxes, gt_labels, gt_valid, pred_logits, sigma):
+    return amplified_quality(box_ops.iou(gt_boxes, anchors), gt_labels, gt_valid, pred_logits,
+                             sigma)

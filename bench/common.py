@@ -1,0 +1,57 @@
+"""Shared helpers of the benchmarks: timing, machine description, table and JSON output."""
+import json
+import os
+import platform
+import statistics
+import time
+
+
+def time_call(fn, warmup=2, reps=7):
+    """Median and p90 wall time in ms of ``fn()`` (which must block until its result is ready)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    times.sort()
+    return {"median_ms": statistics.median(times),
+            "p90_ms": times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]}
+
+
+def machine():
+    """A short description of where the numbers were measured."""
+    import tensorflow as tf
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "tensorflow": tf.__version__,
+            "python": platform.python_version()}
+
+
+def print_table(rows, columns):
+    """Print ``rows`` (dicts) as a markdown table with ``columns`` [(key, header, fmt)]."""
+    header = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    print(header)
+    print("|" + "|".join("---" for _ in columns) + "|")
+    for row in rows:
+        cells = []
+        for key, _, fmt in columns:
+            value = row.get(key)
+            cells.append("-" if value is None else (fmt.format(value) if fmt else str(value)))
+        print("| " + " | ".join(cells) + " |")
+
+
+def write_json(path, payload):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"wrote {path}")
