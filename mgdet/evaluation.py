@@ -1,0 +1,402 @@
+"""Detection metrics: COCO AP through pycocotools (the evaluator of record) and VOC07 mAP.
+
+Ground truth is a COCO-format dict (``mgdet.data.common.to_coco`` makes one from any source, with
+``category_id = label + 1``; VOC's difficult objects become ``iscrowd = 1``). Detections are COCO
+result dicts ``{"image_id", "category_id", "bbox": [x, y, w, h] pixels of the original image,
+"score"}``; :func:`detections_to_coco` makes them from a detector's batched outputs.
+
+    dets = detections_to_coco(ids, out["boxes"], out["scores"], out["classes"],
+                              out["num_detections"], orig_sizes)
+    print(format_table(coco_metrics(gt, dets)))
+    metrics = evaluate(model, eval_dataset, gt)          # the whole loop, + "VOC07_mAP50"
+
+Metric values are floats in [0, 1]. Where pycocotools reports -1 (no ground truth in that area
+range, e.g. no small objects) the value is ``nan`` and :func:`format_table` prints "-".
+"""
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+log = logging.getLogger("mgdet.evaluation")
+
+# COCOeval.stats order (bbox): AP at IoU .50:.95 / .50 / .75, AP small / medium / large, then AR
+# with 1 / 10 / 100 detections and AR small / medium / large (at 100).
+COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+             "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+TABLE_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+VOC_KEY = "VOC07_mAP50"
+
+
+# --------------------------------------------------------------------------------------------
+# COCO metrics
+# --------------------------------------------------------------------------------------------
+
+def _quiet():
+    """Context that swallows pycocotools' prints (it writes progress to stdout)."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def _coco_api(gt_coco):
+    from pycocotools.coco import COCO
+    if isinstance(gt_coco, COCO):
+        return gt_coco
+    if isinstance(gt_coco, str):
+        with open(gt_coco) as f:
+            gt_coco = json.load(f)
+    dataset = dict(gt_coco)
+    dataset.setdefault("info", {})
+    dataset.setdefault("annotations", [])
+    coco = COCO()
+    coco.dataset = dataset
+    with _quiet():
+        coco.createIndex()
+    return coco
+
+
+def coco_metrics(gt_coco, detections, per_class=False):
+    """COCO box metrics of ``detections`` against ``gt_coco`` (pycocotools ``COCOeval``, bbox).
+
+    Args:
+      gt_coco: COCO-format ground truth: a dict (``images``, ``annotations``, ``categories``), the
+        path of an ``instances_*.json`` file, or a ``pycocotools.coco.COCO``.
+      detections: list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in
+        pixels. Not modified. Image ids must belong to ``gt_coco``.
+      per_class: also return ``"per_class"``: ``{category name: AP}`` (AP@[.5:.95], ``nan`` for
+        a category without ground truth).
+    Returns:
+      ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
+      "ARl"}`` floats in [0, 1] (``nan`` where the ground truth has nothing to measure).
+      No detections at all gives 0 everywhere (``nan`` where there is no ground truth).
+    """
+    from pycocotools.cocoeval import COCOeval
+    gt = _coco_api(gt_coco)
+    gt_ids = set(gt.getImgIds())
+    unknown = {d["image_id"] for d in detections} - gt_ids
+    if unknown:
+        raise ValueError(f"coco_metrics: {len(unknown)} detection image ids are not in the ground "
+                         f"truth, e.g. {sorted(unknown)[:5]}")
+    known_cats = set(gt.getCatIds())
+    bad_cats = {d["category_id"] for d in detections} - known_cats
+    if bad_cats:
+        raise ValueError(f"coco_metrics: detection category ids {sorted(bad_cats)[:5]} are not in "
+                         f"the ground truth's categories {sorted(known_cats)[:10]}")
+    no_detections = not detections
+    if no_detections:
+        if not gt.getImgIds() or not known_cats:
+            result = _stats_to_dict(np.full(len(COCO_KEYS), -1.0))
+            if per_class:
+                result["per_class"] = {c["name"]: float("nan") for c in gt.loadCats(sorted(known_cats))}
+            return result
+        # pycocotools cannot load an empty result list. One zero-area detection matches nothing
+        # (IoU 0), so it gives exactly the metrics of no detections: 0 where there is ground
+        # truth, -1 (-> nan) where there is none.
+        detections = [{"image_id": gt.getImgIds()[0], "category_id": sorted(known_cats)[0],
+                       "bbox": [0.0, 0.0, 0.0, 0.0], "score": 1e-9}]
+    with _quiet():
+        dt = gt.loadRes([dict(d, bbox=[float(v) for v in d["bbox"]]) for d in detections])
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    result = _stats_to_dict(ev.stats)
+    if per_class:
+        result["per_class"] = _per_class_ap(gt, ev)
+    return result
+
+
+def _stats_to_dict(stats):
+    return {k: (float(v) if v >= 0 else float("nan")) for k, v in zip(COCO_KEYS, stats)}
+
+
+def _per_class_ap(gt, ev):
+    """AP@[.5:.95] per category from ``ev.eval['precision']`` [T, R, K, A, M] (area all, 100)."""
+    precision = ev.eval["precision"][:, :, :, 0, -1]  # [T, R, K]
+    out = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k]
+        p = p[p > -1]
+        out[gt.loadCats([cat_id])[0]["name"]] = float(p.mean()) if p.size else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# VOC07 11-point mAP
+# --------------------------------------------------------------------------------------------
+
+def voc07_map(gt_coco, detections, iou_threshold=0.5):
+    """PASCAL VOC 2007 11-point interpolated mAP at IoU ``iou_threshold`` (an extra line; COCO AP
+    is the metric of record).
+
+    Ground-truth annotations with ``difficult`` (or ``iscrowd``, which ``to_coco`` sets for VOC's
+    difficult objects) are ignored: a detection matched to one is neither a true nor a false
+    positive, and they do not count in the recall. Boxes are continuous pixel boxes (no VOC
+    "+1" pixel convention). Categories without non-difficult ground truth are left out of the
+    mean.
+
+    Args:
+      gt_coco: as :func:`coco_metrics`.
+      detections: COCO result dicts (pixels).
+      iou_threshold: matching IoU.
+    Returns:
+      ``{"mAP": float, "per_class": {category name: AP}}``.
+    """
+    gt = _coco_api(gt_coco)
+    by_cat_image = {}  # (cat, image) -> (boxes [G, 4] xyxy, difficult [G] bool)
+    for ann in gt.dataset["annotations"]:
+        x, y, w, h = ann["bbox"]
+        key = (ann["category_id"], ann["image_id"])
+        diff = bool(ann.get("difficult", 0) or ann.get("iscrowd", 0))
+        by_cat_image.setdefault(key, ([], []))
+        by_cat_image[key][0].append([x, y, x + w, y + h])
+        by_cat_image[key][1].append(diff)
+    per_class = {}
+    for cat in gt.loadCats(sorted(gt.getCatIds())):
+        cid = cat["id"]
+        gts = {img: (np.asarray(b, np.float64).reshape(-1, 4), np.asarray(d, bool))
+               for (c, img), (b, d) in by_cat_image.items() if c == cid}
+        npos = int(sum((~d).sum() for _, d in gts.values()))
+        if npos == 0:
+            continue
+        dets = sorted((d for d in detections if d["category_id"] == cid),
+                      key=lambda d: -d["score"])
+        used = {img: np.zeros(len(d), bool) for img, (_, d) in gts.items()}
+        tp = np.zeros(len(dets))
+        fp = np.zeros(len(dets))
+        for k, det in enumerate(dets):
+            boxes, difficult = gts.get(det["image_id"], (np.zeros((0, 4)), np.zeros(0, bool)))
+            if len(boxes) == 0:
+                fp[k] = 1
+                continue
+            x, y, w, h = det["bbox"]
+            overlaps = _iou_one_to_many(np.array([x, y, x + w, y + h], np.float64), boxes)
+            j = int(np.argmax(overlaps))
+            if overlaps[j] >= iou_threshold:
+                if difficult[j]:
+                    continue
+                if not used[det["image_id"]][j]:
+                    used[det["image_id"]][j] = True
+                    tp[k] = 1
+                else:
+                    fp[k] = 1
+            else:
+                fp[k] = 1
+        per_class[cat["name"]] = _voc07_ap(np.cumsum(tp), np.cumsum(fp), npos)
+    mean = float(np.mean(list(per_class.values()))) if per_class else float("nan")
+    return {"mAP": mean, "per_class": per_class}
+
+
+def _iou_one_to_many(box, boxes):
+    iw = np.maximum(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0.0)
+    ih = np.maximum(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0)
+    inter = iw * ih
+    union = ((box[2] - box[0]) * (box[3] - box[1])
+             + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter)
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def _voc07_ap(tp_cum, fp_cum, npos):
+    """11-point AP: mean over t in {0, .1, ..., 1} of the best precision at recall >= t."""
+    if tp_cum.size == 0:
+        return 0.0
+    recall = tp_cum / npos
+    precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
+    ap = 0.0
+    # k / 10 exactly (a recall of 3/10 reaches the 0.3 point; np.arange(0, 1.1, 0.1)'s
+    # 0.30000000000000004 would miss it, as py-faster-rcnn's voc_eval does).
+    for t in np.arange(11) / 10.0:
+        p = precision[recall >= t]
+        ap += (p.max() if p.size else 0.0) / 11.0
+    return float(ap)
+
+
+# --------------------------------------------------------------------------------------------
+# Model outputs -> COCO results
+# --------------------------------------------------------------------------------------------
+
+def default_label_to_category(gt_coco):
+    """Label ``i`` -> the ``i``-th category id of ``gt_coco`` in increasing id order (``i + 1``
+    for ``to_coco`` ground truth; COCO's 80 non-contiguous ids for ``instances_*.json``)."""
+    gt = _coco_api(gt_coco)
+    return sorted(gt.getCatIds())
+
+
+def detections_to_coco(image_ids, boxes_xyxy_norm, scores, classes, num_detections, image_sizes,
+                       label_to_category=None):
+    """Batched detector outputs -> COCO result dicts in pixels of the original images.
+
+    Args:
+      image_ids: ``[B]`` ints.
+      boxes_xyxy_norm: ``[B, K, 4]`` normalized xyxy boxes (relative to the model input, which is
+        the whole image resized, so also relative to the original image).
+      scores: ``[B, K]`` floats.
+      classes: ``[B, K]`` 0-based labels.
+      num_detections: ``[B]`` valid rows per image (the rest is padding).
+      image_sizes: ``[B, 2]`` original (height, width) in pixels.
+      label_to_category: label -> COCO category id, as a list / array (indexed by label), a dict,
+        or None for ``label + 1``.
+    Returns:
+      list of ``{"image_id": int, "category_id": int, "bbox": [x, y, w, h], "score": float}``,
+      boxes clipped to the image; zero-area boxes are dropped.
+    """
+    boxes = np.asarray(boxes_xyxy_norm, np.float64)
+    scores = np.asarray(scores, np.float64)
+    classes = np.asarray(classes).astype(np.int64)
+    num = np.asarray(num_detections).astype(np.int64).reshape(-1)
+    sizes = np.asarray(image_sizes, np.float64).reshape(-1, 2)
+    ids = np.asarray(image_ids).reshape(-1)
+    if label_to_category is None:
+        def to_cat(c):
+            return int(c) + 1
+    elif isinstance(label_to_category, dict):
+        def to_cat(c):
+            return int(label_to_category[int(c)])
+    else:
+        table = list(label_to_category)
+
+        def to_cat(c):
+            return int(table[int(c)])
+    results = []
+    for b in range(len(ids)):
+        h, w = sizes[b]
+        n = int(min(num[b], boxes.shape[1]))
+        px = np.clip(boxes[b, :n], 0.0, 1.0) * np.array([w, h, w, h])  # [n, 4] pixels
+        for k in range(n):
+            x1, y1, x2, y2 = px[k]
+            if x2 <= x1 or y2 <= y1:
+                continue
+            results.append({"image_id": int(ids[b]), "category_id": to_cat(classes[b, k]),
+                            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                            "score": float(scores[b, k])})
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# The evaluation loop
+# --------------------------------------------------------------------------------------------
+
+def _to_numpy(x):
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def run_detector(model, dataset, label_to_category=None, progress=True, max_batches=None):
+    """Run ``model.detect`` over an eval dataset and collect COCO result dicts.
+
+    Args:
+      model: a detector with ``detect(images) -> {"boxes", "scores", "classes",
+        "num_detections"}`` (mgdet's Detector), or any Keras model whose ``predict_on_batch``
+        returns that dict.
+      dataset: yields ``(images [B, S, S, 3] float32, meta)`` with ``meta["image_id"]`` [B] and
+        ``meta["orig_size"]`` [B, 2] (height, width of the original image).
+      label_to_category: see :func:`detections_to_coco`.
+      progress: show a tqdm bar.
+      max_batches: stop after that many batches (None: all).
+    Returns:
+      ``(detections, num_images, seconds)``.
+    """
+    from tqdm.auto import tqdm
+    detect = getattr(model, "detect", None) or model.predict_on_batch
+    detections, num_images = [], 0
+    start = time.perf_counter()
+    bar = tqdm(dataset, desc="eval", unit="batch", disable=not progress, leave=False)
+    for step, (images, meta) in enumerate(bar):
+        if max_batches is not None and step >= max_batches:
+            break
+        if "image_id" not in meta or "orig_size" not in meta:
+            raise ValueError("evaluate: the eval dataset must yield (images, meta) with "
+                             f"meta['image_id'] and meta['orig_size'], got keys {sorted(meta)}")
+        out = detect(images)
+        ids = _to_numpy(meta["image_id"])
+        detections += detections_to_coco(
+            ids, _to_numpy(out["boxes"]), _to_numpy(out["scores"]), _to_numpy(out["classes"]),
+            _to_numpy(out["num_detections"]), _to_numpy(meta["orig_size"]), label_to_category)
+        num_images += len(ids)
+    return detections, num_images, time.perf_counter() - start
+
+
+def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_class=False,
+             results_path=None, progress=True, max_batches=None):
+    """COCO metrics (and VOC07 mAP@0.5) of ``model`` on an eval dataset.
+
+    Args:
+      model: a detector with ``detect`` (see :func:`run_detector`); its own score threshold,
+        NMS IoU and max detections apply (the paper's 0.005 / 0.5 / 300 by default).
+      dataset: ``(images, {"image_id" [B], "orig_size" [B, 2] (h, w), ...})`` batches, e.g.
+        ``mgdet.data.pipeline``'s eval dataset.
+      gt_coco: the dataset's COCO ground truth (dict, path or COCO object).
+      label_to_category: label -> category id; None: :func:`default_label_to_category`.
+      voc07: add ``"VOC07_mAP50"``.
+      per_class: add ``"per_class"`` (COCO AP per category name).
+      results_path: also write the detections there as a COCO results JSON.
+      progress: tqdm bar over batches.
+      max_batches: evaluate on the first batches only (ground truth restricted to their images).
+    Returns:
+      dict: the :func:`coco_metrics` keys, ``"VOC07_mAP50"``, ``"num_images"``,
+      ``"num_detections"``, ``"seconds"`` (detector loop wall time).
+    """
+    gt = _coco_api(gt_coco)
+    if label_to_category is None:
+        label_to_category = default_label_to_category(gt)
+    detections, num_images, seconds = run_detector(model, dataset, label_to_category, progress,
+                                                   max_batches)
+    if max_batches is not None:
+        gt = _restrict(gt, {d["image_id"] for d in detections}, dataset, max_batches)
+    if results_path:
+        os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
+        with open(results_path, "w") as f:
+            json.dump(detections, f)
+    metrics = coco_metrics(gt, detections, per_class=per_class)
+    if voc07:
+        metrics[VOC_KEY] = voc07_map(gt, detections)["mAP"]
+    metrics.update(num_images=num_images, num_detections=len(detections), seconds=seconds)
+    return metrics
+
+
+def _restrict(gt, image_ids, dataset, max_batches):
+    """Ground truth limited to the images of the first ``max_batches`` batches."""
+    ids = set()
+    for step, (_, meta) in enumerate(dataset):
+        if step >= max_batches:
+            break
+        ids |= {int(i) for i in _to_numpy(meta["image_id"]).reshape(-1)}
+    ids |= set(image_ids)
+    d = gt.dataset
+    return _coco_api({"info": d.get("info", {}), "categories": d["categories"],
+                      "images": [im for im in d["images"] if im["id"] in ids],
+                      "annotations": [a for a in d["annotations"] if a["image_id"] in ids]})
+
+
+def format_table(metrics, title=None):
+    """A small markdown table of the COCO metrics in percent (plus VOC07 mAP when present)::
+
+        | AP   | AP50 | AP75 | APs  | APm  | APl  | VOC07 mAP50 |
+        |------|------|------|------|------|------|-------------|
+        | 27.0 | 42.9 | 28.2 |  9.5 | 29.7 | 43.0 |        75.1 |
+    """
+    keys = [k for k in TABLE_KEYS if k in metrics]
+    headers = keys + (["VOC07 mAP50"] if VOC_KEY in metrics else [])
+    values = [metrics[k] for k in keys] + ([metrics[VOC_KEY]] if VOC_KEY in metrics else [])
+
+    def cell(v):
+        return "-" if v is None or not np.isfinite(v) else f"{100.0 * v:.1f}"
+
+    cells = [cell(v) for v in values]
+    widths = [max(len(h), len(c)) for h, c in zip(headers, cells)]
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines.append("| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |")
+    if "per_class" in metrics:
+        lines.append("")
+        lines.append("| class | AP |")
+        lines.append("|---|---|")
+        for name, v in metrics["per_class"].items():
+            lines.append(f"| {name} | {cell(v)} |")
+    return "\n".join(lines)
