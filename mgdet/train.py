@@ -1,0 +1,213 @@
+"""Training: the paper's recipe around ``model.fit``, with evaluation, TensorBoard logs, atomic
+checkpoints and resumption.
+
+    from mgdet.config import load_config
+    from mgdet.train import train
+    metrics = train(load_config("configs/default.yaml"))
+"""
+import json
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from mgdet import build_model
+from mgdet.data import load_source
+from mgdet.data import pipeline as data_pipeline
+from mgdet.data.common import to_coco
+from mgdet.evaluation import evaluate, format_table
+from mgdet.optim import build_optimizer
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_WEIGHTS = "best.weights.h5"
+FINAL_WEIGHTS = "final.weights.h5"
+
+
+def build_strategy(train_cfg):
+    """The ``tf.distribute`` strategy named by ``train.distribute`` (default: one device)."""
+    if train_cfg.distribute == "mirrored":
+        devices = None
+        if train_cfg.devices:
+            gpus = tf.config.list_logical_devices("GPU")
+            pool = gpus if gpus else tf.config.list_logical_devices("CPU")
+            if len(pool) < train_cfg.devices:
+                raise ValueError(f"train.devices is {train_cfg.devices} but only {len(pool)} "
+                                 "devices are visible")
+            devices = [d.name for d in pool[:train_cfg.devices]]
+        return tf.distribute.MirroredStrategy(devices)
+    if train_cfg.distribute == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def split_cpu(num_devices):
+    """Split the CPU into ``num_devices`` logical devices (call before TF initializes devices), so
+    that MirroredStrategy can be run and tested without GPUs."""
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
+
+
+def atomic_save_weights(model, path):
+    """Write ``model``'s weights to ``path`` through a temporary file and an atomic rename."""
+    tmp = path + ".tmp.weights.h5"
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path, payload):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Saves model + optimizer state + epoch at each epoch end with ``tf.train.CheckpointManager``
+    (TF writes checkpoint files under temporary names and renames them, and updates the
+    ``checkpoint`` index atomically), so an interrupted run never leaves a broken checkpoint."""
+
+    def __init__(self, manager, epoch_var):
+        super().__init__()
+        self.manager, self.epoch_var = manager, epoch_var
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_var.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+
+
+class EvalCallback(keras.callbacks.Callback):
+    """COCO evaluation every ``every`` epochs: logs AP to TensorBoard, keeps the best weights."""
+
+    def __init__(self, every, dataset, gt_coco, writer, out_dir, label_to_category=None):
+        super().__init__()
+        self.every, self.dataset, self.gt_coco = every, dataset, gt_coco
+        self.writer, self.out_dir, self.label_to_category = writer, out_dir, label_to_category
+        self.best = -1.0
+        self.history = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = epoch + 1 == self.params.get("epochs")
+        if not self.every or ((epoch + 1) % self.every and not last):
+            return
+        metrics = evaluate(self.model, self.dataset, self.gt_coco, self.label_to_category,
+                           progress=False)
+        self.history.append({"epoch": epoch + 1, **_scalars(metrics)})
+        with self.writer.as_default(step=epoch + 1):
+            for key, value in _scalars(metrics).items():
+                tf.summary.scalar(f"eval/{key}", value)
+        print(f"\nepoch {epoch + 1}: " + ", ".join(
+            f"{k} {100 * metrics[k]:.1f}" for k in ("AP", "AP50", "AP75") if k in metrics))
+        if logs is not None:
+            logs.update({f"val_{k}": v for k, v in _scalars(metrics).items()})
+        if metrics.get("AP", -1) > self.best:
+            self.best = metrics["AP"]
+            atomic_save_weights(self.model, os.path.join(self.out_dir, BEST_WEIGHTS))
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the current learning rate to the epoch logs (TensorBoard picks it up)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            opt = self.model.optimizer
+            lr = opt.learning_rate
+            logs["lr"] = float(lr(opt.iterations) if callable(lr) else lr)
+
+
+class DataStatsCallback(keras.callbacks.Callback):
+    """Prints the data counters (skipped images, dropped or truncated boxes) at each epoch end."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        line = data_pipeline.stats_summary()
+        if line:
+            print(f"\ndata: {line}")
+
+
+def _scalars(metrics):
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def build_datasets(cfg, strategy=None):
+    """Training and evaluation datasets, class names and COCO ground truth of the eval split."""
+    d, m = cfg.data, cfg.model
+    train_src, class_names = load_source(d, "train", image_size=m.image_size, shuffle=True)
+    eval_src, _ = load_source(d, "eval", image_size=m.image_size)
+    train_ds = data_pipeline.make_dataset(
+        train_src, m.image_size, cfg.train.batch_size, d.max_objects, training=True,
+        seed=d.seed, cache=d.cache, augment=None if d.augment else False)
+    eval_ds = data_pipeline.make_dataset(eval_src, m.image_size, cfg.eval.batch_size,
+                                         d.max_objects, training=False)
+    return train_ds, eval_ds, class_names, to_coco(eval_src, class_names)
+
+
+def _count_batches(dataset):
+    n = dataset.cardinality()
+    if n >= 0:
+        return int(n)
+    return sum(1 for _ in dataset)
+
+
+def train(cfg, resume=False, verbose="auto", out_dir=None):
+    """Train ``cfg`` end to end; returns the final COCO metrics (also written to
+    ``<out_dir>/eval.json``).
+
+    Writes to ``out_dir`` (default ``cfg.out_dir``): ``checkpoints/`` (model, optimizer, epoch;
+    resumable), ``best.weights.h5`` (best AP), ``final.weights.h5``, ``config.json``,
+    ``logs/`` (TensorBoard: losses, lr, positives per task, AP).
+    """
+    out_dir = out_dir or cfg.out_dir
+    os.makedirs(out_dir, exist_ok=True)
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.precision != "float32":
+        keras.mixed_precision.set_global_policy(cfg.train.precision)
+    strategy = build_strategy(cfg.train)
+    train_ds, eval_ds, class_names, gt_coco = build_datasets(cfg, strategy)
+    steps_per_epoch = cfg.train.steps_per_epoch or _count_batches(train_ds)
+    if steps_per_epoch < 1:
+        raise ValueError("the training set yields no full batch: lower train.batch_size or add "
+                         "images")
+    if cfg.train.steps_per_epoch:
+        train_ds = train_ds.repeat()
+    total_steps = steps_per_epoch * cfg.train.epochs
+    with strategy.scope():
+        model = build_model(cfg, num_classes=len(class_names))
+        optimizer = build_optimizer(cfg.train, total_steps)
+        model.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
+        model.build_for_training() if hasattr(model, "build_for_training") else None
+        optimizer.build(model.trainable_variables)
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    _write_json(os.path.join(out_dir, "config.json"), {**cfg.to_dict(), "class_names": class_names})
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=2)
+    initial_epoch = 0
+    if resume:
+        if not manager.latest_checkpoint:
+            raise FileNotFoundError(f"--resume: no checkpoint under {manager.directory}; train "
+                                    "without --resume first")
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        initial_epoch = int(epoch_var.numpy())
+        print(f"resumed from {manager.latest_checkpoint}: epoch {initial_epoch}, "
+              f"step {int(optimizer.iterations.numpy())}")
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "eval"))
+    eval_cb = EvalCallback(cfg.train.eval_every, eval_ds, gt_coco, writer, out_dir)
+    callbacks = [LearningRateLogger(), CheckpointCallback(manager, epoch_var), eval_cb,
+                 DataStatsCallback(),
+                 keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq="epoch",
+                                             write_graph=False)]
+    start = time.perf_counter()
+    if initial_epoch < cfg.train.epochs:
+        model.fit(train_ds, epochs=cfg.train.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+    train_seconds = time.perf_counter() - start
+    atomic_save_weights(model, os.path.join(out_dir, FINAL_WEIGHTS))
+    metrics = evaluate(model, eval_ds, gt_coco)
+    result = {**_scalars(metrics), "train_seconds": train_seconds, "epochs": cfg.train.epochs,
+              "steps": int(optimizer.iterations.numpy()), "strategy": cfg.assign.strategy,
+              "history": eval_cb.history}
+    _write_json(os.path.join(out_dir, "eval.json"), result)
+    print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics.get('num_images')} "
+                                      f"held-out images (%)"))
+    return result
