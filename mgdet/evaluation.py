@@ -280,6 +280,11 @@ def detections_to_coco(image_ids, boxes_xyxy_norm, scores, classes, num_detectio
 # The evaluation loop
 # --------------------------------------------------------------------------------------------
 
+# Original (height, width) per image in the eval targets: "image_size" is what
+# mgdet.data.pipeline.make_dataset(training=False) yields; "orig_size" is accepted too.
+_SIZE_KEYS = ("orig_size", "image_size")
+
+
 def _to_numpy(x):
     return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
 
@@ -292,7 +297,8 @@ def run_detector(model, dataset, label_to_category=None, progress=True, max_batc
         "num_detections"}`` (mgdet's Detector), or any Keras model whose ``predict_on_batch``
         returns that dict.
       dataset: yields ``(images [B, S, S, 3] float32, meta)`` with ``meta["image_id"]`` [B] and
-        ``meta["orig_size"]`` [B, 2] (height, width of the original image).
+        ``meta["orig_size"]`` or ``meta["image_size"]`` [B, 2] (height, width of the original
+        image), as ``mgdet.data.pipeline.make_dataset(..., training=False)`` yields.
       label_to_category: see :func:`detections_to_coco`.
       progress: show a tqdm bar.
       max_batches: stop after that many batches (None: all).
@@ -307,14 +313,16 @@ def run_detector(model, dataset, label_to_category=None, progress=True, max_batc
     for step, (images, meta) in enumerate(bar):
         if max_batches is not None and step >= max_batches:
             break
-        if "image_id" not in meta or "orig_size" not in meta:
+        size_key = next((k for k in _SIZE_KEYS if k in meta), None)
+        if "image_id" not in meta or size_key is None:
             raise ValueError("evaluate: the eval dataset must yield (images, meta) with "
-                             f"meta['image_id'] and meta['orig_size'], got keys {sorted(meta)}")
+                             "meta['image_id'] and meta['orig_size'] (or 'image_size'), got keys "
+                             f"{sorted(meta)}")
         out = detect(images)
         ids = _to_numpy(meta["image_id"])
         detections += detections_to_coco(
             ids, _to_numpy(out["boxes"]), _to_numpy(out["scores"]), _to_numpy(out["classes"]),
-            _to_numpy(out["num_detections"]), _to_numpy(meta["orig_size"]), label_to_category)
+            _to_numpy(out["num_detections"]), _to_numpy(meta[size_key]), label_to_category)
         num_images += len(ids)
     return detections, num_images, time.perf_counter() - start
 
@@ -326,8 +334,8 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
     Args:
       model: a detector with ``detect`` (see :func:`run_detector`); its own score threshold,
         NMS IoU and max detections apply (the paper's 0.005 / 0.5 / 300 by default).
-      dataset: ``(images, {"image_id" [B], "orig_size" [B, 2] (h, w), ...})`` batches, e.g.
-        ``mgdet.data.pipeline``'s eval dataset.
+      dataset: ``(images, {"image_id" [B], "image_size" (or "orig_size") [B, 2] (h, w), ...})``
+        batches: ``mgdet.data.pipeline.make_dataset(source, S, batch, training=False)``.
       gt_coco: the dataset's COCO ground truth (dict, path or COCO object).
       label_to_category: label -> category id; None: :func:`default_label_to_category`.
       voc07: add ``"VOC07_mAP50"``.

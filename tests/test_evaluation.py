@@ -282,3 +282,36 @@ def test_evaluate_loop_with_an_oracle_detector(tmp_path):
     assert (tmp_path / "r.json").stat().st_size > 0
     table = evaluation.format_table(m)
     assert "100.0" in table and "AP75" in table
+
+
+def test_evaluate_on_the_real_eval_pipeline_with_an_oracle():
+    """Synthetic source -> to_coco ground truth -> make_dataset(training=False) -> evaluate():
+    a detector returning the batch's own (resized-image-relative) target boxes scores AP 1."""
+    from mgdet.data import pipeline, synthetic
+    from mgdet.data.common import to_coco
+    source = synthetic.synthetic_dataset(6, image_size=96, seed=0, split="val")
+    gt = to_coco(source, list(synthetic.CLASS_NAMES))
+    ds = pipeline.make_dataset(source, image_size=64, batch_size=4, max_objects=40,
+                               training=False)
+
+    class _TargetOracle:
+        current = None
+
+        def detect(self, images):
+            t = self.current
+            valid = t["valid"].numpy()
+            return {"boxes": t["boxes"].numpy(), "scores": valid.astype(np.float32),
+                    "classes": t["labels"].numpy(), "num_detections": valid.sum(1)}
+
+    model = _TargetOracle()
+
+    class _Tap:
+        def __iter__(self):
+            for images, targets in ds:
+                assert images.shape[1:] == (64, 64, 3)
+                model.current = targets
+                yield images, targets
+
+    m = evaluation.evaluate(model, _Tap(), gt, progress=False)
+    assert m["AP"] == pytest.approx(1.0) and m["AP75"] == pytest.approx(1.0)
+    assert m["num_images"] == 6
