@@ -116,40 +116,46 @@ def check_image_file(path):
     return "unknown image format"
 
 
-def records_to_dataset(records, decode=True):
-    """Turn a list of annotation records into a tf.data.Dataset of decoded examples.
+def records_dataset(records):
+    """A list of annotation records -> an *undecoded* ``tf.data.Dataset`` (``path`` instead of
+    ``image``).
 
-    Each record is a dict with ``path`` (str), ``boxes`` ([K, 4] normalized xyxy), ``labels`` ([K]),
-    ``image_id`` (int) and optionally ``difficult`` / ``is_crowd`` ([K] bool) and ``area`` ([K]).
-    Images are read and decoded inside the graph with ``tf.io.decode_image(channels=3,
-    expand_animations=False)``; an image that still fails to decode is skipped by
-    ``Dataset.ignore_errors`` (logged by TF; counted as ``images_failed_decode`` in
-    :mod:`mgdet.data.stats`).
+    Each record is a dict with ``path`` (str), ``boxes`` ([K, 4] normalized xyxy), ``labels``
+    ([K]), ``image_id`` (int) and optionally ``difficult`` / ``is_crowd`` ([K] bool) and
+    ``area`` ([K]).
     """
-    from mgdet.data import stats
-
-    n = len(records)
     optional = [k for k in ("difficult", "is_crowd", "area") if records and k in records[0]]
-    row_lengths = [len(r["labels"]) for r in records]
+    row_lengths = np.asarray([len(r["labels"]) for r in records], np.int64)
 
-    def ragged(key, dtype, inner=None):
-        vals = [np.asarray(r[key], dtype).reshape((-1,) + ((inner,) if inner else ())) for r in records]
-        flat = (np.concatenate(vals, 0) if vals else np.zeros((0,) + ((inner,) if inner else ()), dtype))
-        return tf.RaggedTensor.from_row_lengths(flat, np.asarray(row_lengths, np.int64))
+    def ragged(key, dtype, inner=()):
+        vals = [np.asarray(r[key], dtype).reshape((-1,) + inner) for r in records]
+        flat = np.concatenate(vals, 0) if vals else np.zeros((0,) + inner, dtype)
+        return tf.RaggedTensor.from_row_lengths(flat, row_lengths)
 
     tensors = {
-        "path": tf.constant([r["path"] for r in records] or [""][:0], tf.string),
-        "image_id": tf.constant([int(r["image_id"]) for r in records], tf.int64),
-        "boxes": ragged("boxes", np.float32, 4),
+        "path": tf.constant([str(r["path"]) for r in records], tf.string, shape=[len(records)]),
+        "image_id": tf.constant([int(r["image_id"]) for r in records], tf.int64, shape=[len(records)]),
+        "boxes": ragged("boxes", np.float32, (4,)),
         "labels": ragged("labels", np.int32),
     }
     for k in optional:
         tensors[k] = ragged(k, np.float32 if k == "area" else bool)
-    ds = tf.data.Dataset.from_tensor_slices(tensors)
-    if not decode:
-        return ds
+    return tf.data.Dataset.from_tensor_slices(tensors)
+
+
+def decode_records(ds):
+    """Reads and decodes ``path`` into ``image`` (uint8 [H, W, 3]) inside the graph.
+
+    ``tf.io.decode_image(channels=3, expand_animations=False)``: grey and RGBA images become RGB,
+    the first frame of a GIF is used. An image that fails to decode is skipped by
+    ``Dataset.ignore_errors`` (TF logs the error) and counted: ``images_failed_decode`` of the
+    ``decode`` group in :mod:`mgdet.data.stats`.
+    """
+    from mgdet.data import stats
+
     counters = stats.counters("decode")
     counters.add("images_listed", 0)  # create the variables eagerly, outside any tf.function
+    counters.add("images_decoded", 0)
 
     def _count_listed(ex):
         with tf.control_dependencies([counters.increment("images_listed")]):
@@ -170,6 +176,15 @@ def records_to_dataset(records, decode=True):
     ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=True)
     return ds.map(_count_decoded)
+
+
+def records_to_dataset(records, shuffle=False, seed=0):
+    """Records -> dataset of decoded examples; ``shuffle`` reshuffles the file list every epoch
+    (cheap: before decoding)."""
+    ds = records_dataset(records)
+    if shuffle and records:
+        ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
+    return decode_records(ds)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,208 @@
+"""The tf.data input pipeline: decoded examples -> padded, batched model inputs.
+
+``make_dataset`` turns any dataset of decoded examples (see :mod:`mgdet.data.common`) into::
+
+    training: (images float32 [B, S, S, 3] in 0..255,
+               {"boxes": float32 [B, M, 4], "labels": int32 [B, M], "valid": bool [B, M]})
+    eval:     the same, plus "image_id": int64 [B] and "orig_size": int32 [B, 2] (original
+              height, width) in the targets dict (what mgdet.evaluation expects).
+
+Per example, in the graph: non-finite and zero/negative-area boxes are dropped, out-of-image
+boxes are clipped to [0, 1], ``difficult`` / ``is_crowd`` boxes are dropped for training (kept
+for evaluation), then SSD augmentation (training) or a plain resize (eval), then the boxes are
+padded — or truncated, keeping the first ``max_objects`` — to ``max_objects``. The counts land in
+:mod:`mgdet.data.stats` under the pipeline's ``name``; truncation also prints one warning.
+"""
+import logging
+import sys
+
+import tensorflow as tf
+
+from mgdet.data import augment as aug
+from mgdet.data import stats as data_stats
+from mgdet.data.common import DataError
+
+log = logging.getLogger("mgdet.data")
+
+DEFAULT_AUGMENT = dict(photometric=True, expand=True, max_expand=4.0, crop=True, flip=True,
+                       channel_swap=False)
+
+
+def sanitize(example, counters=None, drop_ignored=True):
+    """Drops degenerate boxes and clips the rest to the image (graph mode).
+
+    Args:
+      example: decoded example dict.
+      counters: optional :class:`mgdet.data.stats.Counters` to count into.
+      drop_ignored: also drop ``difficult`` and ``is_crowd`` boxes (training).
+    Returns:
+      the example with filtered ``boxes``, ``labels`` (and ``difficult``/``is_crowd``/``area``).
+    """
+    boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), [-1, 4])
+    finite = tf.reduce_all(tf.math.is_finite(boxes), axis=1)
+    safe = tf.where(finite[:, None], boxes, 0.0)
+    clipped = tf.clip_by_value(safe, 0.0, 1.0)
+    good = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    was_clipped = good & tf.reduce_any(tf.abs(clipped - safe) > 1e-6, axis=1)
+    keep = good
+    ignored = tf.zeros_like(good)
+    if drop_ignored:
+        for key in ("difficult", "is_crowd"):
+            if key in example:
+                ignored = ignored | tf.cast(tf.reshape(example[key], [-1]), tf.bool)
+        keep = keep & tf.logical_not(ignored)
+    out = dict(example)
+    out["boxes"] = tf.boolean_mask(clipped, keep)
+    out["labels"] = tf.boolean_mask(tf.reshape(tf.cast(example["labels"], tf.int32), [-1]), keep)
+    for key in ("difficult", "is_crowd", "area"):
+        if key in example:
+            out[key] = tf.boolean_mask(tf.reshape(example[key], [-1]), keep)
+    if counters is None:
+        return out
+    n_boxes = tf.size(good)
+    updates = [
+        counters.increment("images"),
+        counters.increment("images_empty", tf.cast(tf.reduce_sum(tf.cast(keep, tf.int32)) == 0, tf.int32)),
+        counters.increment("boxes_in", n_boxes),
+        counters.increment("boxes_degenerate", tf.reduce_sum(tf.cast(~good, tf.int32))),
+        counters.increment("boxes_clipped", tf.reduce_sum(tf.cast(was_clipped, tf.int32))),
+    ]
+    if drop_ignored:
+        updates.append(counters.increment("boxes_ignored", tf.reduce_sum(tf.cast(good & ignored, tf.int32))))
+    with tf.control_dependencies(updates):
+        return {k: tf.identity(v) for k, v in out.items()}
+
+
+def pad_targets(boxes, labels, max_objects, counters=None, name="pipeline"):
+    """Pads (or truncates to the first ``max_objects``) one image's boxes and labels.
+
+    Returns ``{"boxes": [M, 4], "labels": [M] (0 for padding), "valid": [M] bool}``.
+    """
+    n = tf.shape(labels)[0]
+    k = tf.minimum(n, max_objects)
+    boxes = tf.pad(boxes[:k], [[0, max_objects - k], [0, 0]])
+    labels = tf.pad(labels[:k], [[0, max_objects - k]])
+    valid = tf.range(max_objects) < k
+    out = {"boxes": tf.ensure_shape(boxes, [max_objects, 4]),
+           "labels": tf.ensure_shape(labels, [max_objects]),
+           "valid": tf.ensure_shape(valid, [max_objects])}
+    if counters is None:
+        return out
+    truncated = n > max_objects
+    ops = [counters.increment("boxes_truncated", tf.maximum(n - max_objects, 0)),
+           counters.increment("boxes_kept", k)]
+
+    def warn_once():
+        count = counters.variable("images_truncated").assign_add(1)
+        return tf.cond(tf.equal(count, 1), lambda: _print_truncation(name, n, max_objects),
+                       lambda: tf.constant(True))
+
+    ops.append(tf.cond(truncated, warn_once, lambda: tf.constant(True)))
+    with tf.control_dependencies(ops):
+        return {k_: tf.identity(v) for k_, v in out.items()}
+
+
+def _print_truncation(name, n, max_objects):
+    tf.print("WARNING: mgdet.data pipeline", name, ": an image has", n, "objects; keeping the first",
+             max_objects, "(max_objects). Further truncations are only counted (see "
+             "mgdet.data.stats.summary()).", output_stream=sys.stderr)
+    return tf.constant(True)
+
+
+def make_dataset(source_dataset, image_size, batch_size, max_objects=100, training=True, seed=0,
+                 cache=False, shuffle_buffer=256, augment=None, name=None, drop_remainder=None,
+                 num_parallel_calls=tf.data.AUTOTUNE, prefetch=tf.data.AUTOTUNE, repeat=False):
+    """Batches a dataset of decoded examples for training or evaluation.
+
+    Args:
+      source_dataset: ``tf.data.Dataset`` of decoded examples (any :mod:`mgdet.data` source).
+      image_size: model input side ``S`` (int).
+      batch_size: images per batch (global batch under ``tf.distribute``).
+      max_objects: ``M``, boxes per image after padding / truncation.
+      training: SSD augmentation, dropping of difficult / crowd boxes, shuffling,
+        ``drop_remainder``; otherwise plain resize and extra ``image_id`` / ``orig_size`` targets.
+      seed: shuffle and augmentation seed (same seed -> same batches, epoch after epoch).
+      cache: cache the sanitized decoded examples in memory (small datasets).
+      shuffle_buffer: examples in the shuffle buffer (training; 0 or 1 disables). File sources
+        also shuffle their file list (``load_source(..., shuffle=True)``), so a few hundred is
+        enough.
+      augment: dict of :func:`mgdet.data.augment.ssd_augment` keywords overriding
+        :data:`DEFAULT_AUGMENT`; ``False`` disables augmentation (resize only) for training.
+      name: counter group in :mod:`mgdet.data.stats` (default "train" / "eval").
+      drop_remainder: default ``training``.
+      repeat: repeat forever (for ``steps_per_epoch`` style loops).
+    Returns:
+      ``tf.data.Dataset`` of ``(images, targets)``, see module docstring.
+    """
+    if not isinstance(source_dataset, tf.data.Dataset):
+        raise DataError(f"make_dataset: source_dataset must be a tf.data.Dataset, got "
+                        f"{type(source_dataset).__name__}")
+    spec = source_dataset.element_spec
+    missing = [k for k in ("image", "boxes", "labels", "image_id") if not isinstance(spec, dict) or k not in spec]
+    if missing:
+        raise DataError(f"make_dataset: source examples lack {missing}; expected decoded examples "
+                        "{'image','boxes','labels','image_id'} (see mgdet.data.common)")
+    image_size, batch_size, max_objects = int(image_size), int(batch_size), int(max_objects)
+    if image_size <= 0 or batch_size <= 0 or max_objects <= 0:
+        raise DataError(f"make_dataset: image_size, batch_size and max_objects must be positive, "
+                        f"got {image_size}, {batch_size}, {max_objects}")
+    name = name or ("train" if training else "eval")
+    counters = data_stats.counters(name)
+    for key in ("images", "boxes_kept", "images_truncated"):
+        counters.add(key, 0)  # create eagerly, outside any tf.function / strategy scope
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    aug_kwargs = dict(DEFAULT_AUGMENT)
+    do_augment = training and augment is not False
+    if isinstance(augment, dict):
+        unknown = set(augment) - set(aug_kwargs) - {"mean", "min_ious", "max_trials"}
+        if unknown:
+            raise DataError(f"make_dataset: unknown augment options {sorted(unknown)}")
+        aug_kwargs.update(augment)
+
+    ds = source_dataset.map(lambda ex: sanitize(ex, counters, drop_ignored=training),
+                            num_parallel_calls=num_parallel_calls, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    if repeat:
+        ds = ds.repeat()
+    if training and shuffle_buffer and shuffle_buffer > 1:
+        ds = ds.shuffle(int(shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+
+    def _train_map(ex, pair_seed):
+        if do_augment:
+            image, boxes, labels = aug.ssd_augment(ex["image"], ex["boxes"], ex["labels"],
+                                                   pair_seed, image_size, **aug_kwargs)
+        else:
+            image, boxes, labels = aug.resize(ex["image"], image_size), ex["boxes"], ex["labels"]
+        return image, pad_targets(boxes, labels, max_objects, counters, name)
+
+    def _eval_map(ex):
+        image = aug.resize(ex["image"], image_size)
+        targets = pad_targets(ex["boxes"], ex["labels"], max_objects, counters, name)
+        targets["image_id"] = tf.cast(ex["image_id"], tf.int64)
+        targets["orig_size"] = tf.shape(ex["image"])[:2]
+        return image, targets
+
+    if training:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds))
+        ds = ds.map(_train_map, num_parallel_calls=num_parallel_calls, deterministic=True)
+    else:
+        ds = ds.map(_eval_map, num_parallel_calls=num_parallel_calls, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if prefetch:
+        ds = ds.prefetch(prefetch)
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    return ds.with_options(options)
+
+
+def stats():
+    """Snapshot of every data counter: ``{group: {counter: int}}`` (see :mod:`mgdet.data.stats`)."""
+    return data_stats.snapshot()
+
+
+def stats_summary():
+    """One printable line of :func:`stats` (non-zero counters)."""
+    return data_stats.summary()

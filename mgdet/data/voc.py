@@ -1,0 +1,242 @@
+"""PASCAL VOC (VOCdevkit folders) and custom VOC-XML folders.
+
+Annotations are parsed in Python when the source is loaded (fast: XML only, no image is opened);
+images are read and decoded inside tf.data. Every image file is checked cheaply while listing
+(:func:`mgdet.data.common.check_image_file`): missing or truncated files are skipped and counted
+in the returned :class:`~mgdet.data.common.SourceReport`, anything else that fails to decode is
+skipped by ``ignore_errors`` in the graph — a bad image never stops training.
+
+Boxes: VOC's 1-based inclusive pixel corners become edge coordinates ``(xmin - 1, ymin - 1,
+xmax, ymax)``, normalized by the ``<size>`` of the XML (or the image header when absent).
+``difficult`` objects are kept and flagged; the pipeline drops them for training and
+:func:`mgdet.data.common.to_coco` marks them ``iscrowd`` (ignored) for evaluation.
+"""
+import functools
+import os
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+
+from mgdet.data.common import (IMAGE_EXTENSIONS, DataError, SourceReport, check_image_file,
+                               records_to_dataset, sanitize_pixel_boxes)
+
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+               "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep",
+               "sofa", "train", "tvmonitor")
+
+
+def parse_voc_xml(path):
+    """One VOC XML file -> dict(filename, width, height, objects=[(name, difficult, x1, y1, x2, y2)]).
+
+    Pixel corners are returned as edge coordinates (``xmin - 1``, ``ymin - 1``, ``xmax``, ``ymax``).
+    Width / height are 0 when the file has no ``<size>``.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as e:
+        raise DataError(f"VOC annotation {path} is not a readable XML file: {e}") from None
+
+    def num(node, tag, default=0.0):
+        t = node.find(tag) if node is not None else None
+        try:
+            return float(t.text) if t is not None and t.text is not None else default
+        except ValueError:
+            return float("nan")
+
+    size = root.find("size")
+    objects = []
+    for obj in root.iter("object"):
+        name_node = obj.find("name")
+        name = name_node.text.strip() if name_node is not None and name_node.text else ""
+        bb = obj.find("bndbox")
+        diff = obj.find("difficult")
+        difficult = diff is not None and (diff.text or "0").strip() not in ("0", "")
+        if bb is None:
+            objects.append((name, difficult, np.nan, np.nan, np.nan, np.nan))
+            continue
+        objects.append((name, difficult, num(bb, "xmin", np.nan) - 1.0, num(bb, "ymin", np.nan) - 1.0,
+                        num(bb, "xmax", np.nan), num(bb, "ymax", np.nan)))
+    fn = root.find("filename")
+    return {"filename": fn.text.strip() if fn is not None and fn.text else "",
+            "width": int(num(size, "width")), "height": int(num(size, "height")), "objects": objects}
+
+
+def _image_size(path):
+    from PIL import Image
+    with Image.open(path) as im:
+        return im.size  # (width, height)
+
+
+def _image_id(stem, index):
+    digits = stem.replace("_", "")
+    return int(digits) if re.fullmatch(r"[0-9_]+", stem) and digits else None
+
+
+def _records_from_xml(xml_paths, image_paths, class_names, report, unknown="skip"):
+    """Parse XMLs into records; ``unknown`` class names are skipped (and counted) or raise."""
+    index = {n: i for i, n in enumerate(class_names)}
+    records = []
+    for xml_path, image_path in zip(xml_paths, image_paths):
+        report.images_listed += 1
+        reason = check_image_file(image_path)
+        if reason is not None:
+            if reason == "missing":
+                report.images_missing += 1
+            else:
+                report.images_unreadable += 1
+            continue
+        ann = parse_voc_xml(xml_path)
+        w, h = ann["width"], ann["height"]
+        if w <= 0 or h <= 0:
+            try:
+                w, h = _image_size(image_path)
+            except Exception:  # noqa: BLE001 - PIL raises many types
+                report.images_unreadable += 1
+                continue
+        names = [o[0] for o in ann["objects"]]
+        known = np.array([n in index for n in names], bool)
+        bad = [n for n in names if n not in index]
+        if bad and unknown == "raise":
+            raise DataError(f"{xml_path}: class {bad[0]!r} is not in the class list {list(class_names)}")
+        report.boxes_unknown_class += len(bad)
+        objs = [o for o, k in zip(ann["objects"], known) if k]
+        pix = np.array([o[2:] for o in objs], np.float64).reshape(-1, 4)
+        boxes, keep = sanitize_pixel_boxes(pix, w, h, report)
+        records.append({
+            "path": image_path,
+            "boxes": boxes,
+            "labels": np.array([index[o[0]] for o in objs], np.int32)[keep],
+            "difficult": np.array([o[1] for o in objs], bool)[keep],
+            "width": w, "height": h,
+            "stem": os.path.splitext(os.path.basename(xml_path))[0],
+        })
+    ids = [_image_id(r["stem"], i) for i, r in enumerate(records)]
+    if None in ids or len(set(ids)) != len(ids):
+        ids = list(range(1, len(records) + 1))
+    for r, i in zip(records, ids):
+        r["image_id"] = i
+    return records
+
+
+def _find_year_dir(root, year):
+    for cand in (os.path.join(root, f"VOC{year}"), os.path.join(root, "VOCdevkit", f"VOC{year}")):
+        if os.path.isdir(cand):
+            return cand
+    if os.path.basename(os.path.normpath(root)) == f"VOC{year}":
+        return root
+    raise DataError(f"VOC: no VOC{year} folder under {root!r} (expected {root}/VOC{year}/"
+                    "{Annotations,JPEGImages,ImageSets/Main}, i.e. root = the VOCdevkit folder)")
+
+
+@functools.lru_cache(maxsize=8)
+def voc_records(root, years=("2007", "2012"), image_set="trainval", class_names=VOC_CLASSES):
+    """Parsed annotation records of VOCdevkit ``root`` for ``years`` x ``image_set`` (cached).
+
+    Returns ``(records, report)``; each record has path, boxes, labels, difficult, image_id,
+    width, height.
+    """
+    if not os.path.isdir(root):
+        raise DataError(f"VOC: dataset root {root!r} does not exist (expected a VOCdevkit folder "
+                        "holding VOC2007/ and/or VOC2012/)")
+    years = (years,) if isinstance(years, (str, int)) else tuple(years)
+    sets = (image_set,) * len(years) if isinstance(image_set, str) else tuple(image_set)
+    if len(sets) != len(years):
+        raise DataError(f"VOC: {len(years)} years but {len(sets)} image sets: {years} / {sets}")
+    report = SourceReport(f"voc {'+'.join(f'{y}/{s}' for y, s in zip(years, sets))}")
+    xmls, images = [], []
+    for year, iset in zip(years, sets):
+        ydir = _find_year_dir(root, str(year))
+        list_file = os.path.join(ydir, "ImageSets", "Main", f"{iset}.txt")
+        if not os.path.isfile(list_file):
+            raise DataError(f"VOC: image set file {list_file!r} not found (expected one image id "
+                            f"per line for image set {iset!r} of VOC{year})")
+        with open(list_file) as f:
+            ids = [line.split()[0] for line in f if line.strip()]
+        ann_dir = os.path.join(ydir, "Annotations")
+        if not os.path.isdir(ann_dir):
+            raise DataError(f"VOC: annotation folder {ann_dir!r} not found")
+        for i in ids:
+            xml = os.path.join(ann_dir, f"{i}.xml")
+            if not os.path.isfile(xml):
+                raise DataError(f"VOC: annotation {xml!r} listed in {list_file} does not exist")
+            xmls.append(xml)
+            images.append(os.path.join(ydir, "JPEGImages", f"{i}.jpg"))
+    records = _records_from_xml(xmls, images, tuple(class_names), report)
+    # VOC2007 ids (000005) and VOC2012 ids (2008_000008) never collide as integers.
+    report.log()
+    return records, report
+
+
+def load_voc(root, years=("2007", "2012"), image_set="trainval", class_names=VOC_CLASSES,
+             shuffle=False, seed=0):
+    """PASCAL VOC from a VOCdevkit folder.
+
+    Args:
+      root: the VOCdevkit folder (holding ``VOC2007/``, ``VOC2012/``).
+      years: e.g. ``("2007", "2012")`` for 07+12 trainval, ``("2007",)`` for the 07 test set.
+      image_set: image set name (``trainval``, ``test``, ``train``, ``val``), or one per year.
+      class_names: class list (label = index); objects of other classes are skipped (counted).
+      shuffle: shuffle the file list each epoch (before decoding).
+      seed: that shuffle's seed.
+    Returns:
+      ``(dataset of decoded examples with "difficult", class_names)``.
+    Raises:
+      DataError: a missing folder, image-set file or annotation (the message names the path).
+    """
+    years = (years,) if isinstance(years, (str, int)) else tuple(str(y) for y in years)
+    records, _ = voc_records(os.fspath(root), years,
+                             image_set if isinstance(image_set, str) else tuple(image_set),
+                             tuple(class_names))
+    return records_to_dataset(records, shuffle, seed), list(class_names)
+
+
+def _list_xml_folder(ann_dir, image_dir):
+    if not os.path.isdir(ann_dir):
+        raise DataError(f"VOC-XML: annotation folder {ann_dir!r} does not exist (expected *.xml files)")
+    image_dir = image_dir or ann_dir
+    if not os.path.isdir(image_dir):
+        raise DataError(f"VOC-XML: image folder {image_dir!r} does not exist")
+    xmls = sorted(os.path.join(ann_dir, f) for f in os.listdir(ann_dir) if f.lower().endswith(".xml"))
+    if not xmls:
+        raise DataError(f"VOC-XML: no .xml files in {ann_dir!r}")
+    images = []
+    for x in xmls:
+        fn = parse_voc_xml(x)["filename"]
+        stem = os.path.splitext(os.path.basename(x))[0]
+        cands = ([os.path.join(image_dir, fn)] if fn else []) + [
+            os.path.join(image_dir, stem + e) for e in IMAGE_EXTENSIONS]
+        images.append(next((c for c in cands if os.path.isfile(c)), cands[0]))
+    return xmls, images
+
+
+@functools.lru_cache(maxsize=8)
+def voc_xml_records(ann_dir, image_dir=None, class_names=None):
+    """Records of a folder of VOC-style XML files (cached). Returns ``(records, report, names)``."""
+    xmls, images = _list_xml_folder(ann_dir, image_dir)
+    if class_names is None:
+        names = set()
+        for x in xmls:
+            names.update(o[0] for o in parse_voc_xml(x)["objects"] if o[0])
+        class_names = tuple(sorted(names))
+    report = SourceReport(f"voc-xml {ann_dir}")
+    records = _records_from_xml(xmls, images, tuple(class_names), report)
+    report.log()
+    return records, report, tuple(class_names)
+
+
+def load_voc_xml(ann_dir, image_dir=None, class_names=None, shuffle=False, seed=0):
+    """A custom dataset as a folder of VOC-style XML files plus an image folder.
+
+    Args:
+      ann_dir: folder of ``*.xml`` annotations.
+      image_dir: image folder (default: ``ann_dir``); an image is found by the XML's
+        ``<filename>`` or by the XML's stem with a usual image extension.
+      class_names: class list (label = index); default: every name seen, sorted.
+      shuffle, seed: shuffle the file list each epoch.
+    Returns:
+      ``(dataset of decoded examples with "difficult", class_names)``.
+    """
+    records, _, names = voc_xml_records(os.fspath(ann_dir), image_dir and os.fspath(image_dir),
+                                        tuple(class_names) if class_names else None)
+    return records_to_dataset(records, shuffle, seed), list(names)
