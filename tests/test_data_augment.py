@@ -1,0 +1,130 @@
+"""SSD augmentation: boxes follow the pixels, determinism, sampler constraints."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mgdet.data import augment as aug
+
+COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255]], np.uint8)
+
+
+def _painted_image(rng):
+    """A black image with up to 5 non-overlapping solid rectangles on integer pixel edges."""
+    h, w = int(rng.integers(40, 120)), int(rng.integers(40, 120))
+    img = np.zeros((h, w, 3), np.uint8)
+    boxes = []
+    for c in range(len(COLOURS)):
+        for _ in range(20):
+            bw, bh = int(rng.integers(w // 5, w // 2)), int(rng.integers(h // 5, h // 2))
+            x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+            b = (x0, y0, x0 + bw, y0 + bh)
+            if all(b[2] + 1 <= o[0] or o[2] + 1 <= b[0] or b[3] + 1 <= o[1] or o[3] + 1 <= b[1]
+                   for o in boxes if o is not None):
+                boxes.append(b)
+                img[y0:y0 + bh, x0:x0 + bw] = COLOURS[c]
+                break
+        else:
+            boxes.append(None)
+    keep = [i for i, b in enumerate(boxes) if b is not None]
+    norm = np.array([boxes[i] for i in keep], np.float32) / np.array([w, h, w, h], np.float32)
+    return img, norm, np.array(keep, np.int32)
+
+
+@tf.function(reduce_retracing=True)
+def _augment(image, boxes, labels, seed):
+    return aug.ssd_augment(image, boxes, labels, seed, 96, photometric=False)
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_boxes_match_the_transformed_pixels(case):
+    rng = np.random.default_rng(case)
+    img, boxes, labels = _painted_image(rng)
+    out, new_boxes, new_labels = _augment(img, boxes, labels, tf.constant([case, 99], tf.int64))
+    out, new_boxes, new_labels = out.numpy(), new_boxes.numpy(), new_labels.numpy()
+    assert out.shape == (96, 96, 3) and out.dtype == np.float32
+    assert np.all(new_boxes >= 0) and np.all(new_boxes <= 1)
+    assert set(new_labels) <= set(labels)
+    for box, label in zip(new_boxes, new_labels):
+        px = box * 96
+        if min(px[2] - px[0], px[3] - px[1]) < 3:
+            continue  # too small after a 4x zoom-out to measure edges
+        # pixels at least half covered by this rectangle's colour
+        dist = np.abs(out - COLOURS[label].astype(np.float32)).max(axis=-1)
+        region = dist < 0.5 * 255
+        ys, xs = np.nonzero(region)
+        assert len(xs), (case, box)
+        measured = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+        np.testing.assert_allclose(measured, px, atol=1.5, err_msg=f"case {case} label {label}")
+
+
+def test_dropped_boxes_were_cut_by_the_crop():
+    """A box disappears only when the crop cut its centre off: whatever remains of it then
+    touches the border of the output (it is never dropped while fully inside)."""
+    dropped = 0
+    for case in range(40):
+        rng = np.random.default_rng(case)
+        img, boxes, labels = _painted_image(rng)
+        out, _, new_labels = _augment(img, boxes, labels, tf.constant([case, 99], tf.int64))
+        out = out.numpy()
+        for label in labels:
+            if label in new_labels.numpy():
+                continue
+            dropped += 1
+            region = np.abs(out - COLOURS[label].astype(np.float32)).max(axis=-1) < 0.5 * 255
+            if region.sum() > 4:
+                border = region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any()
+                assert border, case
+    assert dropped > 0
+
+
+def test_same_seed_same_output_and_seed_matters():
+    rng = np.random.default_rng(0)
+    img, boxes, labels = _painted_image(rng)
+    outs = [aug.ssd_augment(img, boxes, labels, tf.constant([s, 1], tf.int64), 64) for s in (5, 5, 6)]
+    for a, b in zip(outs[0], outs[1]):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(outs[0][0].numpy(), outs[2][0].numpy())
+
+
+def test_photometric_range_and_determinism():
+    img = tf.random.stateless_uniform([32, 48, 3], [1, 2], 0, 255)
+    for s in range(10):
+        a = aug.photometric_distort(img, tf.constant([s, 0]), channel_swap=True)
+        b = aug.photometric_distort(img, tf.constant([s, 0]), channel_swap=True)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert a.shape == img.shape
+        assert float(tf.reduce_min(a)) >= 0.0 and float(tf.reduce_max(a)) <= 255.0
+
+
+def test_crop_sampler_respects_min_iou():
+    boxes = tf.constant([[0.1, 0.1, 0.4, 0.5], [0.6, 0.5, 0.9, 0.95]])
+    valid = tf.constant([True, True])
+    for s in range(30):
+        for min_iou in (0.3, 0.7):
+            win = aug._sample_crop(boxes, valid, tf.constant([s, 3]), 1.0, 50, (min_iou,)).numpy()
+            if np.allclose(win, [0, 0, 1, 1]):
+                continue  # no window qualified: the whole image
+            from mgdet.boxes import iou
+            assert float(tf.reduce_max(iou(win[None], boxes))) >= min_iou - 1e-6
+            ratio = (win[3] - win[1]) / (win[2] - win[0])
+            assert 0.5 - 1e-5 <= ratio <= 2.0 + 1e-5
+            centres = (boxes[:, :2] + boxes[:, 2:]).numpy() / 2
+            assert np.any(np.all((centres > win[:2]) & (centres < win[2:]), axis=1))
+
+
+def test_empty_image_and_eval_resize():
+    img = np.full((50, 70, 3), 200, np.uint8)
+    out, b, l = aug.ssd_augment(img, tf.zeros([0, 4]), tf.zeros([0], tf.int32), tf.constant([1, 2]), 64)
+    assert out.shape == (64, 64, 3) and b.shape == (0, 4) and l.shape == (0,)
+    r = aug.resize(img, 64)
+    assert r.shape == (64, 64, 3) and r.dtype == tf.float32
+    np.testing.assert_allclose(r.numpy(), 200.0)
+
+
+def test_identity_resample_equals_resize():
+    img = np.random.default_rng(1).integers(0, 255, (37, 53, 3)).astype(np.uint8)
+    for size in (20, 96):
+        a = aug.resample(img, tf.constant([0.0, 0.0, 1.0, 1.0]), tf.constant(False), size)
+        np.testing.assert_allclose(a.numpy(), aug.resize(img, size).numpy(), atol=0.01)
+    flipped = aug.resample(img, tf.constant([0.0, 0.0, 1.0, 1.0]), tf.constant(True), 96)
+    np.testing.assert_allclose(flipped.numpy(), aug.resize(img[:, ::-1], 96).numpy(), atol=0.01)
