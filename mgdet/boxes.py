@@ -28,8 +28,8 @@ def iou(a, b):
     Returns:
       ``[..., M, N]`` IoU in [0, 1]; 0 where the union is empty.
     """
-    a = tf.convert_to_tensor(a, tf.float32)
-    b = tf.convert_to_tensor(b, tf.float32)
+    a = tf.cast(a, tf.float32)
+    b = tf.cast(b, tf.float32)
     ax1, ay1, ax2, ay2 = [t[..., :, None] for t in tf.unstack(a, axis=-1)]  # [..., M, 1]
     bx1, by1, bx2, by2 = [t[..., None, :] for t in tf.unstack(b, axis=-1)]  # [..., 1, N]
     inter = (tf.maximum(tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1), 0.0)
@@ -70,8 +70,8 @@ def encode(boxes, anchors, variances=VARIANCES):
       ``[..., N, 4]``: (dcx / (v0 wa), dcy / (v0 ha), log(w / wa) / v1, log(h / ha) / v1).
     """
     v0, v1 = variances
-    g = xyxy_to_cxcywh(tf.convert_to_tensor(boxes, tf.float32))
-    a = xyxy_to_cxcywh(tf.convert_to_tensor(anchors, tf.float32))
+    g = xyxy_to_cxcywh(tf.cast(boxes, tf.float32))
+    a = xyxy_to_cxcywh(tf.cast(anchors, tf.float32))
     g_wh = tf.maximum(g[..., 2:4], 1e-8)
     center = (g[..., 0:2] - a[..., 0:2]) / (v0 * a[..., 2:4])
     size = tf.math.log(g_wh / a[..., 2:4]) / v1
@@ -85,8 +85,8 @@ def decode(deltas, anchors, variances=VARIANCES):
     predictions never overflow. Boxes are not clipped.
     """
     v0, v1 = variances
-    d = tf.convert_to_tensor(deltas, tf.float32)
-    a = xyxy_to_cxcywh(tf.convert_to_tensor(anchors, tf.float32))
+    d = tf.cast(deltas, tf.float32)
+    a = xyxy_to_cxcywh(tf.cast(anchors, tf.float32))
     center = a[..., 0:2] + d[..., 0:2] * v0 * a[..., 2:4]
     size = a[..., 2:4] * tf.exp(tf.minimum(d[..., 2:4] * v1, _MAX_LOG_SCALE))
     return cxcywh_to_xyxy(tf.concat([center, size], axis=-1))

@@ -73,10 +73,10 @@ def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, p
         raise ValueError(f"strategy {strategy!r} needs pred_deltas")
     if strategy in _C2L_REG and pred_logits is None:
         raise ValueError(f"strategy {strategy!r} needs pred_logits")
-    gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
+    gt_boxes = tf.cast(gt_boxes, tf.float32)
     gt_labels = tf.cast(gt_labels, tf.int32)
     gt_valid = tf.cast(gt_valid, tf.bool)
-    anchors = tf.convert_to_tensor(anchors, tf.float32)
+    anchors = tf.cast(anchors, tf.float32)
     # The dense [B, M, N] work (IoUs, amplification, own) runs as XLA clusters, one per quality
     # matrix: fused, it is several times faster on CPU than op by op. The per-image sorts of the
     # ranking stay outside (TF's sort kernel is faster than XLA's on CPU).
