@@ -86,14 +86,28 @@ def test_same_seed_same_output_and_seed_matters():
     assert not np.array_equal(outs[0][0].numpy(), outs[2][0].numpy())
 
 
-def test_photometric_range_and_determinism():
+@pytest.mark.parametrize("exact_hsv", [False, True])
+def test_photometric_range_and_determinism(exact_hsv):
     img = tf.random.stateless_uniform([32, 48, 3], [1, 2], 0, 255)
+    changed = 0
     for s in range(10):
-        a = aug.photometric_distort(img, tf.constant([s, 0]), channel_swap=True)
-        b = aug.photometric_distort(img, tf.constant([s, 0]), channel_swap=True)
+        a = aug.photometric_distort(img, tf.constant([s, 0]), channel_swap=True, exact_hsv=exact_hsv)
+        b = aug.photometric_distort(img, tf.constant([s, 0]), channel_swap=True, exact_hsv=exact_hsv)
         np.testing.assert_array_equal(a.numpy(), b.numpy())
         assert a.shape == img.shape
         assert float(tf.reduce_min(a)) >= 0.0 and float(tf.reduce_max(a)) <= 255.0
+        changed += not np.allclose(a.numpy(), img.numpy(), atol=1e-3)
+    assert changed >= 7
+
+
+def test_colour_matrix_is_identity_at_rest_and_keeps_grey():
+    np.testing.assert_allclose(aug._colour_matrix(1.0, 0.0).numpy(), np.eye(3), atol=1e-5)
+    m = aug._colour_matrix(tf.constant(1.4), tf.constant(0.05)).numpy()
+    np.testing.assert_allclose(m @ np.ones(3), np.ones(3), atol=1e-5)      # grey stays grey
+    desat = aug._colour_matrix(0.0, 0.0).numpy() @ np.array([200.0, 10.0, 30.0])
+    assert np.ptp(desat) < 1e-3                                            # saturation 0 -> grey
+    # a hue rotation by a full turn is the identity
+    np.testing.assert_allclose(aug._colour_matrix(1.0, 1.0).numpy(), np.eye(3), atol=1e-4)
 
 
 def test_crop_sampler_respects_min_iou():

@@ -116,6 +116,11 @@ def test_no_augmentation_and_cache_and_repeat():
     k = len(ex["labels"])
     np.testing.assert_allclose(y["boxes"][0, :k].numpy(), ex["boxes"].numpy(), atol=1e-6)
     assert len(list(ds.take(7))) == 7
+    # cached + training: the whole cache is reshuffled each epoch
+    cached = make_dataset(synthetic_dataset(16, 64, 2, "train"), 64, 16, 10, training=True,
+                          augment=False, shuffle_buffer=2, cache=True)
+    orders = [tuple(x[:, 0, 0, 0].numpy()) for x, _ in list(cached) + list(cached)]
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1])
 
 
 def test_errors():

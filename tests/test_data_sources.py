@@ -142,6 +142,12 @@ def test_voc_errors(tmp_path, voc_root):
         load_voc(voc_root, years=("2012",))
     with pytest.raises(DataError, match="image set file"):
         load_voc(voc_root, years=("2007",), image_set="val")
+    d = tmp_path / "dev" / "VOC2007"
+    os.makedirs(d / "Annotations"), os.makedirs(d / "ImageSets" / "Main")
+    _voc_xml(d / "Annotations" / "x.xml", "x.jpg", 10, 10, [])
+    (d / "ImageSets/Main/trainval.txt").write_text("x\n")
+    with pytest.raises(DataError, match="none of the 1 images"):
+        load_voc(str(tmp_path / "dev"), years=("2007",))
 
 
 def test_voc_xml_folder(tmp_path):

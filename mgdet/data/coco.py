@@ -104,6 +104,7 @@ def coco_records(ann_file, image_dir, skip_empty=False):
             continue
         records.append({"path": path, "boxes": boxes, "labels": labels, "is_crowd": crowd,
                         "area": area, "image_id": int(image_id), "width": w, "height": h})
+    report.check_not_empty(image_dir)
     report.log()
     return records, report, cmap
 

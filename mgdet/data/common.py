@@ -50,6 +50,13 @@ class SourceReport:
     def as_dict(self):
         return {f: getattr(self, f) for f in self.FIELDS}
 
+    def check_not_empty(self, where):
+        """Raise :class:`DataError` when every listed image was missing or unreadable."""
+        if self.images_listed and self.images_listed == self.images_missing + self.images_unreadable:
+            raise DataError(f"{self.name}: none of the {self.images_listed} images listed in "
+                            f"{where} could be read ({self.images_missing} missing, "
+                            f"{self.images_unreadable} unreadable)")
+
     def log(self):
         d = self.as_dict()
         dropped = {k: v for k, v in d.items() if k != "images_listed" and v}

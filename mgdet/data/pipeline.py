@@ -122,7 +122,9 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
       training: SSD augmentation, dropping of difficult / crowd boxes, shuffling,
         ``drop_remainder``; otherwise plain resize and extra ``image_id`` / ``orig_size`` targets.
       seed: shuffle and augmentation seed (same seed -> same batches, epoch after epoch).
-      cache: cache the sanitized decoded examples in memory (small datasets).
+      cache: cache the sanitized decoded examples in memory (small datasets; pointless for the
+        synthetic source, which is in memory already). When the dataset size is known the
+        whole cache is reshuffled every epoch.
       shuffle_buffer: examples in the shuffle buffer (training; 0 or 1 disables). File sources
         also shuffle their file list (``load_source(..., shuffle=True)``), so a few hundred is
         enough.
@@ -154,7 +156,7 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     aug_kwargs = dict(DEFAULT_AUGMENT)
     do_augment = training and augment is not False
     if isinstance(augment, dict):
-        unknown = set(augment) - set(aug_kwargs) - {"mean", "min_ious", "max_trials"}
+        unknown = set(augment) - set(aug_kwargs) - {"mean", "min_ious", "max_trials", "exact_hsv"}
         if unknown:
             raise DataError(f"make_dataset: unknown augment options {sorted(unknown)}")
         aug_kwargs.update(augment)
@@ -163,10 +165,15 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
                             num_parallel_calls=num_parallel_calls, deterministic=True)
     if cache:
         ds = ds.cache()
-    if repeat:
-        ds = ds.repeat()
+        # The cache replays its first pass; shuffle all of it when the size is known (the
+        # buffer then holds references to the cached tensors, not copies).
+        n = int(ds.cardinality())
+        if training and n > 0:
+            shuffle_buffer = max(int(shuffle_buffer or 0), n)
     if training and shuffle_buffer and shuffle_buffer > 1:
         ds = ds.shuffle(int(shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
 
     def _train_map(ex, pair_seed):
         if do_augment:

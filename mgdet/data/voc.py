@@ -163,6 +163,7 @@ def voc_records(root, years=("2007", "2012"), image_set="trainval", class_names=
             xmls.append(xml)
             images.append(os.path.join(ydir, "JPEGImages", f"{i}.jpg"))
     records = _records_from_xml(xmls, images, tuple(class_names), report)
+    report.check_not_empty(root)
     # VOC2007 ids (000005) and VOC2012 ids (2008_000008) never collide as integers.
     report.log()
     return records, report
@@ -221,6 +222,7 @@ def voc_xml_records(ann_dir, image_dir=None, class_names=None):
         class_names = tuple(sorted(names))
     report = SourceReport(f"voc-xml {ann_dir}")
     records = _records_from_xml(xmls, images, tuple(class_names), report)
+    report.check_not_empty(image_dir or ann_dir)
     report.log()
     return records, report, tuple(class_names)
 
