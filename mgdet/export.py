@@ -1,0 +1,230 @@
+"""SavedModel export for TensorFlow Serving (SPEC "Export and serving contract").
+
+``export_saved_model`` writes a plain ``tf.Module`` (the detector's variables + traced serving
+functions), so the export loads with ``tf.saved_model.load`` / ``saved_model_cli`` / TF Serving
+without importing mgdet. Signatures:
+
+``serving_default``
+  input ``images``: uint8 ``[batch, height, width, 3]``, any size (resized inside to the model's
+  ``S x S``, bilinear, as the evaluation pipeline does).
+``serving_bytes``
+  input ``image_bytes``: string ``[batch]``, encoded JPEG / PNG (also BMP / GIF, first frame),
+  decoded with ``tf.io.decode_image`` one by one (images of different sizes may share a batch).
+
+Both return (K = ``max_detections``, rows past ``num_detections`` are zero / empty padding):
+
+==========================  =====================  ==========================================
+``detection_boxes``         float32 [batch, K, 4]  (ymin, xmin, ymax, xmax) normalized to the
+                                                   input image, TF Object Detection API order
+``detection_scores``        float32 [batch, K]     sigmoid class score, descending
+``detection_classes``       int32 [batch, K]       **0-based** class id = line of labels.txt
+``detection_class_names``   string [batch, K]      the class name ("" for padding)
+``num_detections``          int32 [batch]          valid rows
+==========================  =====================  ==========================================
+
+Unlike the TF OD API (float32, 1-based ids from a label map), ``detection_classes`` is int32 and
+0-based: it indexes ``assets/labels.txt`` (one class name per line) directly, and JSON clients
+get integers. The loaded object also has ``class_names()`` (string [C], read from the asset) and
+``metadata()`` (image size, thresholds). Score threshold, NMS IoU and max detections are fixed at
+export time (``cli.py export --score-threshold --nms-iou --max-detections``).
+
+Versions follow TF Serving's layout ``saved_models/<name>/<version>/`` (integers; the next
+free one by default). A version folder is written under a temporary name and renamed when
+complete, so a Serving process polling the folder never loads a half-written export.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+DEFAULT_BASE_DIR = "saved_models"
+LABELS_FILE = "labels.txt"
+
+
+def next_version(base_dir):
+    """The next free integer version under ``base_dir`` (1 when there is none)."""
+    if not os.path.isdir(base_dir):
+        return 1
+    versions = [int(d) for d in os.listdir(base_dir)
+                if d.isdigit() and os.path.isdir(os.path.join(base_dir, d))]
+    return max(versions, default=0) + 1
+
+
+def _detect_fn(model, score_threshold, nms_iou, max_detections):
+    """``images float32 [B, S, S, 3] -> {"boxes", "scores", "classes", "num_detections"}``
+    with the given post-processing settings (the model's own decode + NMS)."""
+    from mgdet import postprocess
+
+    def detect(images):
+        deltas, logits = model(images, training=False)
+        return postprocess.postprocess(deltas, logits, model.anchors,
+                                       score_threshold=score_threshold, nms_iou=nms_iou,
+                                       max_detections=max_detections)
+    return detect
+
+
+def _raw_variable(variable):
+    """The ``tf.Variable`` under a Keras 3 variable (itself when it is one already)."""
+    value = getattr(variable, "value", None)
+    if isinstance(variable, tf.Variable) or not isinstance(value, tf.Variable):
+        return variable
+    return value
+
+
+class _DetectorServing(tf.Module):
+    """What the SavedModel holds: the model's variables, the labels asset, the functions."""
+
+    def __init__(self, model, labels_path, image_size, detect, settings):
+        super().__init__(name="mgdet_detector")
+        # Only the variables are tracked (not the Keras objects): loading then needs no Keras
+        # class. The raw tf.Variables, not Keras 3's wrappers: a wrapper is exported as a copy
+        # that TF1-style loaders (saved_model_cli run, TF Serving's session bundle) restore
+        # while the functions read the original, left uninitialized.
+        self.model_variables = [_raw_variable(v) for v in model.variables]
+        self.labels = tf.saved_model.Asset(labels_path)
+        size = int(image_size)
+
+        def class_names():
+            text = tf.strings.strip(tf.io.read_file(self.labels.asset_path))
+            return tf.strings.split(text, "\n")
+
+        def outputs(images):
+            det = detect(images)
+            boxes = tf.clip_by_value(tf.cast(det["boxes"], tf.float32), 0.0, 1.0)
+            classes = tf.cast(det["classes"], tf.int32)
+            num = tf.cast(det["num_detections"], tf.int32)
+            valid = tf.range(tf.shape(classes)[1])[None, :] < num[:, None]  # [B, K]
+            names = tf.where(valid, tf.gather(class_names(), tf.maximum(classes, 0)), "")
+            return {
+                "detection_boxes": tf.gather(boxes, [1, 0, 3, 2], axis=-1),  # xyxy -> yxyx
+                "detection_scores": tf.cast(det["scores"], tf.float32),
+                "detection_classes": classes,
+                "detection_class_names": names,
+                "num_detections": num,
+            }
+
+        def resize(images_uint8):
+            return tf.image.resize(tf.cast(images_uint8, tf.float32), [size, size],
+                                   method="bilinear", antialias=False)
+
+        def serve_images(images):
+            return outputs(resize(images))
+
+        def decode_one(data):
+            image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+            return resize(tf.ensure_shape(image, [None, None, 3]))
+
+        def serve_bytes(image_bytes):
+            images = tf.map_fn(decode_one, image_bytes,
+                               fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+            return outputs(images)
+
+        def metadata():
+            return {k: tf.constant(v) for k, v in settings.items()}
+
+        self.serving_default = tf.function(serve_images, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+        self.serving_bytes = tf.function(serve_bytes, input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes")])
+        self.class_names = tf.function(class_names, input_signature=[])
+        self.metadata = tf.function(metadata, input_signature=[])
+
+
+def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nms_iou=0.5,
+                       max_detections=300, overwrite=False):
+    """Write ``model`` as a SavedModel with the ``serving_default`` and ``serving_bytes``
+    signatures (see the module docstring).
+
+    Args:
+      model: an mgdet Detector (``model(images) -> (deltas, logits)``, ``model.anchors``,
+        ``model.image_size``), built or not.
+      export_dir: the version folder to create, e.g. ``saved_models/default/1``.
+      class_names: one name per class, in label order (written to ``assets/labels.txt``).
+      score_threshold, nms_iou, max_detections: post-processing baked into the export.
+      overwrite: replace an existing ``export_dir`` (default: refuse).
+    Returns:
+      ``export_dir``.
+    Raises:
+      FileExistsError: ``export_dir`` exists and ``overwrite`` is False.
+      ValueError: the class names do not match the model's classes, or a bad setting.
+    """
+    class_names = [str(n) for n in class_names]
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and int(num_classes) != len(class_names):
+        raise ValueError(f"export: the model has {num_classes} classes but {len(class_names)} "
+                         "class names were given")
+    if any("\n" in n or not n.strip() for n in class_names):
+        raise ValueError("export: class names must be non-empty single-line strings")
+    if not 0.0 <= score_threshold < 1.0 or not 0.0 < nms_iou <= 1.0 or int(max_detections) < 1:
+        raise ValueError("export: need score_threshold in [0, 1), nms_iou in (0, 1] and "
+                         f"max_detections >= 1, got {score_threshold}, {nms_iou}, {max_detections}")
+    export_dir = os.path.normpath(export_dir)
+    if os.path.exists(export_dir) and os.listdir(export_dir) and not overwrite:
+        raise FileExistsError(f"export: {export_dir!r} already exists; choose another version "
+                              "(or remove it)")
+    size = int(model.image_size)
+    model(tf.zeros([1, size, size, 3], tf.float32), training=False)  # build the variables
+
+    parent = os.path.dirname(os.path.abspath(export_dir))
+    os.makedirs(parent, exist_ok=True)
+    # A dot-folder beside the target: not an integer version, so TF Serving ignores it.
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(export_dir)}-", dir=parent)
+    try:
+        labels_src = os.path.join(tmp, LABELS_FILE)
+        with open(labels_src, "w", encoding="utf-8") as f:
+            f.write("\n".join(class_names) + "\n")
+        settings = {"image_size": size, "num_classes": len(class_names),
+                    "score_threshold": float(score_threshold), "nms_iou": float(nms_iou),
+                    "max_detections": int(max_detections)}
+        module = _DetectorServing(model, labels_src, size,
+                                  _detect_fn(model, float(score_threshold), float(nms_iou),
+                                             int(max_detections)), settings)
+        out = os.path.join(tmp, "model")
+        tf.saved_model.save(module, out, signatures={
+            "serving_default": module.serving_default.get_concrete_function(),
+            "serving_bytes": module.serving_bytes.get_concrete_function(),
+        })
+        extra = os.path.join(out, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        with open(os.path.join(extra, "mgdet_export.json"), "w") as f:
+            json.dump({**settings, "class_names": class_names,
+                       "arch": type(model).__name__}, f, indent=1)
+        if os.path.exists(export_dir):
+            shutil.rmtree(export_dir)
+        os.replace(out, export_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return export_dir
+
+
+def run_export(config, weights, name=None, version=None, score_threshold=None, nms_iou=None,
+               max_detections=None, base_dir=DEFAULT_BASE_DIR):
+    """``cli.py export``: build ``config``'s detector, load ``weights``, export it to
+    ``<base_dir>/<name>/<version>/``.
+
+    Args:
+      config: :class:`mgdet.config.Config`.
+      weights: ``.weights.h5`` file (None: the initialization, e.g. to test serving).
+      name: model name (default ``config.name``).
+      version: integer version (default: the next free one).
+      score_threshold, nms_iou, max_detections: default ``config.eval``'s.
+      base_dir: the models folder.
+    Returns:
+      the version folder written.
+    """
+    from mgdet.predict import load_detector
+    model, class_names = load_detector(config, weights)
+    e = config.eval
+    name = name or config.name
+    base = os.path.join(base_dir, name)
+    if version is None:
+        version = next_version(base)
+    elif int(version) < 1:
+        raise ValueError(f"export: version must be a positive integer, got {version}")
+    return export_saved_model(
+        model, os.path.join(base, str(int(version))), class_names,
+        score_threshold=e.score_threshold if score_threshold is None else score_threshold,
+        nms_iou=e.nms_iou if nms_iou is None else nms_iou,
+        max_detections=e.max_detections if max_detections is None else max_detections)

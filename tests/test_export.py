@@ -1,0 +1,290 @@
+"""mgdet.export: the SavedModel loads without mgdet, both signatures give the Keras model's
+detections, saved_model_cli sees and runs it, TF Serving requests (gRPC proto and REST JSON)
+run through it, versions follow TF Serving's layout.
+
+One tiny model is exported once per module (SavedModel writing is the slow part)."""
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mgdet import export
+from mgdet.postprocess import postprocess
+
+SIZE = 64
+CLASSES = ["circle", "ring", "rectangle"]
+# Export settings that differ from the model's own (0.005 / 0.5 / 300): they must be baked in.
+SETTINGS = dict(score_threshold=0.05, nms_iou=0.45, max_detections=40)
+BIN = os.path.dirname(sys.executable)
+
+
+def _rng_images(shape, seed):
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _smooth_images(n, h, w, seed):
+    """Low-frequency colour images (JPEG keeps them close; the detector's scores vary)."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (n, 4, 4, 3)).astype(np.float32)
+    return tf.cast(tf.image.resize(small, [h, w], method="bicubic"), tf.uint8).numpy()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from mgdet.models import FSSD
+    tmp = tmp_path_factory.mktemp("export")
+    model = FSSD(num_classes=len(CLASSES), backbone="resnet18", image_size=SIZE, width=0.25)
+    model(tf.zeros([1, SIZE, SIZE, 3]), training=False)
+    # Random but not degenerate: larger classification weights and biases, so that scores
+    # spread over [0, 1] and depend on the image (the prior-probability init gives ~0.01 flat).
+    rng = np.random.default_rng(0)
+    for v in model.variables:
+        if "/head/cls" in v.path:
+            scale = 2.0 if v.path.endswith("bias") else 0.2
+            v.assign(rng.normal(0, scale, v.shape).astype(np.float32))
+    path = export.export_saved_model(model, str(tmp / "models" / "tiny" / "1"), CLASSES,
+                                     **SETTINGS)
+    return {"model": model, "path": path, "tmp": tmp}
+
+
+def _keras_detect(model, images_uint8):
+    """The Keras model's detections with the export's settings (same resize as the export)."""
+    x = tf.image.resize(tf.cast(images_uint8, tf.float32), [SIZE, SIZE], method="bilinear",
+                        antialias=False)
+    deltas, logits = model(x, training=False)
+    return {k: v.numpy() for k, v in postprocess(deltas, logits, model.anchors, **SETTINGS).items()}
+
+
+def _assert_same(out, ref, atol=1e-4):
+    np.testing.assert_array_equal(out["num_detections"], ref["num_detections"])
+    assert out["num_detections"].min() > 0  # a non-trivial comparison
+    np.testing.assert_allclose(out["detection_boxes"][..., [1, 0, 3, 2]], ref["boxes"], atol=atol)
+    np.testing.assert_allclose(out["detection_scores"], ref["scores"], atol=1e-5)
+    np.testing.assert_array_equal(out["detection_classes"], ref["classes"])
+
+
+_FRESH = textwrap.dedent("""
+    import sys, json
+    import importlib.abc
+
+    class _NoMgdet(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "mgdet" or name.startswith("mgdet."):
+                raise ImportError("the export must load without mgdet")
+    sys.meta_path.insert(0, _NoMgdet())
+
+    import numpy as np
+    import tensorflow as tf
+    export_dir, inputs, outputs = sys.argv[1:4]
+    data = np.load(inputs, allow_pickle=True)
+    loaded = tf.saved_model.load(export_dir)
+    sigs = loaded.signatures
+    res = {}
+    for key, out in sigs["serving_default"](images=tf.constant(data["images"])).items():
+        res["default/" + key] = out.numpy()
+    for kind in ("png", "jpeg"):
+        blobs = [bytes(b) for b in data[kind]]
+        for key, out in sigs["serving_bytes"](image_bytes=tf.constant(blobs)).items():
+            res[kind + "/" + key] = out.numpy()
+    res["class_names"] = loaded.class_names().numpy()
+    meta = {k: v.numpy().item() for k, v in loaded.metadata().items()}
+    res["signatures"] = np.array(sorted(sigs.keys()))
+    np.savez(outputs, **res)
+    print(json.dumps({"meta": meta, "mgdet_imported": any(m.startswith("mgdet") for m in sys.modules)}))
+""")
+
+
+def test_fresh_process_without_mgdet_gives_the_keras_detections(exported, tmp_path):
+    model = exported["model"]
+    images = _smooth_images(2, 80, 96, seed=1)  # not the model's size: resized inside
+    png = np.array([tf.io.encode_png(im).numpy() for im in images], dtype=object)
+    jpeg_images = _smooth_images(2, 48, 72, seed=2)
+    jpeg = np.array([tf.io.encode_jpeg(im, quality=95).numpy() for im in jpeg_images], dtype=object)
+    np.savez(tmp_path / "in.npz", images=images, png=png, jpeg=jpeg)
+    script = tmp_path / "fresh.py"
+    script.write_text(_FRESH)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.run([sys.executable, str(script), exported["path"], str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npz")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["mgdet_imported"] is False
+    assert info["meta"] == {"image_size": SIZE, "num_classes": 3, "max_detections": 40,
+                            "score_threshold": pytest.approx(0.05),
+                            "nms_iou": pytest.approx(0.45)}
+    out = np.load(tmp_path / "out.npz", allow_pickle=True)
+    assert list(out["signatures"]) == ["serving_bytes", "serving_default"]
+    assert [n.decode() for n in out["class_names"]] == CLASSES
+
+    def part(prefix):
+        return {k.split("/", 1)[1]: out[k] for k in out.files if k.startswith(prefix + "/")}
+
+    default = part("default")
+    assert default["detection_boxes"].shape == (2, 40, 4)
+    assert default["detection_classes"].dtype == np.int32
+    assert default["num_detections"].dtype == np.int32
+    _assert_same(default, _keras_detect(model, images))
+    # Class names follow the classes; padding rows are empty.
+    n0 = default["num_detections"][0]
+    names = [n.decode() for n in default["detection_class_names"][0]]
+    assert names[:n0] == [CLASSES[c] for c in default["detection_classes"][0, :n0]]
+    assert set(names[n0:]) <= {""}
+    # PNG is lossless: the bytes signature equals the tensor signature.
+    _assert_same(part("png"), _keras_detect(model, images))
+    # JPEG: the same decoder (tf.io.decode_image) on the Keras side.
+    decoded = np.stack([tf.io.decode_image(b, channels=3).numpy() for b in jpeg])
+    _assert_same(part("jpeg"), _keras_detect(model, decoded))
+
+
+def test_keras_predict_equals_export_when_settings_match(exported, tmp_path):
+    """The SavedModel with the model's own settings gives exactly ``model.predict``."""
+    from mgdet.models import FSSD
+    model = FSSD(num_classes=3, backbone="resnet18", image_size=SIZE, width=0.25, **SETTINGS)
+    model(tf.zeros([1, SIZE, SIZE, 3]), training=False)
+    model.set_weights(exported["model"].get_weights())
+    images = _smooth_images(3, SIZE, SIZE, seed=4)
+    ref = model.predict(images.astype(np.float32), verbose=0)
+    loaded = tf.saved_model.load(exported["path"])
+    out = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
+        images=tf.constant(images)).items()}
+    _assert_same(out, ref)
+
+
+def test_saved_model_cli_show_and_run(exported, tmp_path):
+    cli = os.path.join(BIN, "saved_model_cli")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    show = subprocess.run([cli, "show", "--dir", exported["path"], "--all"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert show.returncode == 0, show.stderr[-2000:]
+    text = show.stdout
+    for word in ("signature_def['serving_default']", "signature_def['serving_bytes']",
+                 "inputs['images']", "inputs['image_bytes']", "detection_boxes",
+                 "detection_scores", "detection_classes", "num_detections", "DT_UINT8",
+                 "DT_STRING"):
+        assert word in text, word
+    # `run` loads through a TF1 session and the saver's restore op, as TF Serving's C++ loader
+    # does: the detections must still be the Keras model's (variables restored, not left
+    # uninitialized).
+    x = _smooth_images(1, 70, 50, seed=5)
+    np.save(tmp_path / "x.npy", x)
+    run = subprocess.run([cli, "run", "--dir", exported["path"], "--tag_set", "serve",
+                          "--signature_def", "serving_default", "--inputs",
+                          f"images={tmp_path / 'x.npy'}", "--outdir", str(tmp_path / "cli_out")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = {k: np.load(tmp_path / "cli_out" / f"{k}.npy") for k in
+           ("detection_boxes", "detection_scores", "detection_classes", "num_detections")}
+    assert out["detection_boxes"].shape == (1, 40, 4)
+    _assert_same(out, _keras_detect(exported["model"], x))
+
+
+def test_tf_serving_predict_request_runs_through_the_signature(exported):
+    """A gRPC PredictRequest built with tensorflow-serving-api's protos, serialized and parsed
+    back as the server would, then run through the signature it names."""
+    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
+    loaded = tf.saved_model.load(exported["path"])
+    images = _smooth_images(2, 64, 64, seed=6)
+    jpeg = tf.io.encode_jpeg(images[0], quality=95).numpy()
+
+    def serve(wire):
+        request = predict_pb2.PredictRequest.FromString(wire)
+        fn = loaded.signatures[request.model_spec.signature_name or "serving_default"]
+        inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+        response = predict_pb2.PredictResponse()
+        response.model_spec.CopyFrom(request.model_spec)
+        for key, value in fn(**inputs).items():
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+        return predict_pb2.PredictResponse.FromString(response.SerializeToString())
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "tiny"
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+    response = serve(request.SerializeToString())
+    out = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+    _assert_same(out, _keras_detect(exported["model"], images))
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "tiny"
+    request.model_spec.signature_name = "serving_bytes"
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([jpeg]))
+    out = {k: tf.make_ndarray(v) for k, v in serve(request.SerializeToString()).outputs.items()}
+    decoded = tf.io.decode_image(jpeg, channels=3).numpy()[None]
+    _assert_same(out, _keras_detect(exported["model"], decoded))
+
+
+def test_rest_json_request_with_b64(exported):
+    """The REST body of the README ({"signature_name", "instances": [{"b64": ...}]}), decoded as
+    TF Serving does for a one-input signature (row format)."""
+    loaded = tf.saved_model.load(exported["path"])
+    images = _smooth_images(2, 40, 40, seed=7)
+    blobs = [tf.io.encode_png(im).numpy() for im in images]
+    body = json.dumps({"signature_name": "serving_bytes",
+                       "instances": [{"b64": base64.b64encode(b).decode("ascii")} for b in blobs]})
+    request = json.loads(body)
+    fn = loaded.signatures[request["signature_name"]]
+    (name,) = fn.structured_input_signature[1].keys()
+    assert name == "image_bytes"
+    values = [base64.b64decode(inst["b64"]) for inst in request["instances"]]
+    out = {k: v.numpy() for k, v in fn(**{name: tf.constant(values)}).items()}
+    _assert_same(out, _keras_detect(exported["model"], images))
+    # The uint8 tensor signature in row format: "instances" is a list of [H, W, 3] arrays.
+    body = json.dumps({"instances": images.tolist()})
+    arr = np.asarray(json.loads(body)["instances"], np.uint8)
+    out = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
+        images=tf.constant(arr)).items()}
+    _assert_same(out, _keras_detect(exported["model"], images))
+
+
+def test_labels_asset_and_layout(exported):
+    path = exported["path"]
+    with open(os.path.join(path, "assets", "labels.txt")) as f:
+        assert f.read().splitlines() == CLASSES
+    meta = json.load(open(os.path.join(path, "assets.extra", "mgdet_export.json")))
+    assert meta["class_names"] == CLASSES and meta["max_detections"] == 40
+    base = os.path.dirname(path)
+    assert sorted(os.listdir(base)) == ["1"]  # no temporary folder left behind
+    assert export.next_version(base) == 2
+    with pytest.raises(FileExistsError):
+        export.export_saved_model(exported["model"], path, CLASSES)
+    with pytest.raises(ValueError, match="class names"):
+        export.export_saved_model(exported["model"], str(exported["tmp"] / "x" / "1"), ["a"])
+
+
+def test_next_version(tmp_path):
+    assert export.next_version(str(tmp_path / "missing")) == 1
+    for d in ("1", "3", "tmp", ".tmp-4-abc"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "7").write_text("a file is not a version")
+    assert export.next_version(str(tmp_path)) == 4
+
+
+def test_run_export_loads_weights_and_overrides_settings(exported, tmp_path):
+    """``cli.py export``'s function: config + weights -> saved_models/<name>/<next version>."""
+    from mgdet.config import load_config
+    from mgdet.predict import resolve_saved_model
+    model = exported["model"]
+    weights = str(tmp_path / "w.weights.h5")
+    model.save_weights(weights)
+    cfg = load_config(None, {"name": "tiny", "model": {"image_size": SIZE, "width": 0.25,
+                                                       "num_classes": 3},
+                             "data": {"class_names": CLASSES}})
+    base = str(tmp_path / "saved_models")
+    os.makedirs(os.path.join(base, "tiny", "2"))
+    path = export.run_export(cfg, weights, score_threshold=0.05, nms_iou=0.45, max_detections=40,
+                             base_dir=base)
+    assert path == os.path.join(base, "tiny", "3")
+    assert resolve_saved_model(os.path.join(base, "tiny")) == path
+    loaded = tf.saved_model.load(path)
+    images = _smooth_images(2, SIZE, SIZE, seed=8)
+    out = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
+        images=tf.constant(images)).items()}
+    _assert_same(out, _keras_detect(model, images))  # the weights were loaded
