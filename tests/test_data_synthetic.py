@@ -27,6 +27,14 @@ def test_same_seed_same_images_and_prefix_stable():
     np.testing.assert_array_equal(c.boxes, a.boxes[:c.row_splits[-1]])
 
 
+def test_parallel_workers_give_the_same_images():
+    a = syn.generate(10, 64, 5, "val")
+    b = syn.generate(10, 64, 5, "val", workers=2)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.row_splits, b.row_splits)
+
+
 def test_seed_and_split_change_the_images():
     a = syn.generate(6, SIZE, 3, "train")
     assert not np.array_equal(a.images, syn.generate(6, SIZE, 4, "train").images)

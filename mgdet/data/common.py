@@ -14,7 +14,9 @@ import logging
 import os
 
 import numpy as np
-import tensorflow as tf
+
+# TensorFlow is imported inside the functions that need it, so that the synthetic generator's
+# worker processes (numpy only) start fast.
 
 log = logging.getLogger("mgdet.data")
 
@@ -131,6 +133,8 @@ def records_dataset(records):
     ([K]), ``image_id`` (int) and optionally ``difficult`` / ``is_crowd`` ([K] bool) and
     ``area`` ([K]).
     """
+    import tensorflow as tf
+
     optional = [k for k in ("difficult", "is_crowd", "area") if records and k in records[0]]
     row_lengths = np.asarray([len(r["labels"]) for r in records], np.int64)
 
@@ -158,6 +162,7 @@ def decode_records(ds):
     ``Dataset.ignore_errors`` (TF logs the error) and counted: ``images_failed_decode`` of the
     ``decode`` group in :mod:`mgdet.data.stats`.
     """
+    import tensorflow as tf
     from mgdet.data import stats
 
     counters = stats.counters("decode")
@@ -199,6 +204,8 @@ def records_to_dataset(records, shuffle=False, seed=0):
 # --------------------------------------------------------------------------------------------
 
 def _as_numpy_examples(examples_or_dataset):
+    import tensorflow as tf
+
     if isinstance(examples_or_dataset, tf.data.Dataset):
         spec = examples_or_dataset.element_spec
         if not isinstance(spec, dict) or "image" not in spec:

@@ -25,7 +25,6 @@ import math
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from mgdet.data.common import DataError, to_coco  # noqa: F401  (to_coco is part of this API)
 
@@ -47,15 +46,15 @@ _CACHE_MAX = 4
 # --------------------------------------------------------------------------------------------
 
 def _poly_mask(u, v, verts):
-    """Even-odd point-in-polygon test, vectorized over the pixel grid. verts: [V, 2]."""
-    inside = np.zeros(np.broadcast(u, v).shape, bool)
-    xj, yj = verts[-1]
-    for xi, yi in verts:
-        if yi != yj:
-            cross = ((yi > v) != (yj > v)) & (u < (xj - xi) * (v - yi) / (yj - yi) + xi)
-            inside ^= cross
-        xj, yj = xi, yi
-    return inside
+    """Even-odd point-in-polygon test, vectorized over the pixel grid and the edges. verts: [V, 2]."""
+    verts = np.asarray(verts, np.float32)
+    nxt = np.roll(verts, 1, axis=0)
+    horizontal = verts[:, 1] == nxt[:, 1]
+    verts, nxt = verts[~horizontal], nxt[~horizontal]          # horizontal edges never cross
+    xi, yi = verts[:, 0, None, None], verts[:, 1, None, None]
+    xj, yj = nxt[:, 0, None, None], nxt[:, 1, None, None]
+    crosses = ((yi > v) != (yj > v)) & (u < (xj - xi) * (v - yi) / (yj - yi) + xi)
+    return (np.count_nonzero(crosses, axis=0) & 1).astype(bool)
 
 
 def _shape_mask(cls, u, v, p):
@@ -277,13 +276,21 @@ class _Canvas:
         y1 = min(int(math.ceil(pts[:, 1].max() + r)) + 1, s)
         if x1 <= x0 or y1 <= y0:
             return
-        px = self.coords[x0:x1][None, :]
-        py = self.coords[y0:y1][:, None]
         mask = np.zeros((y1 - y0, x1 - x0), bool)
+        r2 = (width / 2.0) ** 2
         for (ax, ay), (bx, by) in zip(pts[:-1], pts[1:]):
+            # each segment only touches its own bounding window
+            sx0 = max(int(math.floor(min(ax, bx) - r)), x0)
+            sx1 = min(int(math.ceil(max(ax, bx) + r)) + 1, x1)
+            sy0 = max(int(math.floor(min(ay, by) - r)), y0)
+            sy1 = min(int(math.ceil(max(ay, by) + r)) + 1, y1)
+            if sx1 <= sx0 or sy1 <= sy0:
+                continue
+            px = self.coords[sx0:sx1][None, :] - ax
+            py = self.coords[sy0:sy1][:, None] - ay
             dx, dy = bx - ax, by - ay
-            t = np.clip(((px - ax) * dx + (py - ay) * dy) / max(dx * dx + dy * dy, 1e-6), 0, 1)
-            mask |= (px - ax - t * dx) ** 2 + (py - ay - t * dy) ** 2 <= (width / 2.0) ** 2
+            t = np.clip((px * dx + py * dy) / max(dx * dx + dy * dy, 1e-6), 0, 1)
+            mask[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] |= (px - t * dx) ** 2 + (py - t * dy) ** 2 <= r2
         self.paint(mask, x0, y0, colour, -1)
 
     def draw_distractor(self, kind=None):
@@ -456,33 +463,59 @@ def _split_key(split):
     return SPLITS[split]
 
 
+def _render_range(seed, key, start, stop, image_size):
+    """Images ``start..stop-1`` of stream ``(seed, key)`` (runs in worker processes too)."""
+    tile_rng = np.random.default_rng([seed, key, 2**31 - 1])
+    noise_tile = tile_rng.standard_normal((2 * image_size, 2 * image_size, 3), dtype=np.float32)
+    images = np.empty((stop - start, image_size, image_size, 3), np.uint8)
+    boxes, labels = [], []
+    for i in range(start, stop):
+        img, b, lab = render_image(np.random.default_rng([seed, key, i]), image_size, noise_tile)
+        images[i - start] = img
+        boxes.append(b)
+        labels.append(lab)
+    return images, boxes, labels
+
+
 @functools.lru_cache(maxsize=_CACHE_MAX)
-def generate(num_images, image_size=160, seed=0, split="train"):
+def generate(num_images, image_size=160, seed=0, split="train", workers=None):
     """Generates (once; cached in memory) ``num_images`` images of ``image_size`` x ``image_size``.
 
-    Deterministic: image ``i`` of ``(seed, split)`` depends on nothing else.
-    Returns a :class:`SyntheticData`.
+    Deterministic: image ``i`` of ``(seed, split)`` depends on nothing else (not on
+    ``num_images``, not on ``workers``).
+
+    Args:
+      workers: processes drawing images in parallel (opt-in; default 1). They are forked (the
+        fastest start; a child only runs numpy code), so use it from the main thread of a
+        POSIX process; the result is the same for any number of workers.
+    Returns:
+      a :class:`SyntheticData`.
     """
     num_images, image_size, seed = int(num_images), int(image_size), int(seed)
     if num_images < 0 or image_size < 32:
         raise DataError(f"synthetic: need num_images >= 0 and image_size >= 32, got "
                         f"{num_images}, {image_size}")
     key = _split_key(split)
+    workers = 1 if workers is None else max(1, int(workers))
     t0 = time.perf_counter()
-    tile_rng = np.random.default_rng([seed, key, 2**31 - 1])
-    noise_tile = tile_rng.standard_normal((2 * image_size, 2 * image_size, 3), dtype=np.float32)
-    images = np.empty((num_images, image_size, image_size, 3), np.uint8)
-    all_boxes, all_labels, splits = [], [], [0]
-    for i in range(num_images):
-        rng = np.random.default_rng([seed, key, i])
-        img, boxes, labels = render_image(rng, image_size, noise_tile)
-        images[i] = img
-        all_boxes.append(boxes)
-        all_labels.append(labels)
-        splits.append(splits[-1] + len(labels))
+    if workers == 1 or num_images < 2 * workers:
+        images, all_boxes, all_labels = _render_range(seed, key, 0, num_images, image_size)
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        bounds = np.linspace(0, num_images, 4 * workers + 1).astype(int)
+        ctx = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            parts = list(pool.map(_render_range, *zip(*[(seed, key, int(a), int(b), image_size)
+                                                        for a, b in zip(bounds[:-1], bounds[1:])])))
+        images = np.concatenate([p[0] for p in parts], 0)
+        all_boxes = [b for p in parts for b in p[1]]
+        all_labels = [lab for p in parts for lab in p[2]]
+    splits = np.concatenate([[0], np.cumsum([len(lab) for lab in all_labels])]).astype(np.int64)
     boxes = np.concatenate(all_boxes, 0) if all_boxes else np.zeros((0, 4), np.float32)
     labels = np.concatenate(all_labels, 0) if all_labels else np.zeros((0,), np.int32)
-    return SyntheticData(images, boxes, labels, np.asarray(splits, np.int64),
+    return SyntheticData(images, boxes.astype(np.float32), labels.astype(np.int32), splits,
                          seconds=time.perf_counter() - t0)
 
 
@@ -501,6 +534,8 @@ def synthetic_dataset(num_images, image_size=160, seed=0, split="train", shuffle
       Dataset of ``{"image": uint8 [S, S, 3], "boxes": float32 [K, 4], "labels": int32 [K],
       "image_id": int64 []}``.
     """
+    import tensorflow as tf
+
     data = generate(num_images, image_size, seed, split)
     images = tf.convert_to_tensor(data.images)
     boxes = tf.convert_to_tensor(data.boxes)
