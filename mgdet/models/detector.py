@@ -1,0 +1,303 @@
+"""``Detector``: the Keras model shared by FSSD, RetinaNet and RFBNet.
+
+    images float32 [B, S, S, 3] RGB 0..255
+      -> ImageNet normalization (inside the model)
+      -> backbone sources -> neck (per subclass) -> pyramid levels (strides 8, 16, 32, 64[, 128])
+      -> head -> (deltas [B, N, 4], logits [B, N, C])      N = mgdet.anchors.num_anchors(S)
+
+Training (``train_step``): forward -> label assignment (``mgdet.assign.assign``, predictions under
+``stop_gradient``) -> focal + balanced-L1 loss (``mgdet.losses.detection_loss``) -> gradients ->
+``optimizer.apply``. Weight decay belongs to the optimizer (``mgdet.optim.SGDWithL2``), not here.
+``test_step`` reports the same losses; ``predict_step`` / ``detect`` return final detections
+(decode + class-wise NMS, ``mgdet.postprocess``).
+
+Metrics: ``loss``, ``cls_loss``, ``reg_loss`` (means over steps of the global-batch losses) and
+``num_pos_cls``, ``num_pos_reg`` (mean positives per global batch). Under ``tf.distribute`` each
+replica's loss is its share of the global loss (the loss normalizers are all-reduced), Keras sums
+the replicas' gradients, and the metrics report global values.
+"""
+import keras
+import tensorflow as tf
+
+from mgdet import anchors as anchor_ops
+from mgdet import assign as assign_ops
+from mgdet import losses as loss_ops
+from mgdet.models.backbones import BACKBONES, build_backbone, load_backbone_weights
+from mgdet.models.heads import DetectionHead
+from mgdet.postprocess import postprocess
+
+# torchvision's ImageNet statistics, on the 0..255 scale.
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+METRIC_NAMES = ("loss", "cls_loss", "reg_loss", "num_pos_cls", "num_pos_reg")
+
+
+def _check_number(name, value, low, high, low_open=False, integer=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer:
+        ok = float(value) == int(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        bounds = f"{'>' if low_open else '>='} {low}" + ("" if high is None else f" and <= {high}")
+        raise ValueError(f"{name} must be {kind} {bounds}, got {value!r}")
+
+
+@keras.saving.register_keras_serializable(package="mgdet")
+class Detector(keras.Model):
+    """Anchor-based single-stage detector trained with a configurable label assignment.
+
+    Subclasses set ``arch`` and implement ``_make_neck(source_strides, source_channels,
+    num_levels, width)`` returning a layer that maps the backbone sources to the pyramid levels.
+
+    Args:
+      num_classes: C, object classes (no background class).
+      backbone: ``"vgg16"`` or ``"resnet18"``.
+      image_size: S, square input side in pixels (a positive multiple of 64).
+      width: channel multiplier of backbone and neck (1.0 = the paper's models).
+      strategy: label assignment, one of ``mgdet.assign.STRATEGIES`` (``"mg"`` = Mutual
+        Guidance).
+      sigma: Classify-to-Localize amplification (> 1).
+      pos_iou, neg_iou: IoU-anchor thresholds (they also set the per-object counts of MG).
+      focal_alpha, focal_gamma: focal loss.
+      bl1_alpha, bl1_gamma, bl1_beta: balanced L1 loss.
+      score_threshold, nms_iou, max_detections: post-processing of ``detect``/``predict``.
+      weights: optional ``.npz`` backbone weights (see ``mgdet.models.backbones``); random
+        initialization when None.
+      sync_bn: under ``tf.distribute``, batch-norm statistics over the global batch (all
+        replicas), so that N replicas train exactly as one device on the global batch. False:
+        per-replica statistics (fewer all-reduces). No effect on one device.
+    """
+
+    arch = None
+    backbones = BACKBONES
+
+    def __init__(self, num_classes, backbone="vgg16", image_size=320, width=1.0, strategy="mg",
+                 sigma=2.0, pos_iou=0.5, neg_iou=0.4, focal_alpha=0.25, focal_gamma=2.0,
+                 bl1_alpha=0.5, bl1_gamma=1.5, bl1_beta=0.11, score_threshold=0.005,
+                 nms_iou=0.5, max_detections=300, weights=None, sync_bn=True, **kwargs):
+        kwargs.setdefault("name", self.arch or "detector")
+        super().__init__(**kwargs)
+        if type(self) is Detector or self.arch is None:
+            raise TypeError("Detector is a base class: build FSSD, RetinaNet or RFBNet")
+        _check_number("num_classes", num_classes, 1, None, integer=True)
+        if backbone not in self.backbones:
+            raise ValueError(f"unknown backbone {backbone!r} for {type(self).__name__}: use one "
+                             f"of {self.backbones}")
+        if (not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0
+                or image_size % 64):
+            raise ValueError(f"image_size must be a positive multiple of 64, got {image_size!r}")
+        _check_number("width", width, 0.0, 4.0, low_open=True)
+        assign_ops.validate(strategy, sigma, pos_iou, neg_iou)
+        _check_number("focal_alpha", focal_alpha, 0.0, 1.0)
+        _check_number("focal_gamma", focal_gamma, 0.0, None)
+        _check_number("bl1_alpha", bl1_alpha, 0.0, None, low_open=True)
+        _check_number("bl1_gamma", bl1_gamma, 0.0, None, low_open=True)
+        _check_number("bl1_beta", bl1_beta, 0.0, None, low_open=True)
+        _check_number("score_threshold", score_threshold, 0.0, 1.0)
+        _check_number("nms_iou", nms_iou, 0.0, 1.0, low_open=True)
+        _check_number("max_detections", max_detections, 1, None, integer=True)
+        if not isinstance(sync_bn, bool):
+            raise ValueError(f"sync_bn must be True or False, got {sync_bn!r}")
+        if weights is not None and not isinstance(weights, str):
+            raise ValueError(f"weights must be a path to an .npz file or None, got {weights!r}")
+
+        self.num_classes = int(num_classes)
+        self.backbone_name = backbone
+        self.image_size = int(image_size)
+        self.width = float(width)
+        self.strategy = strategy
+        self.sigma = float(sigma)
+        self.pos_iou, self.neg_iou = float(pos_iou), float(neg_iou)
+        self.focal_alpha, self.focal_gamma = float(focal_alpha), float(focal_gamma)
+        self.bl1_alpha, self.bl1_gamma = float(bl1_alpha), float(bl1_gamma)
+        self.bl1_beta = float(bl1_beta)
+        self.score_threshold = float(score_threshold)
+        self.nms_iou = float(nms_iou)
+        self.max_detections = int(max_detections)
+        self.sync_bn = sync_bn
+        self.num_levels = anchor_ops.num_levels(self.image_size)
+        self.feature_sizes = anchor_ops.feature_sizes(self.image_size)
+        self._anchors = anchor_ops.generate_anchors(self.image_size)  # [N, 4]
+
+        self.backbone = build_backbone(backbone, self.width)
+        self.neck = self._make_neck(self.backbone.strides, self.backbone.out_channels,
+                                    self.num_levels, self.width)
+        self.head = DetectionHead(self.num_levels, self.num_classes, name="head")
+        for layer in self._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = sync_bn
+        self._trackers = [keras.metrics.Mean(name=n) for n in METRIC_NAMES]
+        self._detect_function = None
+
+        self.build((None, self.image_size, self.image_size, 3))
+        if weights is not None:
+            load_backbone_weights(self.backbone, weights)
+
+    def _make_neck(self, source_strides, source_channels, num_levels, width):
+        raise NotImplementedError
+
+    # --- forward ---------------------------------------------------------------------------
+
+    @property
+    def anchors(self):
+        """float32 [N, 4] xyxy normalized anchors (the order of the outputs' N axis)."""
+        return self._anchors
+
+    @property
+    def num_anchors(self):
+        return int(self._anchors.shape[0])
+
+    def build(self, input_shape):
+        if self.built:
+            return
+        self.built = True  # so that the symbolic call below does not come back here
+        try:
+            self(keras.KerasTensor(tuple(input_shape), "float32"))  # creates every variable
+        except Exception:
+            self.built = False
+            raise
+
+    def call(self, images, training=None):
+        """``images`` [B, S, S, 3] RGB 0..255 -> ``(deltas [B, N, 4], logits [B, N, C])``."""
+        size = tuple(images.shape[1:3])
+        if None not in size and size != (self.image_size, self.image_size):
+            raise ValueError(f"{type(self).__name__} was built for {self.image_size}x"
+                             f"{self.image_size} images, got {size[0]}x{size[1]}: resize them "
+                             "first")
+        x = keras.ops.cast(images, "float32")
+        x = (x - keras.ops.array(IMAGENET_MEAN, "float32")) / keras.ops.array(IMAGENET_STD,
+                                                                               "float32")
+        sources = self.backbone(x, training=training)
+        levels = self.neck(sources, training=training)
+        for k, (level, f) in enumerate(zip(levels, self.feature_sizes)):
+            if tuple(level.shape[1:3]) != (f, f) and None not in level.shape[1:3]:
+                raise AssertionError(f"level {k} is {tuple(level.shape[1:3])}, anchors expect "
+                                     f"{(f, f)}")
+        return self.head(levels)
+
+    # --- training ----------------------------------------------------------------------------
+
+    def compute_detection_loss(self, targets, deltas, logits):
+        """Label assignment + losses of one (replica's) batch.
+
+        Args:
+          targets: dict ``boxes`` [B, M, 4], ``labels`` [B, M], ``valid`` [B, M].
+          deltas, logits: the model's outputs.
+        Returns:
+          ``mgdet.losses.detection_loss``'s dict (``total`` is this replica's share).
+        """
+        gt_boxes = tf.cast(targets["boxes"], tf.float32)
+        assignment = assign_ops.assign(
+            self.strategy, self._anchors, gt_boxes, targets["labels"], targets["valid"],
+            pred_deltas=tf.stop_gradient(deltas), pred_logits=tf.stop_gradient(logits),
+            sigma=self.sigma, pos_iou=self.pos_iou, neg_iou=self.neg_iou)
+        return loss_ops.detection_loss(
+            assignment, deltas, logits, self._anchors, gt_boxes, alpha=self.focal_alpha,
+            gamma=self.focal_gamma, bl1_alpha=self.bl1_alpha, bl1_gamma=self.bl1_gamma,
+            bl1_beta=self.bl1_beta)
+
+    @property
+    def metrics(self):
+        return list(self._trackers)
+
+    def _update_metrics(self, losses):
+        """Update the trackers so that they read global values under ``tf.distribute``.
+
+        Keras metric variables are summed over replicas when read: each replica adds
+        ``replicas x its share`` of a loss (the shares sum to the global loss) and the global
+        count (identical on every replica), each with weight 1.
+        """
+        ctx = tf.distribute.get_replica_context()
+        replicas = tf.cast(ctx.num_replicas_in_sync if ctx is not None else 1, tf.float32)
+        values = (losses["total"] * replicas, losses["cls"] * replicas, losses["reg"] * replicas,
+                  losses["num_pos_cls"], losses["num_pos_reg"])
+        for tracker, value in zip(self._trackers, values):
+            tracker.update_state(value)
+        return {t.name: t.result() for t in self._trackers}
+
+    @staticmethod
+    def _unpack(data):
+        if isinstance(data, (tuple, list)):
+            if len(data) < 2:
+                raise ValueError("training data must be (images, targets) pairs, got a "
+                                 f"{len(data)}-tuple")
+            return data[0], data[1]
+        raise ValueError("training data must be (images, {'boxes', 'labels', 'valid'}) pairs, "
+                         f"got {type(data).__name__}")
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 (TF backend, checked on 3.15) averages one input batch over the replicas here
+        # when a tf.distribute strategy is set, only to trace an unbuilt model, and that fails
+        # on bool tensors (the targets' "valid" mask): InvalidArgumentError from AddN. A
+        # Detector is built in __init__, so only the optimizer needs building: skip the batch.
+        if (self._distribute_strategy is None or getattr(self, "_compile_loss", None) is not None
+                or getattr(self, "_compile_metrics", None) is not None):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def train_step(self, data):
+        images, targets = self._unpack(data)
+        with tf.GradientTape() as tape:
+            deltas, logits = self(images, training=True)
+            losses = self.compute_detection_loss(targets, deltas, logits)
+            loss = losses["total"]
+            if self.losses:  # regularizers added by layers, if any
+                loss = loss + tf.add_n(self.losses)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply(gradients, variables)
+        return self._update_metrics(losses)
+
+    def test_step(self, data):
+        images, targets = self._unpack(data)
+        deltas, logits = self(images, training=False)
+        return self._update_metrics(self.compute_detection_loss(targets, deltas, logits))
+
+    # --- inference ---------------------------------------------------------------------------
+
+    def _detect(self, images):
+        deltas, logits = self(images, training=False)
+        return postprocess(deltas, logits, self._anchors, self.score_threshold, self.nms_iou,
+                           self.max_detections)
+
+    def predict_step(self, data):
+        """Final detections: see :meth:`detect`."""
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        return self._detect(images)
+
+    def detect(self, images):
+        """Detections of a batch (compiled once per input signature).
+
+        Args:
+          images: [B, S, S, 3] RGB 0..255 (uint8 or float).
+        Returns:
+          dict ``boxes`` float32 [B, K, 4] xyxy normalized, ``scores`` float32 [B, K],
+          ``classes`` int32 [B, K] (0-based), ``num_detections`` int32 [B];
+          K = ``max_detections``, rows past ``num_detections`` are zeros.
+        """
+        if self._detect_function is None:
+            self._detect_function = tf.function(self._detect, reduce_retracing=True)
+        return self._detect_function(images)
+
+    # --- serialization -----------------------------------------------------------------------
+
+    def get_config(self):
+        # ``weights`` is not kept: a saved model carries its own weights.
+        return {
+            "name": self.name, "num_classes": self.num_classes, "backbone": self.backbone_name,
+            "image_size": self.image_size, "width": self.width, "strategy": self.strategy,
+            "sigma": self.sigma, "pos_iou": self.pos_iou, "neg_iou": self.neg_iou,
+            "focal_alpha": self.focal_alpha, "focal_gamma": self.focal_gamma,
+            "bl1_alpha": self.bl1_alpha, "bl1_gamma": self.bl1_gamma, "bl1_beta": self.bl1_beta,
+            "score_threshold": self.score_threshold, "nms_iou": self.nms_iou,
+            "max_detections": self.max_detections, "sync_bn": self.sync_bn,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
