@@ -288,3 +288,63 @@ def test_run_export_loads_weights_and_overrides_settings(exported, tmp_path):
     out = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
         images=tf.constant(images)).items()}
     _assert_same(out, _keras_detect(model, images))  # the weights were loaded
+
+
+# --------------------------------------------------------------------------------------------
+# mgdet.predict (shares the exported model)
+# --------------------------------------------------------------------------------------------
+
+def test_run_predict_saved_model_and_weights_agree(exported, tmp_path, capsys):
+    from mgdet.config import load_config
+    from mgdet.predict import run_predict
+    model = exported["model"]
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    images = _smooth_images(3, 72, 88, seed=9)
+    tf.io.write_file(str(folder / "a.png"), tf.io.encode_png(images[0]))
+    tf.io.write_file(str(folder / "sub" / "b.jpg"), tf.io.encode_jpeg(images[1], quality=95))
+    tf.io.write_file(str(tmp_path / "c.png"), tf.io.encode_png(images[2]))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" + b"\0" * 64)
+
+    base = os.path.dirname(exported["path"])  # saved_models/<name>: newest version is used
+    results = run_predict(base, [str(folder), str(tmp_path / "c.png")], str(tmp_path / "out"),
+                          score_threshold=0.3, progress=False)
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+               if line.startswith("{")]
+    assert [os.path.basename(r["image"]) for r in results] == ["a.png", "b.jpg", "c.png"]
+    assert printed == json.loads(json.dumps(results))
+    assert sum(len(r["detections"]) for r in results) > 0
+    for r in results:
+        assert os.path.getsize(r["output"]) > 0 and r["output"].endswith(".png")
+        assert _image_size(r["output"]) == (r["width"], r["height"])
+        for d in r["detections"]:
+            assert d["score"] >= 0.3 and d["class_name"] == CLASSES[d["class_id"]]
+    # The detections are the Keras model's (PNG: lossless), in pixels of the original image.
+    ref = _keras_detect(model, images[2:3])
+    keep = ref["scores"][0, :ref["num_detections"][0]] >= 0.3
+    expected = ref["boxes"][0, :ref["num_detections"][0]][keep] * [88, 72, 88, 72]
+    got = np.array([d["box"] for d in results[2]["detections"]]).reshape(-1, 4)
+    np.testing.assert_allclose(got, expected, atol=0.02)
+    assert os.path.isfile(tmp_path / "out" / "detections.json")
+
+    # A weights file with its run's config.json beside it gives the same detections.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    weights = str(run_dir / "best.weights.h5")
+    model.save_weights(weights)
+    cfg = load_config(None, {"name": "tiny", "model": {"image_size": SIZE, "width": 0.25},
+                             "eval": SETTINGS})
+    with open(run_dir / "config.json", "w") as f:
+        json.dump({**cfg.to_dict(), "class_names": CLASSES}, f)
+    again = run_predict(weights, [str(folder), str(tmp_path / "c.png")], str(tmp_path / "out2"),
+                        print_json=False, progress=False)
+    for a, b in zip(results, again):
+        assert [d["class_id"] for d in a["detections"]] == [d["class_id"] for d in b["detections"]]
+        np.testing.assert_allclose([d["box"] for d in a["detections"]],
+                                   [d["box"] for d in b["detections"]], atol=0.02)
+
+
+def _image_size(path):
+    from PIL import Image
+    with Image.open(path) as img:
+        return img.size

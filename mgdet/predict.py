@@ -1,0 +1,270 @@
+"""Detect objects in image files with an exported SavedModel or trained weights (``cli.py
+predict``): JSON detections on stdout, pictures with boxes in ``out_dir``.
+
+    run_predict("saved_models/default", ["images/"], "runs/predict")       # newest version
+    run_predict("saved_models/default/3", ["a.jpg", "b.png"], "runs/predict")
+    run_predict("runs/default/best.weights.h5", ["images/"], "runs/predict")  # + config.json beside
+"""
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+log = logging.getLogger("mgdet.predict")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+def resolve_saved_model(path):
+    """A SavedModel folder: ``path`` itself when it holds ``saved_model.pb``, else its highest
+    integer version subfolder (TF Serving's ``saved_models/<name>/<version>/`` layout).
+
+    Raises:
+      FileNotFoundError naming the folder when neither exists.
+    """
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if os.path.isdir(path):
+        versions = [int(d) for d in os.listdir(path) if d.isdigit()
+                    and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
+        if versions:
+            return os.path.join(path, str(max(versions)))
+    raise FileNotFoundError(f"no SavedModel in {path!r}: expected saved_model.pb there or in an "
+                            "integer version folder (saved_models/<name>/<version>/)")
+
+
+def _config_beside(weights):
+    """The training run's ``config.json`` next to a weights file (``cli.py train`` writes one),
+    as ``(Config, class_names or None)``; ``(None, None)`` when there is none."""
+    path = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json")
+    if not os.path.isfile(path):
+        return None, None
+    from mgdet.config import config_from_dict
+    with open(path) as f:
+        values = json.load(f)
+    names = values.pop("class_names", None)
+    return config_from_dict(values), names
+
+
+def class_names_of(config, weights=None):
+    """Class names of a config's dataset: the run's ``config.json`` beside ``weights``, else
+    ``data.class_names``, else the dataset's own (``mgdet.data``)."""
+    if weights:
+        _, names = _config_beside(weights)
+        if names:
+            return list(names)
+    if config.data.class_names:
+        return list(config.data.class_names)
+    import mgdet.data as data
+    if hasattr(data, "class_names_for"):
+        return list(data.class_names_for(config.data, image_size=config.model.image_size))
+    _, names = data.load_source(config.data, "eval", image_size=config.model.image_size)
+    return list(names)
+
+
+def load_detector(config=None, weights=None, class_names=None, **eval_overrides):
+    """Build the detector of ``config`` (default: the ``config.json`` beside ``weights``) and load
+    ``weights`` (a ``.weights.h5`` file; None keeps the initialization).
+
+    Args:
+      config: :class:`mgdet.config.Config` or None.
+      weights: weights file or None.
+      class_names: overrides the dataset's class names (their count sets ``num_classes``).
+      eval_overrides: ``score_threshold`` / ``nms_iou`` / ``max_detections`` replacing the
+        config's ``eval`` values (None entries are ignored).
+    Returns:
+      ``(model, class_names)``, the model built (variables created).
+    """
+    import tensorflow as tf
+
+    from mgdet import build_model
+    from mgdet.config import replace
+    if config is None:
+        if not weights:
+            raise ValueError("load_detector: give a config or a weights file with config.json beside")
+        config, names = _config_beside(weights)
+        if config is None:
+            raise FileNotFoundError(f"no config.json beside {weights!r}: pass the training config "
+                                    "(--config) that produced these weights")
+        class_names = class_names or names
+    overrides = {k: v for k, v in eval_overrides.items() if v is not None}
+    if overrides:
+        config = replace(config, eval=overrides)
+    class_names = list(class_names) if class_names else class_names_of(config, weights)
+    model = build_model(config, num_classes=len(class_names))
+    size = config.model.image_size
+    model(tf.zeros([1, size, size, 3], tf.float32), training=False)  # create the variables
+    if weights:
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"weights file {weights!r} not found")
+        model.load_weights(weights)
+    return model, class_names
+
+
+class _SavedModelRunner:
+    def __init__(self, path):
+        import tensorflow as tf
+        self.path = resolve_saved_model(path)
+        self.loaded = tf.saved_model.load(self.path)
+        self.fn = self.loaded.signatures["serving_default"]
+        self.class_names = _saved_model_class_names(self.loaded, self.path)
+
+    def __call__(self, image_uint8):
+        import tensorflow as tf
+        out = self.fn(images=tf.convert_to_tensor(image_uint8[None]))
+        n = int(out["num_detections"][0])
+        yxyx = out["detection_boxes"][0, :n].numpy()
+        return (yxyx[:, [1, 0, 3, 2]], out["detection_scores"][0, :n].numpy(),
+                out["detection_classes"][0, :n].numpy().astype(np.int64))
+
+
+def _saved_model_class_names(loaded, path):
+    if hasattr(loaded, "class_names"):
+        return [n.decode() for n in loaded.class_names().numpy()]
+    labels = os.path.join(path, "assets", "labels.txt")
+    if os.path.isfile(labels):
+        with open(labels, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f if line.strip()]
+    return None
+
+
+class _KerasRunner:
+    def __init__(self, path, config=None):
+        import keras
+        if path.endswith(".keras"):
+            import mgdet.models  # noqa: F401  (registers the detector classes for deserialization)
+            self.model = keras.saving.load_model(path, compile=False)
+            self.class_names = None
+        else:
+            self.model, self.class_names = load_detector(config, path)
+        self.size = int(self.model.image_size)
+
+    def __call__(self, image_uint8):
+        import tensorflow as tf
+        image = tf.image.resize(tf.cast(image_uint8, tf.float32), [self.size, self.size],
+                                method="bilinear", antialias=False)
+        out = self.model.detect(image[None])
+        n = int(np.asarray(out["num_detections"])[0])
+        return (np.asarray(out["boxes"])[0, :n], np.asarray(out["scores"])[0, :n],
+                np.asarray(out["classes"])[0, :n].astype(np.int64))
+
+
+def load_runner(model_path, config=None):
+    """A callable ``uint8 [H, W, 3] -> (boxes xyxy normalized [K, 4], scores [K], classes [K])``
+    with a ``class_names`` attribute, for a SavedModel folder, a ``.keras`` file or a weights
+    file."""
+    if os.path.isdir(model_path):
+        return _SavedModelRunner(model_path)
+    if os.path.isfile(model_path):
+        return _KerasRunner(model_path, config)
+    raise FileNotFoundError(f"model {model_path!r} not found: give saved_models/<name>[/<version>], "
+                            "a .keras file or a .weights.h5 file")
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+def list_images(inputs):
+    """Image files among ``inputs`` (files, or folders searched recursively), sorted per folder.
+
+    Raises:
+      FileNotFoundError for an input path that does not exist.
+    """
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for root, dirs, names in os.walk(item):
+                dirs.sort()
+                files += [os.path.join(root, n) for n in sorted(names)
+                          if n.lower().endswith(IMAGE_EXTENSIONS)]
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"input {item!r} is neither an image file nor a folder")
+    return files
+
+
+def _read_image(path):
+    import tensorflow as tf
+    data = tf.io.read_file(path)
+    return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False).numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+
+def run_predict(model_path, inputs, out_dir, score_threshold=0.3, class_names=None, config=None,
+                print_json=True, progress=True):
+    """Detect objects in images; print JSON lines and write annotated PNGs.
+
+    Args:
+      model_path: SavedModel (``saved_models/<name>`` -> newest version, or a version folder),
+        a ``.keras`` file, or a ``.weights.h5`` file (its run's ``config.json`` beside it, or
+        ``config``).
+      inputs: image files and / or folders.
+      out_dir: where ``<stem>.png`` pictures and ``detections.json`` go.
+      score_threshold: detections below it are dropped.
+      class_names: override the model's class names.
+      config: training config for a bare weights file.
+      print_json: print one JSON object per image on stdout.
+      progress: tqdm bar on stderr.
+    Returns:
+      list of ``{"image": path, "width", "height", "output": png path, "detections": [{"box":
+      [xmin, ymin, xmax, ymax] pixels, "box_normalized": [...], "score", "class_id",
+      "class_name"}]}``, one per readable image (unreadable ones are skipped with a warning).
+    """
+    from tqdm.auto import tqdm
+
+    from mgdet.viz import draw_detections
+    files = list_images(inputs)
+    if not files:
+        raise FileNotFoundError(f"no images found in {list(inputs)} (extensions {IMAGE_EXTENSIONS})")
+    runner = load_runner(model_path, config)
+    names = list(class_names) if class_names else runner.class_names
+    os.makedirs(out_dir, exist_ok=True)
+    results, skipped, used = [], [], set()
+    for path in tqdm(files, desc="predict", unit="image", disable=not progress, file=sys.stderr):
+        try:
+            image = _read_image(path)
+        except Exception as err:  # noqa: BLE001 - any undecodable file is skipped and reported
+            skipped.append(path)
+            log.warning("skipping %s: not a readable image (%s)", path, str(err).splitlines()[0])
+            continue
+        boxes, scores, classes = runner(image)
+        keep = scores >= score_threshold
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        h, w = image.shape[:2]
+        stem = os.path.splitext(os.path.basename(path))[0]
+        out_name, k = stem, 1
+        while out_name in used:  # same stem in two folders
+            k += 1
+            out_name = f"{stem}_{k}"
+        used.add(out_name)
+        png = os.path.join(out_dir, out_name + ".png")
+        draw_detections(image, boxes, scores, classes, names).save(png)
+        dets = []
+        for box, score, c in zip(boxes, scores, classes):
+            b = np.clip(box, 0.0, 1.0)
+            dets.append({"box": [round(float(v), 2) for v in b * [w, h, w, h]],
+                         "box_normalized": [round(float(v), 5) for v in b],
+                         "score": round(float(score), 4), "class_id": int(c),
+                         "class_name": names[int(c)] if names and 0 <= c < len(names) else str(c)})
+        record = {"image": path, "width": int(w), "height": int(h), "output": png,
+                  "detections": dets}
+        results.append(record)
+        if print_json:
+            print(json.dumps(record), flush=True)
+    with open(os.path.join(out_dir, "detections.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    if skipped:
+        print(f"predict: skipped {len(skipped)} unreadable image(s): {skipped[:5]}",
+              file=sys.stderr)
+    return results
