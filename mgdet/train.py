@@ -200,7 +200,8 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
     start = time.perf_counter()
     if initial_epoch < cfg.train.epochs:
         model.fit(train_ds, epochs=cfg.train.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)
     train_seconds = time.perf_counter() - start
     atomic_save_weights(model, os.path.join(out_dir, FINAL_WEIGHTS))
     metrics = evaluate(model, eval_ds, gt_coco)
