@@ -67,23 +67,12 @@ def cmd_train(args):
     train(cfg, resume=args.resume)
 
 
-def load_trained_model(cfg, weights):
-    """Build the detector of ``cfg`` with the dataset's classes and load ``weights``."""
-    from mgdet import build_model
-    from mgdet.data import class_names_for
-    class_names = class_names_for(cfg.data, image_size=cfg.model.image_size)
-    model = build_model(cfg, num_classes=len(class_names))
-    model.build_for_training() if hasattr(model, "build_for_training") else None
-    if weights:
-        model.load_weights(weights)
-    return model, class_names
-
-
 def cmd_eval(args):
     cfg = _config(args)
     from mgdet.evaluation import evaluate, format_table
     from mgdet.train import build_datasets
-    model, _ = load_trained_model(cfg, _resolve_weights(args.weights))
+    from mgdet.predict import load_detector
+    model, _ = load_detector(cfg, _resolve_weights(args.weights))
     _, eval_ds, _, gt_coco = build_datasets(cfg)
     metrics = evaluate(model, eval_ds, gt_coco, per_class=args.per_class)
     print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics['num_images']} images (%)"))

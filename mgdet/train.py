@@ -14,9 +14,8 @@ import keras
 import tensorflow as tf
 
 from mgdet import build_model
-from mgdet.data import load_source
+from mgdet.data import load_ground_truth, load_source
 from mgdet.data import pipeline as data_pipeline
-from mgdet.data.common import to_coco
 from mgdet.evaluation import evaluate, format_table
 from mgdet.optim import build_optimizer
 
@@ -140,7 +139,7 @@ def build_datasets(cfg, strategy=None):
         seed=d.seed, cache=d.cache, augment=None if d.augment else False)
     eval_ds = data_pipeline.make_dataset(eval_src, m.image_size, cfg.eval.batch_size,
                                          d.max_objects, training=False)
-    return train_ds, eval_ds, class_names, to_coco(eval_src, class_names)
+    return train_ds, eval_ds, class_names, load_ground_truth(d, "eval", image_size=m.image_size)
 
 
 def _count_batches(dataset):
