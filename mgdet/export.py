@@ -228,3 +228,91 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
         score_threshold=e.score_threshold if score_threshold is None else score_threshold,
         nms_iou=e.nms_iou if nms_iou is None else nms_iou,
         max_detections=e.max_detections if max_detections is None else max_detections)
+
+
+# --------------------------------------------------------------------------------------------
+# Optional formats: ONNX (tf2onnx) and TFLite
+# --------------------------------------------------------------------------------------------
+
+def _numeric_serving_fn(model, score_threshold, nms_iou, max_detections):
+    """``serving_default`` without the string output (converters do not take string ops)."""
+    import numpy as np
+
+    from mgdet.postprocess import postprocess
+    size = int(model.image_size)
+    anchors_np = np.asarray(model.anchors, np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve(images):
+        x = tf.image.resize(tf.cast(images, tf.float32), [size, size], method="bilinear",
+                            antialias=False)
+        deltas, logits = model(x, training=False)
+        # The anchors as an in-graph constant: a captured eager tensor would become an extra
+        # graph input for tf2onnx.
+        det = postprocess(deltas, logits, tf.constant(anchors_np), score_threshold=score_threshold,
+                          nms_iou=nms_iou, max_detections=max_detections)
+        return {"detection_boxes": tf.gather(det["boxes"], [1, 0, 3, 2], axis=-1),
+                "detection_scores": det["scores"],
+                "detection_classes": det["classes"],
+                "num_detections": det["num_detections"]}
+    return serve
+
+
+def export_onnx(model, path, score_threshold=0.005, nms_iou=0.5, max_detections=300, opset=17):
+    """ONNX export through tf2onnx (``pip install tf2onnx onnxruntime``).
+
+    Input ``images`` uint8 ``[batch, height, width, 3]`` (resized inside); outputs
+    ``detection_boxes`` / ``detection_scores`` / ``detection_classes`` (int32, 0-based) /
+    ``num_detections`` as the SavedModel's (no ``detection_class_names``: ONNX has no string
+    ops for it). NMS is ONNX's NonMaxSuppression. Returns ``path``.
+    """
+    try:
+        import tf2onnx
+    except ImportError as err:
+        raise ImportError("ONNX export needs tf2onnx: pip install tf2onnx onnxruntime") from err
+    size = int(model.image_size)
+    model(tf.zeros([1, size, size, 3], tf.float32), training=False)
+    fn = _numeric_serving_fn(model, float(score_threshold), float(nms_iou), int(max_detections))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset,
+                                  output_path=path)
+    return path
+
+
+def export_tflite(model, path):
+    """Float32 TFLite export of the network and box decoding (no NMS).
+
+    Input ``images``: float32 ``[1, S, S, 3]`` RGB 0..255, already resized to the model's input.
+    Outputs: ``boxes`` float32 ``[1, N, 4]`` (ymin, xmin, ymax, xmax) normalized and clipped, one
+    per anchor; ``scores`` float32 ``[1, N, C]`` sigmoid scores. The class-wise NMS stays with the
+    application: ``tf.image.combined_non_max_suppression`` is not a TFLite builtin (it would need
+    the Flex delegate, which the stock interpreter lacks). Returns ``path``.
+    """
+    import numpy as np
+
+    from mgdet import boxes as box_ops
+    size = int(model.image_size)
+    model(tf.zeros([1, size, size, 3], tf.float32), training=False)
+    anchors_np = np.asarray(model.anchors, np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")])
+    def raw(images):
+        deltas, logits = model(images, training=False)
+        boxes = tf.clip_by_value(box_ops.decode(deltas, tf.constant(anchors_np)), 0.0, 1.0)
+        return {"boxes": box_ops.xyxy_to_yxyx(boxes), "scores": tf.sigmoid(logits)}
+
+    # Through a SavedModel of the raw variables: the converter then freezes them. From the
+    # concrete function directly, Keras 3's variables stay READ_VARIABLE ops that the
+    # interpreter reads uninitialized (NaN outputs).
+    module = tf.Module()
+    module.model_variables = [_raw_variable(v) for v in model.variables]
+    module.raw = raw
+    with tempfile.TemporaryDirectory() as tmp:
+        tf.saved_model.save(module, tmp, signatures={"serving_default": raw.get_concrete_function()})
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        data = converter.convert()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path

@@ -41,13 +41,18 @@ def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     model = FSSD(num_classes=len(CLASSES), backbone="resnet18", image_size=SIZE, width=0.25)
     model(tf.zeros([1, SIZE, SIZE, 3]), training=False)
-    # Random but not degenerate: larger classification weights and biases, so that scores
-    # spread over [0, 1] and depend on the image (the prior-probability init gives ~0.01 flat).
+    # Random but not degenerate: classification logits rescaled to a spread of about 3 around
+    # random biases, so that scores cover (0, 1), depend on the image and rarely tie (saturated
+    # sigmoids would make NMS orders arbitrary).
     rng = np.random.default_rng(0)
+    _, logits = model(_smooth_images(4, SIZE, SIZE, seed=100).astype(np.float32), training=False)
+    spread = float(np.std(logits.numpy())) or 1.0
     for v in model.variables:
         if "/head/cls" in v.path:
-            scale = 2.0 if v.path.endswith("bias") else 0.2
-            v.assign(rng.normal(0, scale, v.shape).astype(np.float32))
+            if v.path.endswith("bias"):
+                v.assign(rng.normal(-1.0, 1.0, v.shape).astype(np.float32))
+            else:
+                v.assign(v.numpy() * (3.0 / spread))
     path = export.export_saved_model(model, str(tmp / "models" / "tiny" / "1"), CLASSES,
                                      **SETTINGS)
     return {"model": model, "path": path, "tmp": tmp}
@@ -348,3 +353,31 @@ def _image_size(path):
     from PIL import Image
     with Image.open(path) as img:
         return img.size
+
+
+# --------------------------------------------------------------------------------------------
+# Optional formats
+# --------------------------------------------------------------------------------------------
+
+def test_tflite_float_export_equals_keras(exported, tmp_path):
+    from mgdet import boxes as box_ops
+    model = exported["model"]
+    path = export.export_tflite(model, str(tmp_path / "tiny.tflite"))
+    x = _smooth_images(1, SIZE, SIZE, seed=10).astype(np.float32)
+    interpreter = tf.lite.Interpreter(model_path=path)
+    out = interpreter.get_signature_runner()(images=x)
+    deltas, logits = model(x, training=False)
+    boxes = tf.clip_by_value(box_ops.decode(deltas, model.anchors), 0.0, 1.0).numpy()
+    np.testing.assert_allclose(out["boxes"][..., [1, 0, 3, 2]], boxes, atol=1e-4)
+    np.testing.assert_allclose(out["scores"], tf.sigmoid(logits).numpy(), atol=1e-4)
+
+
+def test_onnx_export_equals_keras(exported, tmp_path):
+    pytest.importorskip("tf2onnx")
+    ort = pytest.importorskip("onnxruntime")
+    path = export.export_onnx(exported["model"], str(tmp_path / "tiny.onnx"), **SETTINGS)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    images = _smooth_images(2, 80, 96, seed=11)
+    names = [o.name for o in session.get_outputs()]
+    out = dict(zip(names, session.run(None, {"images": images})))
+    _assert_same(out, _keras_detect(exported["model"], images))
