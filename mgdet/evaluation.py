@@ -14,7 +14,6 @@ Metric values are floats in [0, 1]. Where pycocotools reports -1 (no ground trut
 range, e.g. no small objects) the value is ``nan`` and :func:`format_table` prints "-".
 """
 import contextlib
-import copy
 import io
 import json
 import logging
@@ -91,7 +90,8 @@ def coco_metrics(gt_coco, detections, per_class=False):
         if not gt.getImgIds() or not known_cats:
             result = _stats_to_dict(np.full(len(COCO_KEYS), -1.0))
             if per_class:
-                result["per_class"] = {c["name"]: float("nan") for c in gt.loadCats(sorted(known_cats))}
+                result["per_class"] = {c["name"]: float("nan")
+                                       for c in gt.loadCats(sorted(known_cats))}
             return result
         # pycocotools cannot load an empty result list. One zero-area detection matches nothing
         # (IoU 0), so it gives exactly the metrics of no detections: 0 where there is ground

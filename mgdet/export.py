@@ -308,7 +308,8 @@ def export_tflite(model, path):
     module.model_variables = [_raw_variable(v) for v in model.variables]
     module.raw = raw
     with tempfile.TemporaryDirectory() as tmp:
-        tf.saved_model.save(module, tmp, signatures={"serving_default": raw.get_concrete_function()})
+        tf.saved_model.save(module, tmp,
+                            signatures={"serving_default": raw.get_concrete_function()})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         data = converter.convert()

@@ -87,7 +87,8 @@ def load_detector(config=None, weights=None, class_names=None, **eval_overrides)
     from mgdet.config import replace
     if config is None:
         if not weights:
-            raise ValueError("load_detector: give a config or a weights file with config.json beside")
+            raise ValueError("load_detector: give a config, or a weights file with its run's "
+                             "config.json beside it")
         config, names = _config_beside(weights)
         if config is None:
             raise FileNotFoundError(f"no config.json beside {weights!r}: pass the training config "
@@ -163,8 +164,8 @@ def load_runner(model_path, config=None):
         return _SavedModelRunner(model_path)
     if os.path.isfile(model_path):
         return _KerasRunner(model_path, config)
-    raise FileNotFoundError(f"model {model_path!r} not found: give saved_models/<name>[/<version>], "
-                            "a .keras file or a .weights.h5 file")
+    raise FileNotFoundError(f"model {model_path!r} not found: give saved_models/<name>"
+                            "[/<version>], a .keras file or a .weights.h5 file")
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +227,8 @@ def run_predict(model_path, inputs, out_dir, score_threshold=0.3, class_names=No
     from mgdet.viz import draw_detections
     files = list_images(inputs)
     if not files:
-        raise FileNotFoundError(f"no images found in {list(inputs)} (extensions {IMAGE_EXTENSIONS})")
+        raise FileNotFoundError(f"no images found in {list(inputs)} "
+                                f"(extensions {IMAGE_EXTENSIONS})")
     runner = load_runner(model_path, config)
     names = list(class_names) if class_names else runner.class_names
     os.makedirs(out_dir, exist_ok=True)

@@ -180,7 +180,8 @@ def _voc07_reference(gt, dets, thr=0.5):
 
 def test_voc07_hand_worked():
     # One class. Image 1: gt A (normal) and B (difficult); image 2: gt C.
-    gt = {"images": [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}],
+    gt = {"images": [{"id": 1, "width": 100, "height": 100},
+                     {"id": 2, "width": 100, "height": 100}],
           "annotations": [
               {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "iscrowd": 0},
               {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 50, 30, 30], "iscrowd": 1},
@@ -276,7 +277,8 @@ def test_evaluate_loop_with_an_oracle_detector(tmp_path):
                 model.current_ids = meta["image_id"].numpy()
                 yield images, meta
 
-    m = evaluation.evaluate(model, _Tap(), gt, progress=False, results_path=str(tmp_path / "r.json"))
+    m = evaluation.evaluate(model, _Tap(), gt, progress=False,
+                            results_path=str(tmp_path / "r.json"))
     assert m["AP"] == pytest.approx(1.0) and m["VOC07_mAP50"] == pytest.approx(1.0)
     assert m["num_images"] == 5 and m["num_detections"] > 0
     assert (tmp_path / "r.json").stat().st_size > 0

@@ -101,7 +101,8 @@ _FRESH = textwrap.dedent("""
     meta = {k: v.numpy().item() for k, v in loaded.metadata().items()}
     res["signatures"] = np.array(sorted(sigs.keys()))
     np.savez(outputs, **res)
-    print(json.dumps({"meta": meta, "mgdet_imported": any(m.startswith("mgdet") for m in sys.modules)}))
+    imported = any(m == "mgdet" or m.startswith("mgdet.") for m in sys.modules)
+    print(json.dumps({"meta": meta, "mgdet_imported": imported}))
 """)
 
 
