@@ -70,7 +70,7 @@ def cmd_train(args):
 def cmd_eval(args):
     cfg = _config(args)
     from mgdet.evaluation import evaluate, format_table
-    from mgdet.train import build_datasets
+    from mgdet.train import build_datasets, json_safe
     from mgdet.predict import load_detector
     model, _ = load_detector(cfg, _resolve_weights(args.weights))
     _, eval_ds, _, gt_coco = build_datasets(cfg)
@@ -78,8 +78,8 @@ def cmd_eval(args):
     print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics['num_images']} images (%)"))
     out = args.out or os.path.join(cfg.out_dir, "eval_cli.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump({k: v for k, v in metrics.items()}, f, indent=2, default=float)
+    with open(out, "w") as f:  # strict JSON: NaN (no objects of a size) becomes null
+        json.dump(json_safe(metrics), f, indent=2)
     print(f"wrote {out}")
 
 
@@ -94,7 +94,9 @@ def cmd_export(args):
 
 def cmd_predict(args):
     from mgdet.predict import run_predict
-    run_predict(args.model, args.inputs, args.out_dir, score_threshold=args.score_threshold)
+    cfg = _config(args) if args.config else None
+    run_predict(args.model, args.inputs, args.out_dir, score_threshold=args.score_threshold,
+                config=cfg)
 
 
 def cmd_show_assign(args):
@@ -139,6 +141,8 @@ def build_parser():
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out-dir", default="runs/predict")
     p.add_argument("--score-threshold", type=float, default=0.3)
+    p.add_argument("--config", help="training config, for a .weights.h5 without config.json beside")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("show-assign", help="draw IoU-anchor vs L2C / C2L positives (paper Fig. 4)")

@@ -56,10 +56,21 @@ def atomic_save_weights(model, path):
     os.replace(tmp, path)
 
 
+def json_safe(value):
+    """``value`` with NaN (e.g. APs when there are no small objects) as None: strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
 def _write_json(path, payload):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
+        json.dump(json_safe(payload), f, indent=2)
     os.replace(tmp, path)
 
 
