@@ -3,6 +3,7 @@
 ``postprocess`` is a pure TF function (no Keras, no state), shared by ``Detector.predict_step``,
 ``Detector.detect`` and the SavedModel export.
 """
+import numpy as np
 import tensorflow as tf
 
 from mgdet import boxes as box_ops
@@ -29,15 +30,17 @@ def postprocess(deltas, logits, anchors, score_threshold=0.005, nms_iou=0.5, max
     """
     max_detections = int(max_detections)
     max_per_class = int(max_per_class or max_detections)
+    # combined_non_max_suppression keeps scores strictly above its threshold: the float32 just
+    # below ours keeps scores >= score_threshold.
+    below = float(np.nextafter(np.float32(score_threshold), np.float32(-np.inf)))
     boxes = tf.clip_by_value(box_ops.decode(deltas, anchors, variances), 0.0, 1.0)  # [B, N, 4]
     scores = tf.sigmoid(tf.cast(logits, tf.float32))  # [B, N, C]
     # One box per anchor shared by all classes: [B, N, 1, 4]. TF's NMS expects yxyx.
     nms_boxes, nms_scores, nms_classes, num = tf.image.combined_non_max_suppression(
         box_ops.xyxy_to_yxyx(boxes)[:, :, None, :], scores,
         max_output_size_per_class=max_per_class, max_total_size=max_detections,
-        iou_threshold=nms_iou, score_threshold=score_threshold, pad_per_class=False,
+        iou_threshold=nms_iou, score_threshold=below, pad_per_class=False,
         clip_boxes=False)
-    # combined_non_max_suppression keeps scores > threshold; >= differs only on exact ties.
     return {"boxes": box_ops.yxyx_to_xyxy(nms_boxes),
             "scores": nms_scores,
             "classes": tf.cast(nms_classes, tf.int32),

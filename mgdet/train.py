@@ -62,6 +62,8 @@ def json_safe(value):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / TF scalars
+        value = value.item()
     if isinstance(value, float) and value != value:
         return None
     return value

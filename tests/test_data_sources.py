@@ -7,7 +7,6 @@ import types
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from mgdet.data import DataError, load_ground_truth, load_source, stats, to_coco

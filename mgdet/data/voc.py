@@ -68,7 +68,8 @@ def _image_size(path):
         return im.size  # (width, height)
 
 
-def _image_id(stem, index):
+def _image_id(stem):
+    """VOC-style numeric id of a file stem (``000005`` -> 5, ``2008_000008`` -> 2008000008)."""
     digits = stem.replace("_", "")
     return int(digits) if re.fullmatch(r"[0-9_]+", stem) and digits else None
 
@@ -111,7 +112,7 @@ def _records_from_xml(xml_paths, image_paths, class_names, report, unknown="skip
             "width": w, "height": h,
             "stem": os.path.splitext(os.path.basename(xml_path))[0],
         })
-    ids = [_image_id(r["stem"], i) for i, r in enumerate(records)]
+    ids = [_image_id(r["stem"]) for r in records]
     if None in ids or len(set(ids)) != len(ids):
         ids = list(range(1, len(records) + 1))
     for r, i in zip(records, ids):
