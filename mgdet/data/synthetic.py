@@ -35,8 +35,8 @@ MIN_VISIBLE = 0.3          # drop objects with less than 30 % of their mask visi
 MIN_INSIDE = 0.4           # drop objects with less than 40 % of their mask inside the image
 MIN_BOX_PX = 4             # drop objects whose box is thinner than this (pixels)
 EMPTY_FRACTION = 0.07      # images with no object at all
-SIZE_PROBS = (0.42, 0.43, 0.15)  # small / medium / large (COCO ranges at image_size)
-SMALLEST_PX = 9.0          # smallest sqrt(box area) drawn
+SIZE_PROBS = (0.36, 0.46, 0.18)  # small / medium / large (COCO ranges at image_size)
+SMALLEST_PX = 12.0         # smallest sqrt(box area) drawn (half the smallest anchor, 24 px)
 
 _CACHE_MAX = 4
 
