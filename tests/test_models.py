@@ -1,0 +1,305 @@
+"""Detectors: shapes and anchor order, parameter counts of the paper's models, initial class
+probability, training (overfitting one batch under each assignment strategy, ``fit`` on a
+``tf.data`` pipeline), ``.keras`` round trip, detections, post-processing, bad arguments and
+backbone weight files.
+
+Models are tiny (64-128 px, width 0.25) except in the parameter-count test, which only builds.
+"""
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mgdet import anchors as anchor_ops
+from mgdet.models import FSSD, MODELS, Detector, RetinaNet, RFBNet
+from mgdet.models import backbones as backbone_ops
+from mgdet.models.detector import METRIC_NAMES
+from mgdet.models.heads import DetectionHead
+from mgdet.postprocess import postprocess
+
+PAIRS = [("fssd", "vgg16"), ("fssd", "resnet18"), ("retinanet", "vgg16"),
+         ("retinanet", "resnet18"), ("rfbnet", "vgg16")]
+NUM_CLASSES = 3
+
+
+def tiny(arch="fssd", backbone="resnet18", image_size=64, **kwargs):
+    keras.utils.set_random_seed(kwargs.pop("seed", 0))
+    return MODELS[arch](num_classes=NUM_CLASSES, backbone=backbone, image_size=image_size,
+                        width=0.25, **kwargs)
+
+
+def make_batch(image_size=64, batch=2, max_objects=4, seed=0):
+    """Images with painted boxes (class c painted in channel c) and padded targets: image b has
+    1 + b % 3 objects, the other rows are padding."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 50, [batch, image_size, image_size, 3]).astype(np.float32)
+    boxes = np.zeros([batch, max_objects, 4], np.float32)
+    labels = np.zeros([batch, max_objects], np.int32)
+    valid = np.zeros([batch, max_objects], bool)
+    for b in range(batch):
+        for j in range(1 + b % 3):
+            w, h = rng.uniform(0.2, 0.6, 2)
+            x0, y0 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
+            boxes[b, j] = [x0, y0, x0 + w, y0 + h]
+            labels[b, j] = rng.integers(0, NUM_CLASSES)
+            valid[b, j] = True
+            c0, r0, c1, r1 = (boxes[b, j] * image_size).astype(int)
+            images[b, r0:r1, c0:c1, labels[b, j]] = 255.0
+    return images, {"boxes": boxes, "labels": labels, "valid": valid}
+
+
+# --- shapes, anchors, parameters ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch,backbone", PAIRS)
+def test_outputs_match_anchors(arch, backbone):
+    model = tiny(arch, backbone, image_size=64)
+    n = anchor_ops.num_anchors(64)
+    assert model.anchors.shape == (n, 4)
+    images, _ = make_batch(64, batch=2)
+    deltas, logits = model(images)
+    assert deltas.shape == (2, n, 4) and logits.shape == (2, n, NUM_CLASSES)
+    assert deltas.dtype == tf.float32 and logits.dtype == tf.float32
+    assert np.all(np.isfinite(deltas)) and np.all(np.isfinite(logits))
+    # A 5-level input whose last level is ceil-sized (576 / 128 = 4.5 -> 5), symbolically.
+    big = MODELS[arch](num_classes=2, backbone=backbone, image_size=576, width=0.125)
+    d, lg = big(keras.KerasTensor((1, 576, 576, 3)))
+    assert big.num_levels == 5 and big.feature_sizes == [72, 36, 18, 9, 5]
+    assert d.shape == (1, anchor_ops.num_anchors(576), 4)
+    assert lg.shape == (1, anchor_ops.num_anchors(576), 2)
+
+
+def test_head_output_order_is_the_anchor_order():
+    """Level k's map holds its cell coordinates; reshaped head outputs must land on the anchor
+    of that cell (level, row, column, 6 shapes)."""
+    size = 128
+    fs = anchor_ops.feature_sizes(size)
+    head = DetectionHead(len(fs), num_classes=1)
+    levels = []
+    for k, f in enumerate(fs):
+        rows, cols = np.meshgrid(np.arange(f), np.arange(f), indexing="ij")
+        levels.append(np.stack([(cols + 0.5) / f, (rows + 0.5) / f, np.full_like(
+            rows, k, np.float64)], -1)[None].astype(np.float32))  # [1, f, f, 3]: cx, cy, level
+    head(levels)
+    for k in range(len(fs)):
+        kernel = np.zeros([3, 3, 3, 24], np.float32)
+        kernel[1, 1, 0, 0::4] = 1.0  # delta 0 <- cx
+        kernel[1, 1, 1, 1::4] = 1.0  # delta 1 <- cy
+        kernel[1, 1, 2, 2::4] = 1.0  # delta 2 <- level
+        for a in range(6):
+            kernel[1, 1, 2, 4 * a + 3] = 0.0
+        bias = np.zeros([6, 4], np.float32)
+        bias[:, 3] = np.arange(6)  # delta 3 <- shape index within the cell
+        head.box_convs[k].set_weights([kernel, bias.reshape(24)])
+    deltas = head(levels)[0][0].numpy()  # [N, 4]: cx, cy, level, shape index
+    anchors = anchor_ops.generate_anchors(size).numpy()
+    n_per_level = [6 * f * f for f in fs]
+    level_of_anchor = np.repeat(np.arange(len(fs)), n_per_level)
+    np.testing.assert_array_equal(deltas[:, 2], level_of_anchor)
+    np.testing.assert_array_equal(deltas[:, 3], np.tile(np.arange(6), len(deltas) // 6))
+    # The unclipped anchors are centred on their cells (clipping moves only border anchors).
+    inside = np.all((anchors > 0) & (anchors < 1), axis=1)
+    centers = (anchors[:, :2] + anchors[:, 2:]) / 2
+    np.testing.assert_allclose(deltas[inside, :2], centers[inside], atol=1e-5)
+
+
+PAPER_PARAMS = {("fssd", "vgg16"): 19_266_688, ("fssd", "resnet18"): 16_277_888,
+                ("retinanet", "vgg16"): 21_894_272, ("retinanet", "resnet18"): 18_905_472,
+                ("rfbnet", "vgg16"): 23_037_792}
+
+
+def test_parameter_counts_of_the_paper_models():
+    """20 classes, 320 px, width 1.0: trainable parameters within 5% of the authors' models
+    (conv + BN gamma/beta; the models are built symbolically, nothing is computed)."""
+    for (arch, backbone), expected in PAPER_PARAMS.items():
+        model = MODELS[arch](num_classes=20, backbone=backbone, image_size=320)
+        count = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+        assert abs(count - expected) <= 0.05 * expected, (arch, backbone, count, expected)
+        assert model.num_anchors == 12_750 and model.num_levels == 4
+        del model
+        keras.backend.clear_session()
+
+
+def test_initial_class_probability_is_001():
+    """As in a first training step (batch-norm on batch statistics)."""
+    model = tiny("retinanet", "resnet18", image_size=64)
+    images, _ = make_batch(64, batch=2)
+    _, logits = model(images, training=True)
+    p = tf.sigmoid(logits).numpy()
+    assert abs(p.mean() - 0.01) < 0.002, p.mean()
+    assert abs(np.median(p) - 0.01) < 0.002
+    bias = model.head.cls_convs[0].bias.numpy()
+    np.testing.assert_allclose(bias, -math.log(99.0), rtol=1e-6)
+    np.testing.assert_array_equal(model.head.box_convs[0].bias.numpy(), 0.0)
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy,arch,backbone", [
+    ("iou", "fssd", "vgg16"), ("l2c", "fssd", "resnet18"), ("c2l", "fssd", "vgg16"),
+    ("mg", "fssd", "resnet18")])
+def test_overfits_one_batch(strategy, arch, backbone):
+    """Every assignment strategy trains: the loss of one fixed batch falls at least 5x within
+    30 steps. (RetinaNet trains in the fit test, RFBNet in the save/load test.)"""
+    model = tiny(arch, backbone, image_size=64, strategy=strategy)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images, targets = make_batch(64, batch=2)
+    losses = []
+    for _ in range(30):
+        logs = model.train_on_batch(images, targets, return_dict=True)
+        losses.append(logs["loss"])
+    assert set(logs) == set(METRIC_NAMES)
+    assert logs["num_pos_cls"] >= 3 and logs["num_pos_reg"] >= 3  # >= 1 per object
+    assert logs["loss"] == pytest.approx(logs["cls_loss"] + logs["reg_loss"], rel=1e-5)
+    assert losses[0] / losses[-1] >= 5.0, (strategy, losses)
+
+
+def test_fit_evaluate_predict_on_a_dataset():
+    model = tiny("retinanet", "resnet18", image_size=64, max_detections=20)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    images, targets = make_batch(64, batch=4)
+    ds = tf.data.Dataset.from_tensor_slices((images, targets)).batch(2)
+    history = model.fit(ds, epochs=2, verbose=0).history
+    assert set(history) == set(METRIC_NAMES)
+    assert all(np.isfinite(v).all() for v in history.values())
+    logs = model.evaluate(ds, verbose=0, return_dict=True)
+    assert set(logs) == set(METRIC_NAMES) and np.isfinite(logs["loss"])
+    out = model.predict(ds.map(lambda x, y: x), verbose=0)
+    assert out["boxes"].shape == (4, 20, 4) and out["num_detections"].shape == (4,)
+
+
+# --- inference and serialization ------------------------------------------------------------
+
+
+def test_keras_save_load_round_trip(tmp_path):
+    model = tiny("rfbnet", "vgg16", image_size=64, strategy="c2l", sigma=3.0, max_detections=7)
+    # One eager training step (tracing RFBNet's training graph costs ~20 s of CPU) moves the
+    # weights and batch-norm statistics off their initial values.
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
+    images, targets = make_batch(64, batch=2)
+    before = model.head.cls_convs[0].kernel.numpy()
+    logs = model.train_on_batch(images, targets, return_dict=True)
+    assert np.isfinite(logs["loss"]) and not np.allclose(before, model.head.cls_convs[0].kernel)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is RFBNet
+    assert loaded.get_config() == model.get_config()
+    for a, b in zip(model(images), loaded(images)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_detect_and_predict_outputs():
+    k = 25
+    model = tiny("fssd", "vgg16", image_size=64, max_detections=k, score_threshold=0.005)
+    images, _ = make_batch(64, batch=3)
+    out = {key: v.numpy() for key, v in model.detect(images).items()}
+    assert out["boxes"].shape == (3, k, 4) and out["boxes"].dtype == np.float32
+    assert out["scores"].shape == (3, k) and out["scores"].dtype == np.float32
+    assert out["classes"].shape == (3, k) and out["classes"].dtype == np.int32
+    assert out["num_detections"].shape == (3,) and out["num_detections"].dtype == np.int32
+    assert np.all((out["boxes"] >= 0) & (out["boxes"] <= 1))
+    for b in range(3):
+        n = out["num_detections"][b]
+        assert 0 < n <= k  # untrained: every score ~0.01 > 0.005
+        assert np.all(out["scores"][b, :n] >= 0.005)
+        assert np.all(np.diff(out["scores"][b, :n]) <= 0)
+        assert np.all(out["boxes"][b, :n, 2:] >= out["boxes"][b, :n, :2])
+        assert np.all((out["classes"][b, :n] >= 0) & (out["classes"][b, :n] < NUM_CLASSES))
+        assert np.all(out["scores"][b, n:] == 0) and np.all(out["boxes"][b, n:] == 0)
+    predicted = model.predict(images, batch_size=3, verbose=0)
+    for key in out:
+        np.testing.assert_allclose(predicted[key], out[key], rtol=1e-5, atol=1e-6)
+    deltas, logits = model(images)
+    direct = postprocess(deltas, logits, model.anchors, 0.005, 0.5, k)
+    np.testing.assert_allclose(direct["scores"], out["scores"], rtol=1e-5, atol=1e-6)
+
+
+def test_postprocess_nms_by_class():
+    anchors = tf.constant([[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.52, 0.5], [0.6, 0.6, 0.9, 0.9],
+                           [0.0, 0.0, 0.2, 0.2]], tf.float32)
+    deltas = tf.zeros([1, 4, 4])
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    # class 0: anchors 0 and 1 overlap (IoU ~0.9) -> 1 kept; anchor 2 alone. Class 1: anchor 1
+    # (overlapping a class-0 box does not matter). Anchor 3: score == threshold -> kept.
+    scores = np.full([1, 4, 2], 1e-4, np.float32)
+    scores[0, 0, 0], scores[0, 1, 0], scores[0, 2, 0] = 0.9, 0.8, 0.7
+    scores[0, 1, 1] = 0.6
+    scores[0, 3, 1] = 0.5
+    logits = tf.constant(np.vectorize(logit)(scores), tf.float32)
+    out = postprocess(deltas, logits, anchors, score_threshold=0.5, nms_iou=0.5,
+                      max_detections=10)
+    assert int(out["num_detections"][0]) == 4
+    np.testing.assert_allclose(out["scores"][0, :4], [0.9, 0.7, 0.6, 0.5], rtol=1e-5)
+    np.testing.assert_array_equal(out["classes"][0, :4], [0, 0, 1, 1])
+    np.testing.assert_allclose(out["boxes"][0, :4], tf.gather(anchors, [0, 2, 1, 3]), atol=1e-6)
+    capped = postprocess(deltas, logits, anchors, 0.5, 0.5, max_detections=10, max_per_class=1)
+    assert int(capped["num_detections"][0]) == 2
+    # Out-of-image boxes are clipped to [0, 1].
+    wide = postprocess(tf.constant([[[0.0, 0.0, 50.0, 50.0]]]), tf.constant([[[3.0]]]),
+                       tf.constant([[0.4, 0.4, 0.6, 0.6]]), 0.5, 0.5, 5)
+    np.testing.assert_allclose(wide["boxes"][0, 0], [0, 0, 1, 1])
+
+
+# --- arguments and weights ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls,kwargs,named", [
+    (FSSD, dict(backbone="resnet50"), "'resnet50'"),
+    (RFBNet, dict(backbone="resnet18"), "'resnet18'"),
+    (RetinaNet, dict(image_size=100), "100"),
+    (FSSD, dict(strategy="atss"), "'atss'"),
+    (FSSD, dict(num_classes=0), "0"),
+    (FSSD, dict(width=0.0), "0.0"),
+    (FSSD, dict(sigma=1.0), "1.0"),
+    (FSSD, dict(max_detections=0), "0"),
+    (FSSD, dict(nms_iou=1.5), "1.5"),
+])
+def test_bad_arguments_raise_value_error_naming_them(cls, kwargs, named):
+    args = {**dict(num_classes=2, backbone="vgg16", image_size=64, width=0.125), **kwargs}
+    with pytest.raises(ValueError, match=named):
+        cls(**args)
+
+
+def test_detector_base_class_is_abstract():
+    with pytest.raises(TypeError):
+        Detector(num_classes=2)
+
+
+def test_backbone_weights_file(tmp_path):
+    source = tiny("fssd", "resnet18", image_size=64, seed=1)
+    path = str(tmp_path / "r18.npz")
+    backbone_ops.save_backbone_weights(source.backbone, path)
+    target = tiny("retinanet", "resnet18", image_size=64, seed=2, weights=path)
+    for a, b in zip(source.backbone.variables, target.backbone.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert target.get_config().get("weights") is None  # a saved model carries its weights
+    with pytest.raises(ValueError, match="do not fit"):  # another width
+        MODELS["fssd"](num_classes=2, backbone="resnet18", image_size=64, width=0.5,
+                       weights=path)
+    with pytest.raises(FileNotFoundError):
+        tiny(weights=str(tmp_path / "missing.npz"))
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet18"])
+def test_torchvision_weight_names_cover_the_backbone(backbone):
+    """A state dict with torchvision's names and shapes converts to exactly our variables."""
+    model = tiny("fssd", backbone, image_size=64)
+    ours = backbone_ops.backbone_weights(model.backbone)
+    state = {"fc.weight": np.zeros([1000, 512])}  # extra entries are ignored
+    for name, conv, bn in backbone_ops._torchvision_names(backbone):
+        state[f"{conv}.weight"] = np.transpose(ours[f"{name}/conv/kernel"], (3, 2, 0, 1))
+        if f"{name}/conv/bias" in ours:
+            state[f"{conv}.bias"] = ours[f"{name}/conv/bias"]
+        for torch_name, keras_name in (("weight", "gamma"), ("bias", "beta"),
+                                       ("running_mean", "moving_mean"),
+                                       ("running_var", "moving_variance")):
+            state[f"{bn}.{torch_name}"] = ours[f"{name}/bn/{keras_name}"]
+        state[f"{bn}.num_batches_tracked"] = np.array(0)
+    converted = backbone_ops.backbone_weights_from_torchvision(state, backbone)
+    assert set(converted) == set(ours)
+    for key, value in converted.items():
+        np.testing.assert_array_equal(value, ours[key])
