@@ -186,13 +186,14 @@ def resample(image, window_u, flip, output_size, mean=MEAN_RGB):
     shape = tf.shape(image)
     mean = tf.constant(mean, tf.float32)
     # Edge-replicate one pixel (so samples within half a pixel of the border see the border),
-    # sample the uint8 (or float) image directly, and mark samples outside it with -1: every
-    # real sample is >= 0, so those are exactly the canvas pixels to fill with the mean.
+    # subtract the mean so that the sampler's zero fill outside the image is the mean colour.
+    # (Sampling the uint8 image with a -1 fill and replacing those pixels was measured slower.)
     padded = tf.pad(image, [[1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    padded = tf.cast(padded, tf.float32) - mean
     box = _sampling_box(window_u, flip, shape[0], shape[1], out_h, out_w)
     out = tf.image.crop_and_resize(padded[None], box[None], [0], [out_h, out_w],
-                                   method="bilinear", extrapolation_value=-1.0)[0]
-    return tf.where(out < 0.0, mean, out)
+                                   method="bilinear", extrapolation_value=0.0)[0]
+    return out + mean
 
 
 def ssd_augment(image, boxes, labels, seed, output_size, photometric=True, expand=True,
