@@ -16,6 +16,9 @@ Metrics: ``loss``, ``cls_loss``, ``reg_loss`` (means over steps of the global-ba
 replica's loss is its share of the global loss (the loss normalizers are all-reduced), Keras sums
 the replicas' gradients, and the metrics report global values.
 """
+import numbers
+import os
+
 import keras
 import tensorflow as tf
 
@@ -34,7 +37,7 @@ METRIC_NAMES = ("loss", "cls_loss", "reg_loss", "num_pos_cls", "num_pos_reg")
 
 
 def _check_number(name, value, low, high, low_open=False, integer=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if ok and integer:
         ok = float(value) == int(value)
     if ok:
@@ -86,8 +89,8 @@ class Detector(keras.Model):
         if backbone not in self.backbones:
             raise ValueError(f"unknown backbone {backbone!r} for {type(self).__name__}: use one "
                              f"of {self.backbones}")
-        if (not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0
-                or image_size % 64):
+        if (not isinstance(image_size, numbers.Integral) or isinstance(image_size, bool)
+                or image_size <= 0 or image_size % 64):
             raise ValueError(f"image_size must be a positive multiple of 64, got {image_size!r}")
         _check_number("width", width, 0.0, 4.0, low_open=True)
         assign_ops.validate(strategy, sigma, pos_iou, neg_iou)
@@ -101,7 +104,7 @@ class Detector(keras.Model):
         _check_number("max_detections", max_detections, 1, None, integer=True)
         if not isinstance(sync_bn, bool):
             raise ValueError(f"sync_bn must be True or False, got {sync_bn!r}")
-        if weights is not None and not isinstance(weights, str):
+        if weights is not None and not isinstance(weights, (str, os.PathLike)):
             raise ValueError(f"weights must be a path to an .npz file or None, got {weights!r}")
 
         self.num_classes = int(num_classes)
@@ -134,7 +137,7 @@ class Detector(keras.Model):
 
         self.build((None, self.image_size, self.image_size, 3))
         if weights is not None:
-            load_backbone_weights(self.backbone, weights)
+            load_backbone_weights(self.backbone, os.fspath(weights))
 
     def _make_neck(self, source_strides, source_channels, num_levels, width):
         raise NotImplementedError
@@ -292,10 +295,13 @@ class Detector(keras.Model):
     # --- serialization -----------------------------------------------------------------------
 
     def get_config(self):
-        # ``weights`` is not kept: a saved model carries its own weights.
+        # ``weights`` is not kept: a saved model carries its own weights. Nor is the dtype
+        # policy: layers take the global one when built (set it before building or loading a
+        # mixed-precision model).
         return {
-            "name": self.name, "num_classes": self.num_classes, "backbone": self.backbone_name,
-            "image_size": self.image_size, "width": self.width, "strategy": self.strategy,
+            "name": self.name, "trainable": self.trainable, "num_classes": self.num_classes,
+            "backbone": self.backbone_name, "image_size": self.image_size, "width": self.width,
+            "strategy": self.strategy,
             "sigma": self.sigma, "pos_iou": self.pos_iou, "neg_iou": self.neg_iou,
             "focal_alpha": self.focal_alpha, "focal_gamma": self.focal_gamma,
             "bl1_alpha": self.bl1_alpha, "bl1_gamma": self.bl1_gamma, "bl1_beta": self.bl1_beta,

@@ -39,8 +39,8 @@ class DetectionHead(keras.layers.Layer):
         deltas, logits = [], []
         for x, box_conv, cls_conv in zip(levels, self.box_convs, self.cls_convs):
             b = keras.ops.shape(x)[0]
-            deltas.append(keras.ops.reshape(box_conv(x), (b, -1, 4)))  # [B, f*f*6, 4]
-            logits.append(keras.ops.reshape(cls_conv(x), (b, -1, self.num_classes)))  # [B, f*f*6, C]
+            deltas.append(keras.ops.reshape(box_conv(x), (b, -1, 4)))  # [B, ffx6, 4]
+            logits.append(keras.ops.reshape(cls_conv(x), (b, -1, self.num_classes)))  # [B, ffx6, C]
         deltas = keras.ops.cast(keras.ops.concatenate(deltas, axis=1), "float32")
         logits = keras.ops.cast(keras.ops.concatenate(logits, axis=1), "float32")
         return deltas, logits
