@@ -72,6 +72,7 @@ class DataConfig:
     seed: int = 0  # synthetic generation / shuffling / augmentation seed
     max_objects: int = 50  # M_max: objects per image kept (more are truncated with a warning)
     augment: bool = True  # SSD augmentation for training
+    max_expand: float = 4.0  # SSD zoom-out: largest canvas / image ratio (1 disables zoom-out)
     cache: bool = False  # cache decoded images in memory
 
 
@@ -212,6 +213,8 @@ def validate(cfg):
         raise ConfigError(f"need 0 < assign.neg_iou <= assign.pos_iou <= 1, got "
                           f"{a.neg_iou} and {a.pos_iou}")
     _check_choice(d.source, SOURCES, "data.source")
+    if d.max_expand < 1:
+        raise ConfigError(f"data.max_expand must be >= 1, got {d.max_expand}")
     for key in ("max_objects", "num_train", "num_eval"):
         if getattr(d, key) < 1:
             raise ConfigError(f"data.{key} must be >= 1, got {getattr(d, key)}")

@@ -16,6 +16,7 @@ import tensorflow as tf
 from mgdet import build_model
 from mgdet.data import load_ground_truth, load_source
 from mgdet.data import pipeline as data_pipeline
+from mgdet.data import stats as data_stats
 from mgdet.evaluation import evaluate, format_table
 from mgdet.optim import build_optimizer
 
@@ -129,15 +130,6 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["lr"] = float(lr(opt.iterations) if callable(lr) else lr)
 
 
-class DataStatsCallback(keras.callbacks.Callback):
-    """Prints the data counters (skipped images, dropped or truncated boxes) at each epoch end."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        line = data_pipeline.stats_summary()
-        if line:
-            print(f"\ndata: {line}")
-
-
 def _scalars(metrics):
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
@@ -149,7 +141,8 @@ def build_datasets(cfg, strategy=None):
     eval_src, _ = load_source(d, "eval", image_size=m.image_size)
     train_ds = data_pipeline.make_dataset(
         train_src, m.image_size, cfg.train.batch_size, d.max_objects, training=True,
-        seed=d.seed, cache=d.cache, augment=None if d.augment else False)
+        seed=d.seed, cache=d.cache,
+        augment={"max_expand": d.max_expand, "expand": d.max_expand > 1} if d.augment else False)
     eval_ds = data_pipeline.make_dataset(eval_src, m.image_size, cfg.eval.batch_size,
                                          d.max_objects, training=False)
     return train_ds, eval_ds, class_names, load_ground_truth(d, "eval", image_size=m.image_size)
@@ -206,7 +199,7 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "eval"))
     eval_cb = EvalCallback(cfg.train.eval_every, eval_ds, gt_coco, writer, out_dir)
     callbacks = [LearningRateLogger(), CheckpointCallback(manager, epoch_var), eval_cb,
-                 DataStatsCallback(),
+                 data_stats.StatsCallback(),
                  keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq="epoch",
                                              write_graph=False)]
     start = time.perf_counter()

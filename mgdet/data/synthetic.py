@@ -31,12 +31,12 @@ from mgdet.data.common import DataError, to_coco  # noqa: F401  (to_coco is part
 CLASS_NAMES = ("circle", "ring", "rectangle", "triangle", "cross", "star", "ellipse")
 NUM_CLASSES = len(CLASS_NAMES)
 SPLITS = {"train": 0, "val": 1, "validation": 1, "test": 2}
-MIN_VISIBLE = 0.3          # drop objects with less than 30 % of their mask visible
+MIN_VISIBLE = 0.5          # drop objects with less than 50 % of their mask visible
 MIN_INSIDE = 0.4           # drop objects with less than 40 % of their mask inside the image
 MIN_BOX_PX = 4             # drop objects whose box is thinner than this (pixels)
 EMPTY_FRACTION = 0.07      # images with no object at all
-SIZE_PROBS = (0.36, 0.46, 0.18)  # small / medium / large (COCO ranges at image_size)
-SMALLEST_PX = 12.0         # smallest sqrt(box area) drawn (half the smallest anchor, 24 px)
+SIZE_PROBS = (0.25, 0.50, 0.25)  # small / medium / large (COCO ranges at image_size)
+SMALLEST_PX = 14.0         # smallest sqrt(box area) drawn (~0.6 x the smallest anchor, 24 px)
 
 _CACHE_MAX = 4
 
@@ -377,7 +377,7 @@ def render_image(rng, image_size, noise_tile):
     if rng.random() < EMPTY_FRACTION:
         n_obj = 0
     else:
-        n_obj = int(min(1 + rng.poisson(3.5), 14))
+        n_obj = int(min(1 + rng.poisson(2.5), 10))
     placed = []                      # (cx, cy, size) of drawn objects, for clustered placement
     results = []                     # (owner_id, box, inside_pixels, label)
     large_budget = 1 if rng.random() < 0.8 else 2
