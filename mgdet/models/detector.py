@@ -140,7 +140,9 @@ class Detector(keras.Model):
             load_backbone_weights(self.backbone, os.fspath(weights))
 
     def _make_neck(self, source_strides, source_channels, num_levels, width):
-        raise NotImplementedError
+        """The subclass's neck: backbone sources -> ``num_levels`` pyramid levels."""
+        raise TypeError(f"{type(self).__name__} must define _make_neck (see FSSD, RetinaNet, "
+                        "RFBNet)")
 
     # --- forward ---------------------------------------------------------------------------
 
