@@ -80,7 +80,7 @@ def main(argv=None):
     cols = [("pair", "detector", None)]
     for b in args.batches:
         cols += [(f"savedmodel_b{b}_median", f"SavedModel b{b} median ms", "{:.0f}"),
-                 (f"savedmodel_b{b}_p90", f"p90", "{:.0f}"),
+                 (f"savedmodel_b{b}_p90", "p90", "{:.0f}"),
                  (f"keras_b{b}_median", f"Keras b{b} median ms", "{:.0f}"),
                  (f"keras_b{b}_p90", "p90", "{:.0f}")]
     print(f"\n{args.image_size}x{args.image_size}, {args.classes} classes, score >= "

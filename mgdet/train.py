@@ -6,7 +6,6 @@ checkpoints and resumption.
     metrics = train(load_config("configs/default.yaml"))
 """
 import json
-import math
 import os
 import time
 

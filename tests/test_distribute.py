@@ -25,27 +25,14 @@ _WORKER = textwrap.dedent(r'''
     import keras
     from mgdet.models import MODELS
     from mgdet.optim import SGDWithL2
+    from tests.batches import painted_batch
 
     arch, backbone, strategy_name = sys.argv[1:4]
     S, B, M, C = 64, 4, 4, 3
 
     def global_batch():
         """4 images with 1-3 real objects each (and padding rows), objects painted in."""
-        rng = np.random.default_rng(1)
-        images = rng.uniform(0, 60, [B, S, S, 3]).astype(np.float32)
-        boxes = np.zeros([B, M, 4], np.float32)
-        labels = np.zeros([B, M], np.int32)
-        valid = np.zeros([B, M], bool)
-        for b in range(B):
-            for j in range(1 + b % 3):
-                w, h = rng.uniform(0.2, 0.6, 2)
-                x0, y0 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
-                boxes[b, j] = [x0, y0, x0 + w, y0 + h]
-                labels[b, j] = rng.integers(0, C)
-                valid[b, j] = True
-                c0, r0, c1, r1 = (boxes[b, j] * S).astype(int)
-                images[b, r0:r1, c0:c1, labels[b, j]] = 255.0
-        return images, {"boxes": boxes, "labels": labels, "valid": valid}
+        return painted_batch(S, B, M, C, seed=1)
 
     def make(strategy):
         with strategy.scope():

@@ -17,6 +17,7 @@ from mgdet.models import FSSD, MODELS, Detector, RetinaNet, RFBNet
 from mgdet.models import backbones as backbone_ops
 from mgdet.models.detector import METRIC_NAMES
 from mgdet.models.heads import DetectionHead
+from tests.batches import painted_batch
 from mgdet.postprocess import postprocess
 
 PAIRS = [("fssd", "vgg16"), ("fssd", "resnet18"), ("retinanet", "vgg16"),
@@ -31,23 +32,8 @@ def tiny(arch="fssd", backbone="resnet18", image_size=64, **kwargs):
 
 
 def make_batch(image_size=64, batch=2, max_objects=4, seed=0):
-    """Images with painted boxes (class c painted in channel c) and padded targets: image b has
-    1 + b % 3 objects, the other rows are padding."""
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(0, 50, [batch, image_size, image_size, 3]).astype(np.float32)
-    boxes = np.zeros([batch, max_objects, 4], np.float32)
-    labels = np.zeros([batch, max_objects], np.int32)
-    valid = np.zeros([batch, max_objects], bool)
-    for b in range(batch):
-        for j in range(1 + b % 3):
-            w, h = rng.uniform(0.2, 0.6, 2)
-            x0, y0 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
-            boxes[b, j] = [x0, y0, x0 + w, y0 + h]
-            labels[b, j] = rng.integers(0, NUM_CLASSES)
-            valid[b, j] = True
-            c0, r0, c1, r1 = (boxes[b, j] * image_size).astype(int)
-            images[b, r0:r1, c0:c1, labels[b, j]] = 255.0
-    return images, {"boxes": boxes, "labels": labels, "valid": valid}
+    """See :func:`tests.batches.painted_batch` (NUM_CLASSES classes)."""
+    return painted_batch(image_size, batch, max_objects, NUM_CLASSES, seed)
 
 
 # --- shapes, anchors, parameters ----------------------------------------------------------

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from mgdet.data.common import (DataError, SourceReport, check_image_file, records_to_dataset,
+from mgdet.data.common import (DataError, SourceReport, records_to_dataset,
                                sanitize_pixel_boxes)
 
 
@@ -79,12 +79,7 @@ def coco_records(ann_file, image_dir, skip_empty=False):
         info = api.imgs[image_id]
         report.images_listed += 1
         path = os.path.join(image_dir, info["file_name"])
-        reason = check_image_file(path)
-        if reason is not None:
-            if reason == "missing":
-                report.images_missing += 1
-            else:
-                report.images_unreadable += 1
+        if not report.image_ok(path):
             continue
         w, h = int(info.get("width", 0)), int(info.get("height", 0))
         if w <= 0 or h <= 0:

@@ -52,6 +52,15 @@ class SourceReport:
     def as_dict(self):
         return {f: getattr(self, f) for f in self.FIELDS}
 
+    def image_ok(self, path):
+        """True if ``path`` is a readable image file; otherwise count it missing / unreadable."""
+        reason = check_image_file(path)
+        if reason == "missing":
+            self.images_missing += 1
+        elif reason is not None:
+            self.images_unreadable += 1
+        return reason is None
+
     def check_not_empty(self, where):
         """Raise :class:`DataError` when every listed image was missing or unreadable."""
         if self.images_listed and self.images_listed == self.images_missing + self.images_unreadable:

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from mgdet.data.common import (IMAGE_EXTENSIONS, DataError, SourceReport, check_image_file,
+from mgdet.data.common import (IMAGE_EXTENSIONS, DataError, SourceReport,
                                records_to_dataset, sanitize_pixel_boxes)
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -80,12 +80,7 @@ def _records_from_xml(xml_paths, image_paths, class_names, report, unknown="skip
     records = []
     for xml_path, image_path in zip(xml_paths, image_paths):
         report.images_listed += 1
-        reason = check_image_file(image_path)
-        if reason is not None:
-            if reason == "missing":
-                report.images_missing += 1
-            else:
-                report.images_unreadable += 1
+        if not report.image_ok(image_path):
             continue
         ann = parse_voc_xml(xml_path)
         w, h = ann["width"], ann["height"]
