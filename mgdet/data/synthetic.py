@@ -35,7 +35,7 @@ MIN_VISIBLE = 0.5          # drop objects with less than 50 % of their mask visi
 MIN_INSIDE = 0.4           # drop objects with less than 40 % of their mask inside the image
 MIN_BOX_PX = 4             # drop objects whose box is thinner than this (pixels)
 EMPTY_FRACTION = 0.07      # images with no object at all
-SIZE_PROBS = (0.25, 0.50, 0.25)  # small / medium / large (COCO ranges at image_size)
+SIZE_PROBS = (0.20, 0.50, 0.30)  # small / medium / large (COCO ranges at image_size)
 SMALLEST_PX = 14.0         # smallest sqrt(box area) drawn (~0.6 x the smallest anchor, 24 px)
 
 _CACHE_MAX = 4
