@@ -195,7 +195,7 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
 def test_tf_serving_predict_request_runs_through_the_signature(exported):
     """A gRPC PredictRequest built with tensorflow-serving-api's protos, serialized and parsed
     back as the server would, then run through the signature it names."""
-    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
+    from tensorflow_serving.apis import predict_pb2  # the test extra installs it
     loaded = tf.saved_model.load(exported["path"])
     images = _smooth_images(2, 64, 64, seed=6)
     jpeg = tf.io.encode_jpeg(images[0], quality=95).numpy()
@@ -374,8 +374,7 @@ def test_tflite_float_export_equals_keras(exported, tmp_path):
 
 
 def test_onnx_export_equals_keras(exported, tmp_path):
-    pytest.importorskip("tf2onnx")
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort  # the test extra installs it (and tf2onnx)
     path = export.export_onnx(exported["model"], str(tmp_path / "tiny.onnx"), **SETTINGS)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     images = _smooth_images(2, 80, 96, seed=11)
