@@ -99,6 +99,7 @@ class EvalCallback(keras.callbacks.Callback):
         self.writer, self.out_dir, self.label_to_category = writer, out_dir, label_to_category
         self.best = -1.0
         self.history = []
+        self.last = None  # (epoch, metrics) of the latest evaluation
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 == self.params.get("epochs")
@@ -106,6 +107,7 @@ class EvalCallback(keras.callbacks.Callback):
             return
         metrics = evaluate(self.model, self.dataset, self.gt_coco, self.label_to_category,
                            progress=False)
+        self.last = (epoch + 1, metrics)
         self.history.append({"epoch": epoch + 1, **_scalars(metrics)})
         with self.writer.as_default(step=epoch + 1):
             for key, value in _scalars(metrics).items():
@@ -133,7 +135,7 @@ def _scalars(metrics):
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
-def build_datasets(cfg, strategy=None):
+def build_datasets(cfg):
     """Training and evaluation datasets, class names and COCO ground truth of the eval split."""
     d, m = cfg.data, cfg.model
     train_src, class_names = load_source(d, "train", image_size=m.image_size, shuffle=True)
@@ -168,7 +170,7 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
     if cfg.train.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.train.precision)
     strategy = build_strategy(cfg.train)
-    train_ds, eval_ds, class_names, gt_coco = build_datasets(cfg, strategy)
+    train_ds, eval_ds, class_names, gt_coco = build_datasets(cfg)
     steps_per_epoch = cfg.train.steps_per_epoch or _count_batches(train_ds)
     if steps_per_epoch < 1:
         raise ValueError("the training set yields no full batch: lower train.batch_size or add "
@@ -180,7 +182,6 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
         model = build_model(cfg, num_classes=len(class_names))
         optimizer = build_optimizer(cfg.train, total_steps)
         model.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
-        model.build_for_training() if hasattr(model, "build_for_training") else None
         optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     _write_json(os.path.join(out_dir, "config.json"), {**cfg.to_dict(), "class_names": class_names})
@@ -208,7 +209,10 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
                   shuffle=False)
     train_seconds = time.perf_counter() - start
     atomic_save_weights(model, os.path.join(out_dir, FINAL_WEIGHTS))
-    metrics = evaluate(model, eval_ds, gt_coco)
+    if eval_cb.last is not None and eval_cb.last[0] == cfg.train.epochs:
+        metrics = eval_cb.last[1]  # the last epoch was just evaluated with these weights
+    else:
+        metrics = evaluate(model, eval_ds, gt_coco)
     result = {**_scalars(metrics), "train_seconds": train_seconds, "epochs": cfg.train.epochs,
               "steps": int(optimizer.iterations.numpy()), "strategy": cfg.assign.strategy,
               "history": eval_cb.history}
