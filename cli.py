@@ -70,10 +70,10 @@ def cmd_train(args):
 def cmd_eval(args):
     cfg = _config(args)
     from mgdet.evaluation import evaluate, format_table
-    from mgdet.train import build_datasets, json_safe
+    from mgdet.train import build_eval_dataset, json_safe
     from mgdet.predict import load_detector
     model, _ = load_detector(cfg, _resolve_weights(args.weights))
-    _, eval_ds, _, gt_coco = build_datasets(cfg)
+    eval_ds, gt_coco = build_eval_dataset(cfg)  # the training split is not needed
     metrics = evaluate(model, eval_ds, gt_coco, per_class=args.per_class)
     print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics['num_images']} images (%)"))
     out = args.out or os.path.join(cfg.out_dir, "eval_cli.json")

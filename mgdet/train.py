@@ -135,18 +135,25 @@ def _scalars(metrics):
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
+def build_eval_dataset(cfg):
+    """Evaluation batches of the eval split and its COCO ground truth."""
+    d, m = cfg.data, cfg.model
+    eval_src, _ = load_source(d, "eval", image_size=m.image_size)
+    eval_ds = data_pipeline.make_dataset(eval_src, m.image_size, cfg.eval.batch_size,
+                                         d.max_objects, training=False)
+    return eval_ds, load_ground_truth(d, "eval", image_size=m.image_size)
+
+
 def build_datasets(cfg):
     """Training and evaluation datasets, class names and COCO ground truth of the eval split."""
     d, m = cfg.data, cfg.model
     train_src, class_names = load_source(d, "train", image_size=m.image_size, shuffle=True)
-    eval_src, _ = load_source(d, "eval", image_size=m.image_size)
     train_ds = data_pipeline.make_dataset(
         train_src, m.image_size, cfg.train.batch_size, d.max_objects, training=True,
         seed=d.seed, cache=d.cache,
         augment={"max_expand": d.max_expand, "expand": d.max_expand > 1} if d.augment else False)
-    eval_ds = data_pipeline.make_dataset(eval_src, m.image_size, cfg.eval.batch_size,
-                                         d.max_objects, training=False)
-    return train_ds, eval_ds, class_names, load_ground_truth(d, "eval", image_size=m.image_size)
+    eval_ds, gt_coco = build_eval_dataset(cfg)
+    return train_ds, eval_ds, class_names, gt_coco
 
 
 def _count_batches(dataset):
