@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# GPU checks in one command (<= 8 minutes on one modern GPU), for a machine with TensorFlow's GPU
-# build (`pip install -e ".[gpu]"`):
-#   1. train-step images/s, fp32 vs mixed precision (bf16) vs mixed precision + XLA, for
+# GPU checks in one command (about 8 minutes on one H100, most of it graph and XLA compilation;
+# FULL=1 adds bf16 without XLA), for a machine with TensorFlow's GPU build
+# (`pip install -e ".[gpu]"`):
+#   1. train-step images/s, fp32 vs mixed precision (bf16) + XLA, for
 #      RetinaNet-ResNet18 and RFBNet-VGG16 at 320x320, batch 32, iou and mg side by side;
-#   2. SavedModel latency/throughput at batch 1 and 8 (bench/inference.py).
+#   2. SavedModel latency/throughput at batch 1, 8 and 32 (bench/inference.py).
 # Results: bench/results/gpu_*.json; tables on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,10 @@ PY=${PYTHON:-python}
 $PY -c "import tensorflow as tf; g=tf.config.list_physical_devices('GPU'); print('GPUs:', g); assert g, 'no GPU visible to TensorFlow'"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 PAIRS="retinanet:resnet18 rfbnet:vgg16"
+# In order of importance, so that a run cut short still leaves the main numbers.
 $PY bench/train_step.py --pairs $PAIRS --batch 32 --steps 10 --out bench/results/gpu_train_fp32.json
-$PY bench/train_step.py --pairs $PAIRS --batch 32 --steps 10 --precision mixed_bfloat16 --out bench/results/gpu_train_bf16.json
 $PY bench/train_step.py --pairs $PAIRS --batch 32 --steps 10 --precision mixed_bfloat16 --jit --out bench/results/gpu_train_bf16_xla.json
-$PY bench/inference.py --pairs $PAIRS retinanet:vgg16 fssd:vgg16 fssd:resnet18 --batches 1 8 32 --reps 50 --out bench/results/gpu_inference.json
+$PY bench/inference.py --pairs $PAIRS --batches 1 8 32 --reps 20 --out bench/results/gpu_inference.json
+if [ "${FULL:-0}" = 1 ]; then  # bf16 without XLA, to separate the two effects (a few minutes more)
+  $PY bench/train_step.py --pairs $PAIRS --batch 32 --steps 10 --precision mixed_bfloat16 --out bench/results/gpu_train_bf16.json
+fi

@@ -3,7 +3,7 @@ resize + network + decode + NMS in the graph) and the Keras ``detect``/``predict
 
     python bench/inference.py [--pairs fssd:resnet18 ...] [--batches 1 8] [--image-size 320]
 
-Median and p90 latency in ms at batch 1 and 8, 320x320, 20 classes, random weights. Note: at
+Median and p90 latency in ms (and SavedModel images/s) at batch 1 and 8, 320x320, 20 classes, random weights. Note: at
 initialization every score is the prior 0.01, above the paper's 0.005 threshold, so NMS sees all
 N x C candidates — the worst case; a trained model's NMS input is much smaller. Each pair runs in
 its own subprocess. Prints a table and writes bench/results/inference.json.
@@ -41,6 +41,7 @@ def measure_pair(arch, backbone, batches, image_size, classes, reps, score_thres
             t = time_call(lambda: serving(images=tf.constant(images))["num_detections"].numpy(),
                           warmup=2, reps=reps)
             row[f"savedmodel_b{b}_median"], row[f"savedmodel_b{b}_p90"] = t["median_ms"], t["p90_ms"]
+            row[f"savedmodel_b{b}_img_s"] = 1000.0 * b / t["median_ms"]
             float_images = tf.constant(images, tf.float32)
             t = time_call(lambda: model.detect(float_images)["num_detections"].numpy(),
                           warmup=2, reps=reps)
@@ -79,10 +80,11 @@ def main(argv=None):
         print(rows[-1], flush=True)
     cols = [("pair", "detector", None)]
     for b in args.batches:
-        cols += [(f"savedmodel_b{b}_median", f"SavedModel b{b} median ms", "{:.0f}"),
-                 (f"savedmodel_b{b}_p90", "p90", "{:.0f}"),
-                 (f"keras_b{b}_median", f"Keras b{b} median ms", "{:.0f}"),
-                 (f"keras_b{b}_p90", "p90", "{:.0f}")]
+        cols += [(f"savedmodel_b{b}_median", f"SavedModel b{b} median ms", "{:.1f}"),
+                 (f"savedmodel_b{b}_p90", "p90", "{:.1f}"),
+                 (f"savedmodel_b{b}_img_s", "img/s", "{:.1f}"),
+                 (f"keras_b{b}_median", f"Keras b{b} median ms", "{:.1f}"),
+                 (f"keras_b{b}_p90", "p90", "{:.1f}")]
     print(f"\n{args.image_size}x{args.image_size}, {args.classes} classes, score >= "
           f"{args.score_threshold}, NMS IoU 0.5, <= 300 detections; {args.reps} runs")
     print_table(rows, cols)

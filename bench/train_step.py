@@ -6,7 +6,8 @@ For each detector/backbone pair at 320x320, batch 8, 20 classes, random images w
 each: images/s of the compiled train step (forward, assignment, losses, backward, SGD update)
 under ``iou`` and under ``mg``, measured interleaved in the same process (iou step, mg step, ...)
 so that both see the same machine load; the ratio mg/iou of the median step times; and the
-process's peak resident memory (each pair runs in its own subprocess). Prints a table and writes
+process's peak resident memory, and on a GPU the device's peak allocation (each pair runs in
+its own subprocess). Prints a table and writes
 bench/results/train_step.json.
 """
 import argparse
@@ -70,12 +71,16 @@ def measure_pair(arch, backbone, batch, image_size, objects, num_classes, steps,
             float(steps_fn[strategy][1]((images, targets))["loss"])
             times[strategy].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
+    gpu_peak_mb = None
+    if tf.config.list_physical_devices("GPU"):
+        gpu_peak_mb = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     return {"pair": f"{arch}:{backbone}", "params": params, "batch": batch,
             "image_size": image_size, "precision": precision, "jit": jit,
             "iou_step_s": med["iou"], "mg_step_s": med["mg"],
             "iou_img_s": batch / med["iou"], "mg_img_s": batch / med["mg"],
             "mg/iou": med["mg"] / med["iou"], "compile_s": t_compile,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "peak_gpu_mb": gpu_peak_mb}
 
 
 def main(argv=None):
@@ -122,7 +127,8 @@ def main(argv=None):
     print_table(rows, [("pair", "detector", None), ("params", "params", "{:,}"),
                        ("iou_img_s", "iou img/s", "{:.2f}"), ("mg_img_s", "mg img/s", "{:.2f}"),
                        ("mg/iou", "mg/iou step time", "{:.3f}"),
-                       ("peak_rss_mb", "peak RSS MB", "{:.0f}")])
+                       ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+                       ("peak_gpu_mb", "peak GPU MB", "{:.0f}")])
     write_json(args.out, {"machine": machine(), "args": vars(args), "rows": rows})
 
 
