@@ -7,8 +7,7 @@ each: images/s of the compiled train step (forward, assignment, losses, backward
 under ``iou`` and under ``mg``, measured interleaved in the same process (iou step, mg step, ...)
 so that both see the same machine load; the ratio mg/iou of the median step times; and the
 process's peak resident memory, and on a GPU the device's peak allocation (each pair runs in
-its own subprocess). Prints a table and writes
-bench/results/train_step.json.
+its own subprocess). Prints a table and writes bench/results/train_step.json.
 """
 import argparse
 import json
