@@ -4,9 +4,9 @@ resize + network + decode + NMS in the graph) and the Keras ``detect``/``predict
     python bench/inference.py [--pairs fssd:resnet18 ...] [--batches 1 8] [--image-size 320]
 
 Median and p90 latency in ms (and SavedModel images/s) at batch 1 and 8, 320x320, 20 classes,
-random weights. Note: at initialization every score is the prior 0.01, above the paper's 0.005 threshold, so NMS sees all
-N x C candidates — the worst case; a trained model's NMS input is much smaller. Each pair runs in
-its own subprocess. Prints a table and writes bench/results/inference.json.
+random weights. Note: at initialization every score is the prior 0.01, above the paper's 0.005
+threshold, so NMS sees all N x C candidates — the worst case; a trained model's NMS input is much
+smaller. Each pair runs in its own subprocess. Prints a table and writes bench/results/inference.json.
 """
 import argparse
 import json
