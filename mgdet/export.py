@@ -37,7 +37,10 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
+
+from mgdet import boxes as box_ops
 
 DEFAULT_BASE_DIR = "saved_models"
 LABELS_FILE = "labels.txt"
@@ -52,14 +55,30 @@ def next_version(base_dir):
     return max(versions, default=0) + 1
 
 
+def _build(model):
+    """Create ``model``'s variables (one forward pass on zeros); returns its input size S."""
+    size = int(model.image_size)
+    model(tf.zeros([1, size, size, 3], tf.float32), training=False)
+    return size
+
+
+def _resize_to(images_uint8, size):
+    """uint8 ``[B, H, W, 3]`` (or one ``[H, W, 3]``) -> float32 at ``size`` x ``size``, 0..255."""
+    return tf.image.resize(tf.cast(images_uint8, tf.float32), [size, size], method="bilinear",
+                           antialias=False)
+
+
 def _detect_fn(model, score_threshold, nms_iou, max_detections):
     """``images float32 [B, S, S, 3] -> {"boxes", "scores", "classes", "num_detections"}``
     with the given post-processing settings (the model's own decode + NMS)."""
     from mgdet import postprocess
+    # The anchors become an in-graph constant: a captured eager tensor would be an extra graph
+    # input for the converters (tf2onnx).
+    anchors = np.asarray(model.anchors, np.float32)
 
     def detect(images):
         deltas, logits = model(images, training=False)
-        return postprocess.postprocess(deltas, logits, model.anchors,
+        return postprocess.postprocess(deltas, logits, tf.constant(anchors),
                                        score_threshold=score_threshold, nms_iou=nms_iou,
                                        max_detections=max_detections)
     return detect
@@ -98,23 +117,19 @@ class _DetectorServing(tf.Module):
             valid = tf.range(tf.shape(classes)[1])[None, :] < num[:, None]  # [B, K]
             names = tf.where(valid, tf.gather(class_names(), tf.maximum(classes, 0)), "")
             return {
-                "detection_boxes": tf.gather(boxes, [1, 0, 3, 2], axis=-1),  # xyxy -> yxyx
+                "detection_boxes": box_ops.xyxy_to_yxyx(boxes),
                 "detection_scores": tf.cast(det["scores"], tf.float32),
                 "detection_classes": classes,
                 "detection_class_names": names,
                 "num_detections": num,
             }
 
-        def resize(images_uint8):
-            return tf.image.resize(tf.cast(images_uint8, tf.float32), [size, size],
-                                   method="bilinear", antialias=False)
-
         def serve_images(images):
-            return outputs(resize(images))
+            return outputs(_resize_to(images, size))
 
         def decode_one(data):
             image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-            return resize(tf.ensure_shape(image, [None, None, 3]))
+            return _resize_to(tf.ensure_shape(image, [None, None, 3]), size)
 
         def serve_bytes(image_bytes):
             images = tf.map_fn(decode_one, image_bytes,
@@ -164,9 +179,7 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
     if os.path.exists(export_dir) and os.listdir(export_dir) and not overwrite:
         raise FileExistsError(f"export: {export_dir!r} already exists; choose another version "
                               "(or remove it)")
-    size = int(model.image_size)
-    model(tf.zeros([1, size, size, 3], tf.float32), training=False)  # build the variables
-
+    size = _build(model)
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
     # A dot-folder beside the target: not an integer version, so TF Serving ignores it.
@@ -236,22 +249,13 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
 
 def _numeric_serving_fn(model, score_threshold, nms_iou, max_detections):
     """``serving_default`` without the string output (converters do not take string ops)."""
-    import numpy as np
-
-    from mgdet.postprocess import postprocess
     size = int(model.image_size)
-    anchors_np = np.asarray(model.anchors, np.float32)
+    detect = _detect_fn(model, score_threshold, nms_iou, max_detections)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve(images):
-        x = tf.image.resize(tf.cast(images, tf.float32), [size, size], method="bilinear",
-                            antialias=False)
-        deltas, logits = model(x, training=False)
-        # The anchors as an in-graph constant: a captured eager tensor would become an extra
-        # graph input for tf2onnx.
-        det = postprocess(deltas, logits, tf.constant(anchors_np), score_threshold=score_threshold,
-                          nms_iou=nms_iou, max_detections=max_detections)
-        return {"detection_boxes": tf.gather(det["boxes"], [1, 0, 3, 2], axis=-1),
+        det = detect(_resize_to(images, size))
+        return {"detection_boxes": box_ops.xyxy_to_yxyx(det["boxes"]),
                 "detection_scores": det["scores"],
                 "detection_classes": det["classes"],
                 "num_detections": det["num_detections"]}
@@ -270,8 +274,7 @@ def export_onnx(model, path, score_threshold=0.005, nms_iou=0.5, max_detections=
         import tf2onnx
     except ImportError as err:
         raise ImportError("ONNX export needs tf2onnx: pip install tf2onnx onnxruntime") from err
-    size = int(model.image_size)
-    model(tf.zeros([1, size, size, 3], tf.float32), training=False)
+    _build(model)
     fn = _numeric_serving_fn(model, float(score_threshold), float(nms_iou), int(max_detections))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset,
@@ -288,17 +291,13 @@ def export_tflite(model, path):
     application: ``tf.image.combined_non_max_suppression`` is not a TFLite builtin (it would need
     the Flex delegate, which the stock interpreter lacks). Returns ``path``.
     """
-    import numpy as np
-
-    from mgdet import boxes as box_ops
-    size = int(model.image_size)
-    model(tf.zeros([1, size, size, 3], tf.float32), training=False)
-    anchors_np = np.asarray(model.anchors, np.float32)
+    size = _build(model)
+    anchors = np.asarray(model.anchors, np.float32)
 
     @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")])
     def raw(images):
         deltas, logits = model(images, training=False)
-        boxes = tf.clip_by_value(box_ops.decode(deltas, tf.constant(anchors_np)), 0.0, 1.0)
+        boxes = tf.clip_by_value(box_ops.decode(deltas, tf.constant(anchors)), 0.0, 1.0)
         return {"boxes": box_ops.xyxy_to_yxyx(boxes), "scores": tf.sigmoid(logits)}
 
     # Through a SavedModel of the raw variables: the converter then freezes them. From the
