@@ -14,10 +14,12 @@ from typing import Optional, Tuple
 
 import yaml
 
+from mgdet.data import SOURCES as _SOURCE_TABLE
+
 ARCHS = ("fssd", "retinanet", "rfbnet")
 BACKBONES = ("vgg16", "resnet18")
 STRATEGIES = ("iou", "l2c", "c2l", "mg")
-SOURCES = ("synthetic", "voc", "coco", "tfds", "coco_json", "voc_xml")
+SOURCES = tuple(_SOURCE_TABLE)  # data.source values: the table of mgdet.data
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("sgd", "adamw")
@@ -74,6 +76,7 @@ class DataConfig:
     augment: bool = True  # SSD augmentation for training
     max_expand: float = 4.0  # SSD zoom-out: largest canvas / image ratio (1 disables zoom-out)
     cache: bool = False  # cache decoded images in memory
+    max_pixels: int = 40_000_000  # refuse larger images (decompression bombs): counted skip in training, error in serving
 
 
 @dataclass(frozen=True)

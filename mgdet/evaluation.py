@@ -289,7 +289,8 @@ def _to_numpy(x):
     return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
 
 
-def run_detector(model, dataset, label_to_category=None, progress=True, max_batches=None):
+def run_detector(model, dataset, label_to_category=None, progress=True, max_batches=None,
+                 image_ids=None):
     """Run ``model.detect`` over an eval dataset and collect COCO result dicts.
 
     Args:
@@ -302,6 +303,7 @@ def run_detector(model, dataset, label_to_category=None, progress=True, max_batc
       label_to_category: see :func:`detections_to_coco`.
       progress: show a tqdm bar.
       max_batches: stop after that many batches (None: all).
+      image_ids: optional set that receives the id of every image run.
     Returns:
       ``(detections, num_images, seconds)``.
     """
@@ -320,6 +322,8 @@ def run_detector(model, dataset, label_to_category=None, progress=True, max_batc
                              f"{sorted(meta)}")
         out = detect(images)
         ids = _to_numpy(meta["image_id"])
+        if image_ids is not None:
+            image_ids.update(int(i) for i in ids.reshape(-1))
         detections += detections_to_coco(
             ids, _to_numpy(out["boxes"]), _to_numpy(out["scores"]), _to_numpy(out["classes"]),
             _to_numpy(out["num_detections"]), _to_numpy(meta[size_key]), label_to_category)
@@ -345,15 +349,28 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
       max_batches: evaluate on the first batches only (ground truth restricted to their images).
     Returns:
       dict: the :func:`coco_metrics` keys, ``"VOC07_mAP50"``, ``"num_images"``,
-      ``"num_detections"``, ``"seconds"`` (detector loop wall time).
+      ``"num_detections"``, ``"seconds"`` (detector loop wall time), ``"images_dropped"``:
+      ground-truth images the dataset never yielded (they failed to decode, for file sources).
+      Those are removed from the ground truth too (with a warning naming a few ids), so the
+      metrics score exactly the images that were run, never count an unreadable image's boxes
+      as misses.
     """
     gt = _coco_api(gt_coco)
     if label_to_category is None:
         label_to_category = default_label_to_category(gt)
+    seen = set()
     detections, num_images, seconds = run_detector(model, dataset, label_to_category, progress,
-                                                   max_batches)
+                                                   max_batches, image_ids=seen)
+    dropped = []
     if max_batches is not None:
         gt = _restrict(gt, {d["image_id"] for d in detections}, dataset, max_batches)
+    else:
+        dropped = sorted(set(gt.getImgIds()) - seen)
+        if dropped:
+            log.warning("evaluate: %d ground-truth images were not in the evaluated dataset "
+                        "(undecodable?) and are left out of the metrics: ids %s", len(dropped),
+                        dropped[:10])
+            gt = _subset(gt, seen)
     if results_path:
         os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
         with open(results_path, "w") as f:
@@ -361,7 +378,8 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
     metrics = coco_metrics(gt, detections, per_class=per_class)
     if voc07:
         metrics[VOC_KEY] = voc07_map(gt, detections)["mAP"]
-    metrics.update(num_images=num_images, num_detections=len(detections), seconds=seconds)
+    metrics.update(num_images=num_images, num_detections=len(detections), seconds=seconds,
+                   images_dropped=len(dropped))
     return metrics
 
 
@@ -373,6 +391,11 @@ def _restrict(gt, image_ids, dataset, max_batches):
             break
         ids |= {int(i) for i in _to_numpy(meta["image_id"]).reshape(-1)}
     ids |= set(image_ids)
+    return _subset(gt, ids)
+
+
+def _subset(gt, ids):
+    """The ground truth (COCO API object) restricted to the images in ``ids``."""
     d = gt.dataset
     return _coco_api({"info": d.get("info", {}), "categories": d["categories"],
                       "images": [im for im in d["images"] if im["id"] in ids],

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from mgdet import build_model
-from mgdet.data import load_ground_truth, load_source
+from mgdet.data import get_source
 from mgdet.data import pipeline as data_pipeline
 from mgdet.data import stats as data_stats
 from mgdet.evaluation import evaluate, format_table
@@ -135,32 +135,46 @@ def _scalars(metrics):
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
-def build_eval_dataset(cfg):
+def build_eval_dataset(cfg, source=None):
     """Evaluation batches of the eval split and its COCO ground truth."""
     d, m = cfg.data, cfg.model
-    eval_src, _ = load_source(d, "eval", image_size=m.image_size)
-    eval_ds = data_pipeline.make_dataset(eval_src, m.image_size, cfg.eval.batch_size,
-                                         d.max_objects, training=False)
-    return eval_ds, load_ground_truth(d, "eval", image_size=m.image_size)
+    source = source or get_source(d, image_size=m.image_size)
+    eval_ds = data_pipeline.make_dataset(source.dataset("eval"), m.image_size,
+                                         cfg.eval.batch_size, d.max_objects, training=False)
+    return eval_ds, source.ground_truth("eval")
 
 
 def build_datasets(cfg):
-    """Training and evaluation datasets, class names and COCO ground truth of the eval split."""
+    """Training and evaluation datasets, class names, COCO ground truth of the eval split and
+    the number of steps per epoch.
+
+    The training dataset repeats forever and an epoch is ``steps_per_epoch`` batches:
+    ``train.steps_per_epoch``, else the full batches in one pass over the usable examples. That
+    number comes from the source's records, known after listing and header checks and before
+    any image is decoded, so the training set is never decoded just to count it. An image that
+    passes the header check and still fails to decode is skipped in the graph; the repeated
+    stream then fills the epoch from the next pass, so every epoch trains exactly
+    ``steps_per_epoch`` full batches (a dataset of asserted cardinality would fail instead).
+    """
     d, m = cfg.data, cfg.model
-    train_src, class_names = load_source(d, "train", image_size=m.image_size, shuffle=True)
+    source = get_source(d, image_size=m.image_size)
+    class_names = source.class_names()
+    steps_per_epoch = cfg.train.steps_per_epoch or (
+        source.num_examples("train") // cfg.train.batch_size)
+    if steps_per_epoch < 1:
+        raise ValueError(f"the training set yields no full batch: {source.num_examples('train')} "
+                         f"usable images for train.batch_size {cfg.train.batch_size}; lower "
+                         "train.batch_size or add images")
     train_ds = data_pipeline.make_dataset(
-        train_src, m.image_size, cfg.train.batch_size, d.max_objects, training=True,
-        seed=d.seed, cache=d.cache,
+        source.dataset("train", shuffle=True), m.image_size, cfg.train.batch_size, d.max_objects,
+        training=True, seed=d.seed, cache=d.cache, repeat=True,
         augment={"max_expand": d.max_expand, "expand": d.max_expand > 1} if d.augment else False)
-    eval_ds, gt_coco = build_eval_dataset(cfg)
-    return train_ds, eval_ds, class_names, gt_coco
-
-
-def _count_batches(dataset):
-    n = dataset.cardinality()
-    if n >= 0:
-        return int(n)
-    return sum(1 for _ in dataset)
+    eval_ds, gt_coco = build_eval_dataset(cfg, source)
+    for split in ("train", "eval"):
+        report = {k: v for k, v in source.report(split).items() if v}
+        if report:
+            print(f"data {split}: " + " ".join(f"{k}={v}" for k, v in report.items()))
+    return train_ds, eval_ds, class_names, gt_coco, steps_per_epoch
 
 
 def train(cfg, resume=False, verbose="auto", out_dir=None):
@@ -177,13 +191,7 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
     if cfg.train.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.train.precision)
     strategy = build_strategy(cfg.train)
-    train_ds, eval_ds, class_names, gt_coco = build_datasets(cfg)
-    steps_per_epoch = cfg.train.steps_per_epoch or _count_batches(train_ds)
-    if steps_per_epoch < 1:
-        raise ValueError("the training set yields no full batch: lower train.batch_size or add "
-                         "images")
-    if cfg.train.steps_per_epoch:
-        train_ds = train_ds.repeat()
+    train_ds, eval_ds, class_names, gt_coco, steps_per_epoch = build_datasets(cfg)
     total_steps = steps_per_epoch * cfg.train.epochs
     with strategy.scope():
         model = build_model(cfg, num_classes=len(class_names))

@@ -14,24 +14,20 @@ from mgdet.data.coco import CategoryMap, category_map, load_coco
 from mgdet.data.common import check_image_file
 from mgdet.data.pipeline import make_dataset
 from mgdet.data.voc import VOC_CLASSES, load_voc, load_voc_xml
+from tests import data_files
 
 
 def _jpeg(path, w, h, seed):
-    arr = np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
-    Image.fromarray(arr).save(path, quality=90)
+    data_files.jpeg(path, w, h, seed)
 
 
 def _truncated_jpeg(path):
-    _jpeg(path, 40, 30, 1)
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[: len(data) // 2])
+    data_files.truncated_jpeg(path)
 
 
 def _corrupt_jpeg(path):
-    """Valid start and end markers, garbage inside: passes the cheap check, fails to decode."""
-    _jpeg(path, 40, 30, 2)
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[:4] + bytes(np.random.default_rng(0).integers(0, 255, 400, np.uint8)) + b"\xff\xd9")
+    """A valid image header over corrupt pixel data: passes the header check, fails to decode."""
+    data_files.undecodable_png(path)
 
 
 def _voc_xml(path, filename, w, h, objects, size=True):

@@ -20,8 +20,9 @@ import numpy as np
 
 log = logging.getLogger("mgdet.data")
 
-# Images we accept from disk: checked cheaply (first and last bytes) when a source lists its files.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".JPG", ".JPEG", ".PNG")
+# File names tried for an image named only by its annotation's stem (the content decides the
+# format: see probe_image).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".JPG", ".JPEG", ".PNG")
 
 
 class DataError(ValueError):
@@ -36,46 +37,78 @@ class DataError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 class SourceReport:
-    """Counts of what a file-based source dropped while listing its annotations (exact, Python-side).
+    """Counts of what a file-based source skipped while listing its annotations (exact, Python-side,
+    before any image is decoded).
 
-    Attributes are plain ints; :meth:`log` writes one warning line when anything was dropped.
+    Images (each one skipped): ``images_missing`` (no file), ``images_unreadable`` (not an image
+    TF can decode, truncated, corrupt header), ``images_too_large`` (header says more than
+    ``max_pixels``: decompression-bomb guard), ``images_bad_entry`` (malformed annotation entry:
+    no ``file_name`` or id, non-numeric / non-finite size, unparsable XML),
+    ``images_duplicate_id`` (every COCO image entry sharing an id: their boxes cannot be told
+    apart). Boxes (each one dropped): ``boxes_degenerate`` (zero / negative area, NaN),
+    ``boxes_unknown_class``, ``boxes_bad_entry`` (bbox not 4 numbers, non-integer category or
+    image id), ``boxes_unknown_image`` (``image_id`` names no usable image entry);
+    ``boxes_clipped`` boxes are kept, clipped to the image. :meth:`log` writes one warning line
+    naming the first few offending entries.
     """
 
-    FIELDS = ("images_listed", "images_missing", "images_unreadable", "boxes_degenerate",
-              "boxes_clipped", "boxes_unknown_class")
+    FIELDS = ("images_listed", "images_missing", "images_unreadable", "images_too_large",
+              "images_bad_entry", "images_duplicate_id", "boxes_degenerate", "boxes_clipped",
+              "boxes_unknown_class", "boxes_bad_entry", "boxes_unknown_image")
+    MAX_EXAMPLES = 3
 
-    def __init__(self, name):
+    def __init__(self, name, max_pixels=None):
         self.name = name
+        self.max_pixels = max_pixels
+        self.examples = {}
         for f in self.FIELDS:
             setattr(self, f, 0)
 
     def as_dict(self):
         return {f: getattr(self, f) for f in self.FIELDS}
 
+    def note(self, field, where, count=1):
+        """Add ``count`` to ``field`` and remember ``where`` (file and entry) for the log line."""
+        setattr(self, field, getattr(self, field) + count)
+        examples = self.examples.setdefault(field, [])
+        if len(examples) < self.MAX_EXAMPLES:
+            examples.append(str(where))
+
+    def probe(self, path):
+        """``(width, height)`` of the image at ``path`` from its header, or ``None`` after counting
+        it missing / unreadable / too large (see :func:`probe_image`)."""
+        kind, info = probe_image(path, self.max_pixels)
+        if kind is None:
+            return info
+        self.note({"missing": "images_missing", "too_large": "images_too_large"}.get(
+            kind, "images_unreadable"), f"{path}: {info}")
+        return None
+
     def image_ok(self, path):
-        """True if ``path`` is a readable image file; otherwise count it missing / unreadable."""
-        reason = check_image_file(path)
-        if reason == "missing":
-            self.images_missing += 1
-        elif reason is not None:
-            self.images_unreadable += 1
-        return reason is None
+        """True if ``path`` is an image the decoder accepts; otherwise count why not."""
+        return self.probe(path) is not None
 
     def check_not_empty(self, where):
-        """Raise :class:`DataError` when every listed image was missing or unreadable."""
-        if self.images_listed and self.images_listed == self.images_missing + self.images_unreadable:
+        """Raise :class:`DataError` when no listed image is usable."""
+        skipped = sum(getattr(self, f) for f in ("images_missing", "images_unreadable",
+                                                  "images_too_large", "images_bad_entry",
+                                                  "images_duplicate_id"))
+        if self.images_listed and self.images_listed <= skipped:
             raise DataError(f"{self.name}: none of the {self.images_listed} images listed in "
-                            f"{where} could be read ({self.images_missing} missing, "
-                            f"{self.images_unreadable} unreadable)")
+                            f"{where} could be used ({self._dropped_text()})")
+
+    def _dropped_text(self):
+        return ", ".join(f"{k}={v}" for k, v in self.as_dict().items()
+                         if k != "images_listed" and v)
 
     def log(self):
-        d = self.as_dict()
-        dropped = {k: v for k, v in d.items() if k != "images_listed" and v}
+        dropped = self._dropped_text()
         if dropped:
-            log.warning("%s: listed %d images; %s", self.name, d["images_listed"],
-                        ", ".join(f"{k}={v}" for k, v in dropped.items()))
+            first = "; ".join(f"{k}: {', '.join(v)}" for k, v in self.examples.items())
+            log.warning("%s: listed %d images; %s (first: %s)", self.name, self.images_listed,
+                        dropped, first)
         else:
-            log.info("%s: listed %d images", self.name, d["images_listed"])
+            log.info("%s: listed %d images", self.name, self.images_listed)
 
     def __repr__(self):
         return f"SourceReport({self.name!r}, {self.as_dict()})"
@@ -104,34 +137,78 @@ def sanitize_pixel_boxes(boxes_xyxy, width, height, report=None):
     return (clipped[keep] / scale).astype(np.float32), keep
 
 
-def check_image_file(path):
-    """Cheap validity check of an image file: exists, non-empty, known signature, not truncated.
+# What tf.io.decode_image decodes (PIL's format names); anything else is skipped while listing.
+DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+DEFAULT_MAX_PIXELS = 40_000_000
 
-    Reads the first 16 and last 64 bytes only. JPEGs must end with the EOI marker (FF D9, possibly
-    followed by padding), PNGs with the IEND chunk. Other formats (BMP, GIF) only need a known
-    signature. Returns ``None`` when the file looks fine, else a short reason string. Anything that
-    passes here and still fails to decode is caught by ``ignore_errors`` in the tf.data graph.
+
+def _has_end_marker(path, size, marker):
+    """``marker`` in the last 64 bytes (the usual case), else anywhere after the header (a valid
+    image followed by trailing bytes, which decoders ignore)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 64))
+        if marker in f.read():
+            return True
+        f.seek(2)
+        return marker in f.read()
+
+
+def probe_image(path, max_pixels=None):
+    """Checks an image file from its header, without decoding it.
+
+    PIL reads only the header (format, width, height). Accepted: the formats
+    ``tf.io.decode_image`` decodes (:data:`DECODABLE_FORMATS`, whatever the file's extension);
+    JPEG must hold an end-of-image marker and PNG an IEND chunk (a truncated file fails to
+    decode), trailing bytes after them are fine (decoders ignore them). Images whose header gives
+    more than ``max_pixels`` pixels are refused before anything allocates them.
+
+    Returns:
+      ``(None, (width, height))`` for a usable image, else ``(kind, reason)`` with kind
+      ``"missing"``, ``"unreadable"`` or ``"too_large"`` and a short reason.
     """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
     try:
         size = os.path.getsize(path)
     except OSError:
-        return "missing"
-    if size < 32:
-        return "empty or tiny file"
+        return "missing", "no such file"
+    if size == 0:
+        return "unreadable", "empty file"
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-            f.seek(max(0, size - 64))
-            tail = f.read()
-    except OSError as e:  # permissions, I/O error
-        return f"unreadable ({e.strerror})"
-    if head[:3] == b"\xff\xd8\xff":
-        return None if b"\xff\xd9" in tail else "truncated JPEG (no end-of-image marker)"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return None if b"IEND" in tail else "truncated PNG (no IEND chunk)"
-    if head[:2] == b"BM" or head[:4] in (b"GIF8",):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                fmt, (width, height) = im.format, im.size
+    except Image.DecompressionBombError as e:
+        return "too_large", str(e).split(" could be")[0]
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        return "unreadable", f"not a readable image ({type(e).__name__})"
+    if fmt not in DECODABLE_FORMATS:
+        return "unreadable", f"{fmt} images are not decoded (use one of {DECODABLE_FORMATS})"
+    if width <= 0 or height <= 0:
+        return "unreadable", f"header size {width}x{height}"
+    if max_pixels and width * height > max_pixels:
+        return "too_large", f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels}"
+    try:
+        if fmt == "JPEG" and not _has_end_marker(path, size, b"\xff\xd9"):
+            return "unreadable", "truncated JPEG (no end-of-image marker)"
+        if fmt == "PNG" and not _has_end_marker(path, size, b"IEND"):
+            return "unreadable", "truncated PNG (no IEND chunk)"
+    except OSError as e:
+        return "unreadable", f"unreadable ({e.strerror})"
+    return None, (width, height)
+
+
+def check_image_file(path, max_pixels=None):
+    """``None`` when :func:`probe_image` accepts ``path``, else the reason (``"missing"`` for a
+    missing file). Anything that passes and still fails to decode is skipped (and counted) by
+    ``ignore_errors`` in the tf.data graph."""
+    kind, info = probe_image(path, max_pixels)
+    if kind is None:
         return None
-    return "unknown image format"
+    return "missing" if kind == "missing" else info
 
 
 def records_dataset(records):

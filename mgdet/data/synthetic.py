@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from mgdet.data.common import DataError, to_coco  # noqa: F401  (to_coco is part of this API)
+from mgdet.data.source import Source, check_split
 
 CLASS_NAMES = ("circle", "ring", "rectangle", "triangle", "cross", "star", "ellipse")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -590,3 +591,29 @@ if __name__ == "__main__":  # python -m mgdet.data.synthetic [N] [SIZE] -> stats
     d = generate(n, size, 0, "train")
     print(json.dumps(describe(d), indent=1))
     print(f"{n / max(d.seconds, 1e-9):.0f} images/s")
+
+
+class SyntheticSource(Source):
+    """``synthetic``: ``data.num_train`` / ``data.num_eval`` generated images at the model's
+    input size (default 160); the eval split is the generator's "val" stream."""
+
+    name = "synthetic"
+    DEFAULT_SIZE = 160
+
+    def _args(self, split):
+        check_split(split)
+        key, default = ("num_train", 2000) if split == "train" else ("num_eval", 300)
+        return (int(self.option(key, default)), int(self.image_size or self.DEFAULT_SIZE),
+                self.seed, "train" if split == "train" else "val")
+
+    def class_names(self):
+        return list(CLASS_NAMES)
+
+    def dataset(self, split, shuffle=False):
+        return synthetic_dataset(*self._args(split), shuffle=shuffle)
+
+    def num_examples(self, split):
+        return self._args(split)[0]
+
+    def ground_truth(self, split):
+        return generate(*self._args(split)).to_coco()

@@ -10,6 +10,7 @@ else the digits of ``image/filename`` (VOC: ``000005.jpg`` -> 5, ``2008_000008.j
 import tensorflow as tf
 
 from mgdet.data.common import DataError
+from mgdet.data.source import Source
 
 # Suggested splits: (training, evaluation) for the datasets the paper uses.
 DEFAULT_SPLITS = {"voc": ("train+validation", "test"), "coco": ("train", "validation")}
@@ -49,6 +50,13 @@ def _convert(ex):
 
 
 def load_tfds(name, split, data_dir=None, shuffle=False, seed=0, download=False):
+    """A TFDS detection dataset as ``(dataset of decoded examples, class_names)``; see
+    :func:`load_tfds_with_info`."""
+    ds, class_names, _ = load_tfds_with_info(name, split, data_dir, shuffle, seed, download)
+    return ds, class_names
+
+
+def load_tfds_with_info(name, split, data_dir=None, shuffle=False, seed=0, download=False):
     """A TFDS detection dataset as decoded examples.
 
     Args:
@@ -59,7 +67,7 @@ def load_tfds(name, split, data_dir=None, shuffle=False, seed=0, download=False)
       download: let TFDS download and prepare the dataset when missing (off: training should
         not start a 20 GB download by surprise).
     Returns:
-      ``(dataset of decoded examples, class_names)``.
+      ``(dataset of decoded examples, class_names, tfds DatasetInfo)``.
     Raises:
       DataError: the dataset is not prepared in ``data_dir`` or has no ``objects`` feature.
     """
@@ -80,4 +88,41 @@ def load_tfds(name, split, data_dir=None, shuffle=False, seed=0, download=False)
     except (KeyError, AttributeError, TypeError):
         raise DataError(f"TFDS: {name!r} has no objects/bbox and objects/label features "
                         "(not a detection dataset)") from None
-    return ds.map(_convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), class_names
+    return (ds.map(_convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
+            class_names, info)
+
+
+class TfdsSource(Source):
+    """``tfds``: ``data.tfds_name`` from ``data.data_dir``; TFDS split expressions from
+    ``data.train_sets`` / ``data.eval_sets`` (joined with "+"; default :data:`DEFAULT_SPLITS`)."""
+
+    name = "tfds"
+
+    def split_expression(self, split):
+        name = self.require("tfds_name", "a TFDS dataset (voc/2007, voc/2012, coco/2017)")
+        family = name.split("/")[0]
+        default = DEFAULT_SPLITS.get(family, ("train", "validation"))[0 if split == "train" else 1]
+        return name, "+".join(self.sets(split, (default,)))
+
+    def _load(self, split, shuffle=False):
+        name, expr = self.split_expression(split)
+        return load_tfds_with_info(name, expr, self.option("data_dir"), shuffle, self.seed)
+
+    def class_names(self):
+        return self._load("train")[1]
+
+    def dataset(self, split, shuffle=False):
+        return self._load(split, shuffle)[0]
+
+    def num_examples(self, split):
+        """The split's length from TFDS's metadata (the dataset's cardinality; no decoding)."""
+        ds, _, info = self._load(split)
+        n = int(ds.cardinality())
+        if n >= 0:
+            return n
+        name, expr = self.split_expression(split)
+        try:
+            return int(info.splits[expr].num_examples)
+        except (KeyError, ValueError, AttributeError):
+            raise DataError(f"TFDS: the size of {name!r} split {expr!r} is unknown; set "
+                            "train.steps_per_epoch") from None

@@ -18,8 +18,9 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from mgdet.data.common import (IMAGE_EXTENSIONS, DataError, SourceReport,
+from mgdet.data.common import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DataError, SourceReport,
                                records_to_dataset, sanitize_pixel_boxes)
+from mgdet.data.source import RecordSource
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep",
@@ -29,8 +30,10 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
 def parse_voc_xml(path):
     """One VOC XML file -> dict(filename, width, height, objects=[(name, difficult, x1, y1, x2, y2)]).
 
-    Pixel corners are returned as edge coordinates (``xmin - 1``, ``ymin - 1``, ``xmax``, ``ymax``).
-    Width / height are 0 when the file has no ``<size>``.
+    Pixel corners are returned as edge coordinates (``xmin - 1``, ``ymin - 1``, ``xmax``, ``ymax``);
+    a corner that is not a number is NaN (the box is then dropped as degenerate). Width / height
+    are 0 when the file has no ``<size>`` (or says 0), -1 when it is not a positive finite number.
+    Raises :class:`DataError` naming the file when it is not readable XML.
     """
     try:
         root = ET.parse(path).getroot()
@@ -59,13 +62,12 @@ def parse_voc_xml(path):
                         num(bb, "xmax", np.nan), num(bb, "ymax", np.nan)))
     fn = root.find("filename")
     return {"filename": fn.text.strip() if fn is not None and fn.text else "",
-            "width": int(num(size, "width")), "height": int(num(size, "height")), "objects": objects}
+            "width": _size(num(size, "width")), "height": _size(num(size, "height")),
+            "objects": objects}
 
 
-def _image_size(path):
-    from PIL import Image
-    with Image.open(path) as im:
-        return im.size  # (width, height)
+def _size(value):
+    return int(value) if value == 0 or (np.isfinite(value) and value >= 1) else -1
 
 
 def _image_id(stem):
@@ -80,22 +82,27 @@ def _records_from_xml(xml_paths, image_paths, class_names, report, unknown="skip
     records = []
     for xml_path, image_path in zip(xml_paths, image_paths):
         report.images_listed += 1
-        if not report.image_ok(image_path):
+        try:
+            ann = parse_voc_xml(xml_path)
+        except DataError as e:
+            report.note("images_bad_entry", e)
             continue
-        ann = parse_voc_xml(xml_path)
         w, h = ann["width"], ann["height"]
-        if w <= 0 or h <= 0:
-            try:
-                w, h = _image_size(image_path)
-            except Exception:  # noqa: BLE001 - PIL raises many types
-                report.images_unreadable += 1
-                continue
+        if w < 0 or h < 0:
+            report.note("images_bad_entry", f"{xml_path}: <size> is not two positive numbers")
+            continue
+        header_size = report.probe(image_path)
+        if header_size is None:
+            continue
+        if w == 0 or h == 0:
+            w, h = header_size
         names = [o[0] for o in ann["objects"]]
         known = np.array([n in index for n in names], bool)
         bad = [n for n in names if n not in index]
         if bad and unknown == "raise":
             raise DataError(f"{xml_path}: class {bad[0]!r} is not in the class list {list(class_names)}")
-        report.boxes_unknown_class += len(bad)
+        if bad:
+            report.note("boxes_unknown_class", f"{xml_path}: {bad[0]!r}", len(bad))
         objs = [o for o, k in zip(ann["objects"], known) if k]
         pix = np.array([o[2:] for o in objs], np.float64).reshape(-1, 4)
         boxes, keep = sanitize_pixel_boxes(pix, w, h, report)
@@ -126,7 +133,8 @@ def _find_year_dir(root, year):
 
 
 @functools.lru_cache(maxsize=8)
-def voc_records(root, years=("2007", "2012"), image_set="trainval", class_names=VOC_CLASSES):
+def voc_records(root, years=("2007", "2012"), image_set="trainval", class_names=VOC_CLASSES,
+                max_pixels=DEFAULT_MAX_PIXELS):
     """Parsed annotation records of VOCdevkit ``root`` for ``years`` x ``image_set`` (cached).
 
     Returns ``(records, report)``; each record has path, boxes, labels, difficult, image_id,
@@ -139,7 +147,7 @@ def voc_records(root, years=("2007", "2012"), image_set="trainval", class_names=
     sets = (image_set,) * len(years) if isinstance(image_set, str) else tuple(image_set)
     if len(sets) != len(years):
         raise DataError(f"VOC: {len(years)} years but {len(sets)} image sets: {years} / {sets}")
-    report = SourceReport(f"voc {'+'.join(f'{y}/{s}' for y, s in zip(years, sets))}")
+    report = SourceReport(f"voc {'+'.join(f'{y}/{s}' for y, s in zip(years, sets))}", max_pixels)
     xmls, images = [], []
     for year, iset in zip(years, sets):
         ydir = _find_year_dir(root, str(year))
@@ -188,6 +196,14 @@ def load_voc(root, years=("2007", "2012"), image_set="trainval", class_names=VOC
     return records_to_dataset(records, shuffle, seed), list(class_names)
 
 
+def _parse_or_none(path):
+    """:func:`parse_voc_xml`, or None for an unreadable file (counted later, when listing)."""
+    try:
+        return parse_voc_xml(path)
+    except DataError:
+        return None
+
+
 def _list_xml_folder(ann_dir, image_dir):
     if not os.path.isdir(ann_dir):
         raise DataError(f"VOC-XML: annotation folder {ann_dir!r} does not exist (expected *.xml files)")
@@ -199,7 +215,7 @@ def _list_xml_folder(ann_dir, image_dir):
         raise DataError(f"VOC-XML: no .xml files in {ann_dir!r}")
     images = []
     for x in xmls:
-        fn = parse_voc_xml(x)["filename"]
+        fn = (_parse_or_none(x) or {}).get("filename")
         stem = os.path.splitext(os.path.basename(x))[0]
         cands = ([os.path.join(image_dir, fn)] if fn else []) + [
             os.path.join(image_dir, stem + e) for e in IMAGE_EXTENSIONS]
@@ -208,15 +224,15 @@ def _list_xml_folder(ann_dir, image_dir):
 
 
 @functools.lru_cache(maxsize=8)
-def voc_xml_records(ann_dir, image_dir=None, class_names=None):
+def voc_xml_records(ann_dir, image_dir=None, class_names=None, max_pixels=DEFAULT_MAX_PIXELS):
     """Records of a folder of VOC-style XML files (cached). Returns ``(records, report, names)``."""
     xmls, images = _list_xml_folder(ann_dir, image_dir)
     if class_names is None:
         names = set()
         for x in xmls:
-            names.update(o[0] for o in parse_voc_xml(x)["objects"] if o[0])
+            names.update(o[0] for o in (_parse_or_none(x) or {}).get("objects", ()) if o[0])
         class_names = tuple(sorted(names))
-    report = SourceReport(f"voc-xml {ann_dir}")
+    report = SourceReport(f"voc-xml {ann_dir}", max_pixels)
     records = _records_from_xml(xmls, images, tuple(class_names), report)
     report.check_not_empty(image_dir or ann_dir)
     report.log()
@@ -238,3 +254,62 @@ def load_voc_xml(ann_dir, image_dir=None, class_names=None, shuffle=False, seed=
     records, _, names = voc_xml_records(os.fspath(ann_dir), image_dir and os.fspath(image_dir),
                                         tuple(class_names) if class_names else None)
     return records_to_dataset(records, shuffle, seed), list(names)
+
+
+def _voc_pairs(sets):
+    """``("2007/trainval", ...)`` -> ``(years, image_sets)``."""
+    years, image_sets = [], []
+    for s in sets:
+        year, sep, iset = str(s).partition("/")
+        if not sep or not year or not iset:
+            raise DataError(f"data: VOC set {s!r} must look like '2007/trainval' (year/image_set)")
+        years.append(year.replace("VOC", ""))
+        image_sets.append(iset)
+    return tuple(years), tuple(image_sets)
+
+
+class VocSource(RecordSource):
+    """``voc``: a VOCdevkit folder ``data.root``; sets ``year/image_set`` from
+    ``data.train_sets`` / ``data.eval_sets`` (default 07+12 trainval / 07 test)."""
+
+    name = "voc"
+
+    def class_names(self):
+        return list(self.option("class_names", ()) or VOC_CLASSES)
+
+    def records(self, split):
+        root = self.require("root", "the VOCdevkit folder")
+        default = ("2007/trainval", "2012/trainval") if split == "train" else ("2007/test",)
+        years, image_sets = _voc_pairs(self.sets(split, default))
+        return voc_records(os.fspath(root), years, image_sets, tuple(self.class_names()),
+                           self.max_pixels)
+
+
+class VocXmlSource(RecordSource):
+    """``voc_xml``: a folder of VOC-style XML files per split (``data.<split>_ann``; training
+    may use ``data.root``) and its image folder (``data.<split>_images``, default the XML folder).
+    Classes: ``data.class_names``, else every name in the training folder, sorted."""
+
+    name = "voc_xml"
+
+    def folders(self, split):
+        ann = self.option(f"{split}_ann") or (self.option("root") if split == "train" else None)
+        if not ann:
+            raise DataError(f"data.{split}_ann (or data.root for training) must name the folder "
+                            "of VOC XML files for source 'voc_xml'")
+        images = self.option(f"{split}_images")
+        return os.fspath(ann), images and os.fspath(images)
+
+    def class_names(self):
+        names = tuple(self.option("class_names", ()) or ())
+        if names:
+            return list(names)
+        has_train = self.option("train_ann") or self.option("root")
+        ann, images = self.folders("train" if has_train else "eval")
+        return list(voc_xml_records(ann, images, None, self.max_pixels)[2])
+
+    def records(self, split):
+        ann, images = self.folders(split)
+        records, report, _ = voc_xml_records(ann, images, tuple(self.class_names()),
+                                             self.max_pixels)
+        return records, report
