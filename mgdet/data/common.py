@@ -182,7 +182,7 @@ def probe_image(path, max_pixels=None):
             with Image.open(path) as im:
                 fmt, (width, height) = im.format, im.size
     except Image.DecompressionBombError as e:
-        return "too_large", str(e).split(" could be")[0]
+        return "too_large", str(e).split(", could be")[0]
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         return "unreadable", f"not a readable image ({type(e).__name__})"
     if fmt not in DECODABLE_FORMATS:
