@@ -1,52 +1,73 @@
 """Training and evaluation run end to end from every data source (tiny generated folders, with
-their corrupt images and degenerate boxes), through the same `mgdet.train.train` as the CLI."""
+their corrupt images and degenerate boxes), through the same `mgdet.train.train` as the CLI,
+for 3 epochs: every epoch runs all its steps (the optimizer's step count is epochs x steps per
+epoch, steps per epoch = usable images // batch) and reports its data counters."""
 import os
+import re
 
 from mgdet.config import load_config
 from mgdet.train import train
 from tests.test_data_sources import coco_files, voc_root  # noqa: F401  (pytest fixtures)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPOCHS = 3
 TINY = ["model.image_size=64", "model.width=0.125", "data.max_objects=8", "train.batch_size=2",
-        "train.epochs=1", "train.warmup_steps=1", "train.eval_every=1", "eval.batch_size=2",
-        "eval.max_detections=20"]
+        f"train.epochs={EPOCHS}", "train.warmup_steps=1", "train.eval_every=0",
+        "eval.batch_size=2", "eval.max_detections=20"]
 
 
-def _run(tmp_path, *overrides):
+def _run(tmp_path, capsys, usable_images, *overrides):
+    """Train; check the step count and that each epoch printed its data counters."""
     cfg = load_config(os.path.join(ROOT, "configs", "default.yaml"),
                       TINY + [f"train.out_dir={tmp_path}"] + list(overrides))
     result = train(cfg, verbose=0)
-    assert result["steps"] >= 1 and 0.0 <= result["AP"] <= 1.0
+    steps_per_epoch = usable_images // 2
+    assert steps_per_epoch >= 1
+    assert result["steps"] == EPOCHS * steps_per_epoch
+    assert 0.0 <= result["AP"] <= 1.0
     assert (tmp_path / "final.weights.h5").is_file() and (tmp_path / "eval.json").is_file()
-    return result
+    out = capsys.readouterr().out
+    for epoch in range(1, EPOCHS + 1):
+        line = re.search(rf"^epoch {epoch} data: (.*)$", out, re.M)
+        assert line, f"no data counters for epoch {epoch} in:\n{out}"
+        images = re.search(r"train: .*?\bimages=(\d+)", line.group(1))
+        assert images and int(images.group(1)) > 0, line.group(0)
+    return result, out
 
 
-def test_train_from_voc(tmp_path, voc_root):  # noqa: F811
-    _run(tmp_path, "data.source=voc", f"data.root={voc_root}", "data.train_sets=[2007/trainval]",
-         "data.eval_sets=[2007/test]")
+def test_train_from_synthetic(tmp_path, capsys):
+    _run(tmp_path, capsys, 6, "data.num_train=6", "data.num_eval=2")
 
 
-def test_train_from_coco_json(tmp_path, coco_files):  # noqa: F811
-    _, ann, images = coco_files
-    _run(tmp_path, "data.source=coco_json", f"data.train_ann={ann}", f"data.train_images={images}",
-         f"data.eval_ann={ann}", f"data.eval_images={images}")
+def test_train_from_voc(tmp_path, capsys, voc_root):  # noqa: F811
+    # trainval lists 6 images: 1 missing and 1 truncated are skipped while listing, so 4 are
+    # usable (2 steps); one of them fails to decode, and the repeated stream fills its place.
+    _, out = _run(tmp_path, capsys, 4, "data.source=voc", f"data.root={voc_root}",
+                  "data.train_sets=[2007/trainval]", "data.eval_sets=[2007/test]")
+    assert "data train: images_listed=6 images_missing=1 images_unreadable=1" in out
 
 
-def test_train_from_coco_folder(tmp_path, coco_files):  # noqa: F811
+def test_train_from_coco_json(tmp_path, capsys, coco_files):  # noqa: F811
+    _, ann, images = coco_files   # 5 images: 1 missing -> 4 usable, 1 of them undecodable
+    _run(tmp_path, capsys, 4, "data.source=coco_json", f"data.train_ann={ann}",
+         f"data.train_images={images}", f"data.eval_ann={ann}", f"data.eval_images={images}")
+
+
+def test_train_from_coco_folder(tmp_path, capsys, coco_files):  # noqa: F811
     root, _, _ = coco_files
-    _run(tmp_path, "data.source=coco", f"data.root={root}", "data.train_sets=[train2017]",
-         "data.eval_sets=[train2017]")
+    _run(tmp_path, capsys, 4, "data.source=coco", f"data.root={root}",
+         "data.train_sets=[train2017]", "data.eval_sets=[train2017]")
 
 
-def test_train_from_voc_xml(tmp_path, voc_root):  # noqa: F811
+def test_train_from_voc_xml(tmp_path, capsys, voc_root):  # noqa: F811
     ann = os.path.join(voc_root, "VOC2007", "Annotations")
     images = os.path.join(voc_root, "VOC2007", "JPEGImages")
-    _run(tmp_path, "data.source=voc_xml", f"data.train_ann={ann}", f"data.train_images={images}",
-         f"data.eval_ann={ann}", f"data.eval_images={images}")
+    _run(tmp_path, capsys, 4, "data.source=voc_xml", f"data.train_ann={ann}",
+         f"data.train_images={images}", f"data.eval_ann={ann}", f"data.eval_images={images}")
 
 
-def test_train_from_tfds_mock(tmp_path):
+def test_train_from_tfds_mock(tmp_path, capsys):
     import tensorflow_datasets as tfds
     with tfds.testing.mock_data(num_examples=4):
-        _run(tmp_path, "data.source=tfds", "data.tfds_name=voc/2007", "data.train_sets=[train]",
-             "data.eval_sets=[test]")
+        _run(tmp_path, capsys, 4, "data.source=tfds", "data.tfds_name=voc/2007",
+             "data.train_sets=[train]", "data.eval_sets=[test]")

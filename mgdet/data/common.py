@@ -105,8 +105,8 @@ class SourceReport:
         dropped = self._dropped_text()
         if dropped:
             first = "; ".join(f"{k}: {', '.join(v)}" for k, v in self.examples.items())
-            log.warning("%s: listed %d images; %s (first: %s)", self.name, self.images_listed,
-                        dropped, first)
+            log.warning("%s: listed %d images; %s%s", self.name, self.images_listed, dropped,
+                        f" (first: {first})" if first else "")
         else:
             log.info("%s: listed %d images", self.name, self.images_listed)
 

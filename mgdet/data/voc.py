@@ -1,9 +1,10 @@
 """PASCAL VOC (VOCdevkit folders) and custom VOC-XML folders.
 
 Annotations are parsed in Python when the source is loaded (fast: XML only, no image is opened);
-images are read and decoded inside tf.data. Every image file is checked cheaply while listing
-(:func:`mgdet.data.common.check_image_file`): missing or truncated files are skipped and counted
-in the returned :class:`~mgdet.data.common.SourceReport`, anything else that fails to decode is
+images are read and decoded inside tf.data. Every image file is checked from its header while
+listing (:func:`mgdet.data.common.probe_image`): missing, truncated, undecodable and oversized
+files, and XML files that do not parse or give a malformed ``<size>``, are skipped and counted in
+the returned :class:`~mgdet.data.common.SourceReport`; anything else that fails to decode is
 skipped by ``ignore_errors`` in the graph — a bad image never stops training.
 
 Boxes: VOC's 1-based inclusive pixel corners become edge coordinates ``(xmin - 1, ymin - 1,
