@@ -105,8 +105,13 @@ class TfdsSource(Source):
         return name, "+".join(self.sets(split, (default,)))
 
     def _load(self, split, shuffle=False):
-        name, expr = self.split_expression(split)
-        return load_tfds_with_info(name, expr, self.option("data_dir"), shuffle, self.seed)
+        """``(dataset, class_names, info)``, loaded once per (split, shuffle)."""
+        cache = self.__dict__.setdefault("_loaded", {})
+        if (split, shuffle) not in cache:
+            name, expr = self.split_expression(split)
+            cache[split, shuffle] = load_tfds_with_info(name, expr, self.option("data_dir"),
+                                                        shuffle, self.seed)
+        return cache[split, shuffle]
 
     def class_names(self):
         return self._load("train")[1]
