@@ -91,7 +91,8 @@ def test_image_check_follows_the_decoder(tmp_path):
 def test_voc_xml_bad_sizes_are_counted(tmp_path):
     ann, img = tmp_path / "ann", tmp_path / "img"
     ann.mkdir(), img.mkdir()
-    obj = "<object><name>x</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
+    obj = ("<object><name>x</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"
+           "</bndbox></object>")
     for stem, size in (("good", "<width>16</width><height>12</height>"),
                        ("abc", "<width>abc</width><height>12</height>"),
                        ("inf", "<width>inf</width><height>12</height>"),

@@ -139,12 +139,12 @@ def _group_annotations(data, ann_file, images, cmap, report):
         if not isinstance(a, dict):
             report.note("boxes_bad_entry", f"{where}: not an object")
             continue
-        image_id, cat, bbox = _as_int(a.get("image_id")), _as_int(a.get("category_id")), \
-            _as_bbox(a.get("bbox"))
+        image_id, cat = _as_int(a.get("image_id")), _as_int(a.get("category_id"))
+        bbox = _as_bbox(a.get("bbox"))
         if image_id is None or cat is None or bbox is None:
-            bad = [k for k, v in (("image_id", image_id), ("category_id", cat), ("bbox", bbox))
-                   if v is None]
-            report.note("boxes_bad_entry", f"{where}: bad {', '.join(f'{k}={a.get(k)!r}' for k in bad)}")
+            bad = [f"{k}={a.get(k)!r}" for k, v in (("image_id", image_id), ("category_id", cat),
+                                                     ("bbox", bbox)) if v is None]
+            report.note("boxes_bad_entry", f"{where}: bad {', '.join(bad)}")
             continue
         if image_id not in images:
             report.note("boxes_unknown_image", f"{where}: image_id {image_id}")
