@@ -137,8 +137,9 @@ def sanitize_pixel_boxes(boxes_xyxy, width, height, report=None):
     return (clipped[keep] / scale).astype(np.float32), keep
 
 
-# What tf.io.decode_image decodes (PIL's format names); anything else is skipped while listing.
-DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+# What tf.io.decode_image decodes (PIL's format names; MPO is a camera JPEG with extra frames);
+# anything else is skipped while listing.
+DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
@@ -192,7 +193,7 @@ def probe_image(path, max_pixels=None):
     if max_pixels and width * height > max_pixels:
         return "too_large", f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels}"
     try:
-        if fmt == "JPEG" and not _has_end_marker(path, size, b"\xff\xd9"):
+        if fmt in ("JPEG", "MPO") and not _has_end_marker(path, size, b"\xff\xd9"):
             return "unreadable", "truncated JPEG (no end-of-image marker)"
         if fmt == "PNG" and not _has_end_marker(path, size, b"IEND"):
             return "unreadable", "truncated PNG (no IEND chunk)"
