@@ -1,6 +1,5 @@
 """The package as a user meets it: the installed `mgdet` command outside the checkout, the public
 API, the README's Python blocks, the command line's help, logging and outputs."""
-import importlib.metadata
 import logging
 import os
 import re
@@ -18,8 +17,7 @@ SMOKE = ["--set", "train.epochs=1", "--set", "data.num_train=16", "--set", "data
 
 
 def _env_without_checkout():
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
-    return env
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
 
 
 def _installed_mgdet(tmp_path):
@@ -27,14 +25,12 @@ def _installed_mgdet(tmp_path):
     environment (CI installs the wheel with ``pip install .``), else a wheel built here from
     the checkout and installed with ``--target`` (dependencies from this environment)."""
     env = _env_without_checkout()
-    try:
-        dist = importlib.metadata.distribution("mgdet")
-        files = {str(f) for f in dist.files or ()}
-    except importlib.metadata.PackageNotFoundError:
-        files = set()
     script = os.path.join(sysconfig.get_path("scripts"), "mgdet")
-    if "mgdet/configs/default.yaml" in files and os.path.isfile(script):
-        return [script], env
+    if os.path.isfile(script):
+        probe = subprocess.run([sys.executable, "-c", "import mgdet; print(mgdet.__file__)"],
+                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        if probe.returncode == 0 and not probe.stdout.startswith(ROOT + os.sep):
+            return [script], env  # installed, and not an editable install of this checkout
     wheels, site = tmp_path / "wheels", tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
                     ROOT], check=True, timeout=600, env=env)
