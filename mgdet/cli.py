@@ -39,7 +39,6 @@ def setup_logging(verbosity):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
-    logger.propagate = False
 
 
 def import_tensorflow(verbosity=0):
