@@ -2,8 +2,66 @@
 RFBNet detectors in TensorFlow 2 / Keras 3.
 
 Boxes are ``[xmin, ymin, xmax, ymax]`` normalized to [0, 1] everywhere inside mgdet.
+
+The public API (README, "Python API"); TensorFlow is imported on first use, not by
+``import mgdet``:
+
+    cfg = mgdet.load_config("default", ["train.epochs=1"])  # a shipped name or a YAML path
+    data = mgdet.build_datasets(cfg)     # .train, .eval (tf.data), .class_names, .ground_truth
+    model = mgdet.build_model(cfg, num_classes=len(data.class_names))
+    metrics = mgdet.train(cfg)           # the full recipe, as `mgdet train`
+    metrics = mgdet.evaluate(model, cfg)
+    mgdet.export_saved_model(model, "saved_models/x/1", data.class_names)
+    detections = mgdet.predict(model, images)
+
+``mgdet.train`` and ``mgdet.predict`` are also the modules of those names; calling them calls
+:func:`mgdet.api.train` / :func:`mgdet.api.predict`.
 """
+import sys as _sys
+import types as _types
+
 __version__ = "0.1.0"
+__all__ = ["load_config", "build_model", "build_datasets", "train", "evaluate",
+           "export_saved_model", "predict"]
+_API = {"build_datasets", "evaluate", "export_saved_model", "train", "predict"}
+_CALLABLE_MODULES = {"train", "predict"}  # submodules that share a name with an API function
+
+
+class _CallableModule(_types.ModuleType):
+    """A submodule that, called, runs the API function of the same name."""
+
+    def __call__(self, *args, **kwargs):
+        from mgdet import api
+        return getattr(api, self.__name__.rsplit(".", 1)[1])(*args, **kwargs)
+
+
+class _Package(_types.ModuleType):
+    def __setattr__(self, name, value):
+        # The import system sets `mgdet.train = <module mgdet.train>` when the submodule is
+        # imported; make that module callable so `mgdet.train(cfg)` keeps working.
+        if name in _CALLABLE_MODULES and type(value) is _types.ModuleType:
+            value.__class__ = _CallableModule
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name):
+    if name == "load_config":
+        from mgdet.config import load_config
+        return load_config
+    if name in _CALLABLE_MODULES:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _API:
+        from mgdet import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'mgdet' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({n for n in globals() if not n.startswith("_")} | set(__all__))
 
 
 def build_model(config, num_classes=None):

@@ -271,24 +271,112 @@ def config_from_dict(values):
     return validate(_build(Config, values, ""))
 
 
+BASE_KEY = "base"  # a config file's parent(s), relative to the file: `base: _base_/voc.yaml`
+
+
+def configs_dir():
+    """The folder of the shipped configs: ``mgdet/configs`` in an installed wheel, the
+    checkout's top-level ``configs/`` otherwise."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(package, "configs"),
+                      os.path.join(os.path.dirname(package), "configs")):
+        if os.path.isdir(candidate):
+            return candidate
+    return os.path.join(package, "configs")
+
+
+def config_names():
+    """Names of the shipped configs (``default``, ``retinanet_resnet18_voc``, ...)."""
+    folder = configs_dir()
+    if not os.path.isdir(folder):
+        return []
+    return sorted(n[:-5] for n in os.listdir(folder) if n.endswith(".yaml"))
+
+
+def resolve_config_path(path_or_name):
+    """A YAML path as given, else the shipped config of that name (``"default"`` or
+    ``"default.yaml"``); raises ConfigError listing the shipped names."""
+    if os.path.isfile(path_or_name):
+        return path_or_name
+    name = os.path.basename(path_or_name)
+    shipped = os.path.join(configs_dir(), name if name.endswith(".yaml") else name + ".yaml")
+    if os.path.dirname(path_or_name) in ("", "configs") and os.path.isfile(shipped):
+        return shipped
+    raise ConfigError(f"config file {path_or_name!r} not found: pass a YAML file, or the name of "
+                      f"a shipped config: {', '.join(config_names())}")
+
+
+def _read_yaml(path):
+    with open(path) as f:
+        try:
+            values = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping of sections")
+    return values
+
+
+def read_config_file(path, _chain=()):
+    """The values of the YAML file ``path`` merged over its ``base:`` file(s), as a nested dict.
+
+    ``base`` is a path (or a list of paths, later ones winning) relative to the file; bases
+    may have bases; mappings merge key by key, anything else (lists too) is replaced. Each
+    file's keys and types are checked on their own, so an error names the file and the key;
+    a cycle of bases is refused. A base's ``name`` is not inherited.
+    """
+    real = os.path.realpath(path)
+    if real in _chain:
+        cycle = " -> ".join(list(_chain[_chain.index(real):]) + [real])
+        raise ConfigError(f"config file {path!r}: its bases form a cycle ({cycle}); remove one "
+                          f"'{BASE_KEY}:' line")
+    values = _read_yaml(path)
+    bases = values.pop(BASE_KEY, None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise ConfigError(f"config file {path!r}: '{BASE_KEY}' must be a file path or a list of "
+                          f"them, got {bases!r}")
+    try:
+        _build(Config, values, "")  # keys and types of this file alone (cross-field: later)
+    except ConfigError as err:
+        raise ConfigError(f"config file {path!r}: {err}") from None
+    merged = {}
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(os.path.abspath(path)), base)
+        if not os.path.isfile(base_path):
+            raise ConfigError(f"config file {path!r}: its base {base!r} ({base_path}) does not "
+                              f"exist; '{BASE_KEY}' is relative to the file")
+        inherited = read_config_file(base_path, _chain + (real,))
+        inherited.pop("name", None)
+        merged = _merge(merged, inherited)
+    return _merge(merged, values)
+
+
 def load_config(path=None, overrides=None):
-    """Load ``path`` (YAML; None: all defaults), apply ``overrides`` (``"a.b=v"`` strings or a
-    nested dict), validate, and return a frozen :class:`Config`."""
+    """Load ``path`` (a YAML file, or the name of a shipped config such as ``"default"``; None:
+    all defaults) with its ``base:`` files, apply ``overrides`` (``"a.b=v"`` strings or a nested
+    dict), validate, and return a frozen :class:`Config`."""
     values = {}
     if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path!r} not found: pass a YAML file such as "
-                              "configs/default.yaml")
-        with open(path) as f:
-            try:
-                values = yaml.safe_load(f) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file {path!r} must hold a mapping of sections")
+        path = resolve_config_path(os.fspath(path))
+        values = read_config_file(path)
         values.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
     return config_from_dict(_merge(values, extra))
+
+
+def config_to_yaml(cfg):
+    """The merged, validated ``cfg`` as YAML text (what ``mgdet train --print-config`` shows)."""
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+    return yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False)
 
 
 def replace(cfg, **sections):

@@ -136,9 +136,11 @@ def _saved_model_class_names(loaded, path):
 
 
 class _KerasRunner:
-    def __init__(self, path, config=None):
+    def __init__(self, path, config=None, model=None):
         import keras
-        if path.endswith(".keras"):
+        if model is not None:
+            self.model, self.class_names = model, None
+        elif path.endswith(".keras"):
             import mgdet.models  # noqa: F401  (registers the detector classes for deserialization)
             self.model = keras.saving.load_model(path, compile=False)
             self.class_names = None
@@ -154,6 +156,11 @@ class _KerasRunner:
         n = int(np.asarray(out["num_detections"])[0])
         return (np.asarray(out["boxes"])[0, :n], np.asarray(out["scores"])[0, :n],
                 np.asarray(out["classes"])[0, :n].astype(np.int64))
+
+
+def model_runner(model):
+    """:func:`load_runner`'s callable for a detector object already in memory."""
+    return _KerasRunner(None, model=model)
 
 
 def load_runner(model_path, config=None):
@@ -224,7 +231,7 @@ def run_predict(model_path, inputs, out_dir, score_threshold=0.3, class_names=No
     """
     from tqdm.auto import tqdm
 
-    from mgdet.viz import draw_detections
+    from mgdet.drawing import draw_detections
     files = list_images(inputs)
     if not files:
         raise FileNotFoundError(f"no images found in {list(inputs)} "

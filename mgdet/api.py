@@ -1,0 +1,102 @@
+"""The public Python API, re-exported by the package (``mgdet.train(cfg)``, ...); see the
+README's "Python API". Every function imports TensorFlow on first use only.
+
+Boxes are ``[xmin, ymin, xmax, ymax]``; :func:`predict` returns them in the input image's
+pixels.
+"""
+import collections
+import os
+
+import numpy as np
+
+Datasets = collections.namedtuple("Datasets", "train eval class_names ground_truth")
+Datasets.__doc__ = """Training and evaluation data of a config (:func:`build_datasets`).
+
+train / eval: ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3] in 0..255, targets)``;
+targets hold ``"boxes"`` [B, M, 4] (relative xyxy), ``"labels"`` [B, M], ``"valid"`` [B, M].
+class_names: one name per label. ground_truth: the eval split in COCO form (for pycocotools).
+"""
+
+
+def build_datasets(cfg):
+    """The training and evaluation datasets of ``cfg`` (:class:`Datasets`)."""
+    from mgdet.train import build_datasets as build
+    return Datasets(*build(cfg))
+
+
+def train(cfg, resume=False, out_dir=None, verbose="auto"):
+    """Train ``cfg`` with the full recipe (``mgdet train``); returns the final COCO metrics.
+    Outputs (checkpoints, best/final weights, eval.json, TensorBoard logs) go to ``out_dir``
+    (default ``cfg.out_dir``: ``runs/<name>``)."""
+    from mgdet.train import train as run
+    return run(cfg, resume=resume, verbose=verbose, out_dir=out_dir)
+
+
+def evaluate(model, cfg, per_class=False, progress=False):
+    """COCO metrics (``"AP"``, ``"AP50"``, ... fractions in [0, 1]) on ``cfg``'s eval split.
+
+    Args:
+      model: a detector (:func:`mgdet.build_model`), or a ``.weights.h5`` file / run folder.
+      cfg: the :class:`mgdet.config.Config` whose eval split is used.
+      per_class: add ``"per_class"`` (AP per class name).
+    """
+    from mgdet.evaluation import evaluate as run
+    from mgdet.train import build_eval_dataset
+    if isinstance(model, (str, os.PathLike)):
+        from mgdet.cli import _resolve_weights as resolve_weights
+        from mgdet.predict import load_detector
+        model, _ = load_detector(cfg, resolve_weights(os.fspath(model)))
+    dataset, ground_truth = build_eval_dataset(cfg)
+    return run(model, dataset, ground_truth, per_class=per_class, progress=progress)
+
+
+def export_saved_model(model, export_dir, class_names, **settings):
+    """Write ``model`` as a TF Serving SavedModel in ``export_dir`` (a version folder such as
+    ``saved_models/<name>/1``); ``settings``: ``score_threshold``, ``nms_iou``,
+    ``max_detections``. Returns ``export_dir``."""
+    from mgdet.export import export_saved_model as run
+    return run(model, export_dir, class_names, **settings)
+
+
+def predict(model, images, score_threshold=0.3, class_names=None, config=None):
+    """Detections of ``model`` on ``images``, boxes in each image's own pixels.
+
+    Args:
+      model: a detector (:func:`mgdet.build_model`), a SavedModel folder, a ``.keras`` file or a
+        ``.weights.h5`` file.
+      images: an image file, a uint8 (or 0..255 float) array [H, W, 3] or [B, H, W, 3], or a
+        list of files / arrays; any size (resized inside).
+      score_threshold: detections below it are dropped.
+      class_names: names of the labels (default: the model's own, when it has them).
+      config: training config, for a weights file without its run's ``config.json``.
+    Returns:
+      one dict per image: ``"boxes"`` float [K, 4] pixel xyxy, ``"scores"`` [K],
+      ``"classes"`` int [K], ``"names"`` list of K class names.
+    """
+    from mgdet.predict import _read_image, load_runner, model_runner
+    runner = model_runner(model) if not isinstance(model, (str, os.PathLike)) else \
+        load_runner(os.fspath(model), config)
+    names = list(class_names) if class_names else runner.class_names
+    results = []
+    for image in _image_list(images):
+        if isinstance(image, (str, os.PathLike)):
+            image = _read_image(os.fspath(image))
+        image = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+        boxes, scores, classes = runner(image)
+        keep = scores >= score_threshold
+        h, w = image.shape[:2]
+        boxes = np.clip(boxes[keep], 0.0, 1.0) * np.array([w, h, w, h], np.float32)
+        classes = classes[keep]
+        results.append({"boxes": boxes, "scores": scores[keep], "classes": classes,
+                        "names": [names[c] if names and 0 <= c < len(names) else str(c)
+                                  for c in classes]})
+    return results
+
+
+def _image_list(images):
+    if isinstance(images, (str, os.PathLike)):
+        return [images]
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    array = np.asarray(images)
+    return [array] if array.ndim == 3 else list(array)

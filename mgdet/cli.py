@@ -1,0 +1,286 @@
+"""mgdet command line: train | eval | export | predict | show-assign.
+
+Installed as the ``mgdet`` command (``python cli.py`` in a checkout is the same):
+
+    mgdet train                                  # default config, embedded dataset
+    mgdet train --config retinanet_resnet18_voc --strategy iou   # a shipped config by name
+    mgdet train --config my.yaml --print-config  # the merged config (with its base: files)
+    mgdet eval --config default --weights runs/default/best.weights.h5
+    mgdet export --config default --weights runs/default/final.weights.h5
+    mgdet predict --model saved_models/default images/
+    mgdet show-assign --config default --images 4
+"""
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+
+DEFAULT_CONFIG = "default"  # configs/default.yaml, shipped in the package
+log = logging.getLogger("mgdet")
+
+
+def _config(args, extra=()):
+    from mgdet.config import load_config
+    overrides = list(args.set or []) + list(extra)
+    cfg = load_config(args.config, overrides)
+    if not getattr(args, "print_config", False):
+        import_tensorflow(getattr(args, "verbose", 0))  # once the config is known to be good
+    return cfg
+
+
+def setup_logging(verbosity):
+    """``mgdet`` loggers to stderr: INFO by default, DEBUG with ``-v``, WARNING with ``-q``."""
+    level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
+    logger = logging.getLogger("mgdet")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def import_tensorflow(verbosity=0):
+    """Import TensorFlow, without its C++ start-up noise unless ``verbosity > 0``.
+
+    TF prints device probes (``cuInit`` failures on CPU machines, CPU-feature notes) from C++
+    before its own log level applies: ``TF_CPP_MIN_LOG_LEVEL=3`` (unless the user set it)
+    silences the later ones, and the import itself runs with the stderr file descriptor
+    pointed at /dev/null (Python errors still raise). ``-v`` shows everything.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    if verbosity > 0:
+        import tensorflow as tf
+        return tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _stderr_fd_silenced():
+        import keras  # noqa: F401 - imported here so its own probes are silenced too
+        import tensorflow as tf
+    tf.get_logger().setLevel(logging.ERROR)
+    import absl.logging
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    return tf
+
+
+@contextlib.contextmanager
+def _stderr_fd_silenced():
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _add_config_args(p, weights=False, weights_required=False):
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="YAML file, or the name of a shipped config (default: %(default)s)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    if weights:
+        p.add_argument("--weights", required=weights_required,
+                       help="weights file (.weights.h5) or training output folder")
+
+
+def _resolve_weights(path):
+    """A run folder -> its best (else final) weights; a file -> itself."""
+    if path and os.path.isdir(path):
+        for name in ("best.weights.h5", "final.weights.h5"):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise FileNotFoundError(f"no best.weights.h5 or final.weights.h5 in {path}")
+    if path and not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path} not found: give a .weights.h5 file written by "
+                                "`cli.py train` or its output folder")
+    return path
+
+
+def eval_output_path(weights):
+    """Where ``eval`` writes its JSON: beside the weights it evaluated
+    (``runs/x/best.weights.h5`` -> ``runs/x/best.eval.json``)."""
+    name = os.path.basename(weights)
+    for suffix in (".weights.h5", ".keras", ".h5"):
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+            break
+    return os.path.join(os.path.dirname(os.path.abspath(weights)), name + ".eval.json")
+
+
+def _print_outputs(folder):
+    """The closing line of a command: where its outputs are, and what they are."""
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    print(f"outputs in {os.path.abspath(folder)}" + (f": {', '.join(names)}" if names else ""))
+
+
+def cmd_train(args):
+    extra = []
+    if args.strategy:
+        extra.append(f"assign.strategy={args.strategy}")
+    if args.epochs:
+        extra.append(f"train.epochs={args.epochs}")
+    if args.distribute:
+        extra.append(f"train.distribute={args.distribute}")
+    if args.devices:
+        extra.append(f"train.devices={args.devices}")
+    if args.out_dir:
+        extra.append(f"train.out_dir={args.out_dir}")
+    cfg = _config(args, extra)
+    if cfg.train.distribute == "mirrored" and (cfg.train.devices or 0) > 1:
+        import tensorflow as tf
+        if not tf.config.list_physical_devices("GPU"):
+            from mgdet.train import split_cpu
+            split_cpu(cfg.train.devices)
+    if args.print_config:
+        from mgdet.config import config_to_yaml
+        print(config_to_yaml(cfg), end="")
+        return
+    from mgdet.train import train
+    result = train(cfg, resume=args.resume) or {}
+    _print_outputs(result.get("out_dir", cfg.out_dir))
+
+
+def cmd_eval(args):
+    cfg = _config(args)
+    from mgdet.evaluation import evaluate, format_table
+    from mgdet.train import build_eval_dataset, json_safe
+    from mgdet.predict import load_detector
+    weights = _resolve_weights(args.weights)
+    model, _ = load_detector(cfg, weights)
+    eval_ds, gt_coco = build_eval_dataset(cfg)  # the training split is not needed
+    metrics = evaluate(model, eval_ds, gt_coco, per_class=args.per_class)
+    print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics['num_images']} images (%)"))
+    out = args.out or eval_output_path(weights)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:  # strict JSON: NaN (no objects of a size) becomes null
+        json.dump(json_safe(metrics), f, indent=2)
+    print(f"wrote {out}")
+
+
+def cmd_export(args):
+    cfg = _config(args)
+    from mgdet.export import run_export
+    path = run_export(cfg, _resolve_weights(args.weights), name=args.name, version=args.version,
+                      score_threshold=args.score_threshold, nms_iou=args.nms_iou,
+                      max_detections=args.max_detections)
+    print(f"exported {path}")
+
+
+def cmd_predict(args):
+    cfg = _config(args) if args.config else None
+    import_tensorflow(args.verbose)
+    from mgdet.predict import run_predict
+    results = run_predict(args.model, args.inputs, args.out_dir,
+                          score_threshold=args.score_threshold, config=cfg)
+    print(f"wrote {len(results)} pictures and detections.json to {args.out_dir}")
+
+
+def cmd_show_assign(args):
+    cfg = _config(args)
+    from mgdet.viz import run_show_assign
+    results = run_show_assign(cfg, _resolve_weights(args.weights), num_images=args.images,
+                              out_dir=args.out_dir)
+    print(f"wrote {len(results)} pictures to {args.out_dir}")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mgdet", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="debug messages and TensorFlow's own start-up log")
+    parser.add_argument("-q", "--quiet", action="count", default=0,
+                        help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("train", help="train a detector (default: configs/default.yaml)")
+    _add_config_args(p)
+    p.add_argument("--strategy", choices=["iou", "l2c", "c2l", "mg"], help="label assignment")
+    p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--distribute", choices=["none", "mirrored", "multi_worker"],
+                   help="tf.distribute strategy (train.distribute)")
+    p.add_argument("--devices", type=int, help="devices for --distribute mirrored (CPU: split)")
+    p.add_argument("--out-dir", help="output folder (default runs/<config name>)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the merged config (bases, --set) as YAML and exit")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="COCO metrics of trained weights on the eval split")
+    _add_config_args(p, weights=True, weights_required=True)
+    p.add_argument("--per-class", action="store_true", help="add AP per class to the JSON")
+    p.add_argument("--out", help="JSON output (default: beside the weights, <stem>.eval.json)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="SavedModel for TF Serving: saved_models/<name>/<version>")
+    _add_config_args(p, weights=True)
+    p.add_argument("--name", help="model name (default: config name)")
+    p.add_argument("--version", type=int, help="integer version (default: next free)")
+    p.add_argument("--score-threshold", type=float,
+                   help="drop detections below this score (default: eval.score_threshold)")
+    p.add_argument("--nms-iou", type=float, help="NMS IoU threshold (default: eval.nms_iou)")
+    p.add_argument("--max-detections", type=int,
+                   help="detections per image (default: eval.max_detections)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="detect objects in images with a SavedModel or weights")
+    p.add_argument("--model", required=True, help="saved_models/<name>[/<version>] or .keras file")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out-dir", default="runs/predict",
+                   help="folder of the PNGs and detections.json (default: %(default)s)")
+    p.add_argument("--score-threshold", type=float, default=0.3,
+                   help="drop detections below this score (default: %(default)s)")
+    p.add_argument("--config", help="training config, for a .weights.h5 without config.json beside")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a value of --config (repeatable)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("show-assign", help="draw IoU-anchor vs L2C / C2L positives (paper Fig. 4)")
+    _add_config_args(p, weights=True)
+    p.add_argument("--images", type=int, default=4, help="pictures to draw (default: %(default)s)")
+    p.add_argument("--out-dir", default="runs/show_assign",
+                   help="folder of the pictures (default: %(default)s)")
+    p.set_defaults(func=cmd_show_assign)
+    return parser
+
+
+GLOBAL_OPTIONS = ("--debug", "-v", "-vv", "--verbose", "-q", "--quiet")
+
+
+def main(argv=None):
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    n = 0  # options before the command; `mgdet` alone (or with train's options) trains
+    while n < len(argv) and argv[n] in GLOBAL_OPTIONS:
+        n += 1
+    if n == len(argv) or argv[n].startswith("-") and argv[n] not in ("-h", "--help"):
+        argv.insert(n, "train")
+    args = parser.parse_args(argv)
+    args.verbose -= args.quiet
+    setup_logging(args.verbose)
+    from mgdet.config import ConfigError
+    user_errors = (ConfigError, FileNotFoundError)
+    try:
+        from mgdet.data.common import DataError
+        user_errors += (DataError,)
+    except ImportError:
+        pass
+    try:
+        args.func(args)
+    except user_errors as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last completed epoch is checkpointed; continue with --resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

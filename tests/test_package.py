@@ -1,0 +1,149 @@
+"""The package as a user meets it: the installed `mgdet` command outside the checkout, the public
+API, the README's Python blocks, the command line's help, logging and outputs."""
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = ["--set", "train.epochs=1", "--set", "data.num_train=16", "--set", "data.num_eval=8",
+         "--set", "train.batch_size=8", "--set", "eval.batch_size=8", "--set",
+         "model.image_size=64", "--set", "train.eval_every=0"]
+
+
+def _env_without_checkout():
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
+
+
+def _installed_mgdet(tmp_path):
+    """``(command, env)`` running an installed, non-editable ``mgdet``: the one in this
+    environment (CI installs the wheel with ``pip install .``), else a wheel built here from
+    the checkout and installed with ``--target`` (dependencies from this environment)."""
+    env = _env_without_checkout()
+    script = os.path.join(sysconfig.get_path("scripts"), "mgdet")
+    if os.path.isfile(script):
+        probe = subprocess.run([sys.executable, "-c", "import mgdet; print(mgdet.__file__)"],
+                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        if probe.returncode == 0 and not probe.stdout.startswith(ROOT + os.sep):
+            return [script], env  # installed, and not an editable install of this checkout
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
+                    ROOT], check=True, timeout=600, env=env)
+    wheel = next(wheels.glob("mgdet-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(site), str(wheel)], check=True, timeout=600, env=env)
+    env["PYTHONPATH"] = str(site)
+    return [str(site / "bin" / "mgdet")], env
+
+
+def test_installed_mgdet_trains_the_default_config_outside_the_checkout(tmp_path):
+    command, env = _installed_mgdet(tmp_path)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = subprocess.run([sys.executable, "-c", "import mgdet, mgdet.config as c; "
+                            "print(mgdet.__file__); print(c.configs_dir())"], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=120)
+    package_file, configs = where.stdout.split()
+    assert not package_file.startswith(ROOT + os.sep), "imported the checkout, not the install"
+    assert configs.startswith(os.path.dirname(package_file))  # configs shipped in the package
+    shown = subprocess.run(command + ["train", "--config", "retinanet_resnet18_voc",
+                                      "--print-config"], cwd=work, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "arch: retinanet" in shown.stdout and "source: voc" in shown.stdout  # bases shipped
+    run = subprocess.run(command + ["train"] + SMOKE, cwd=work, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = work / "runs" / "default"
+    assert (out / "final.weights.h5").is_file() and (out / "eval.json").is_file()
+    assert f"outputs in {out}" in run.stdout  # says where its outputs are
+    for noise in ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard"):
+        assert noise not in run.stderr, noise  # TF's C++ start-up log is quiet by default
+
+
+def test_public_api_is_small_lazy_and_callable():
+    code = ("import sys, mgdet; print(sorted(n for n in dir(mgdet) if not n.startswith('_'))); "
+            "print('tensorflow' in sys.modules); import mgdet.predict as p; "
+            "print(callable(mgdet.predict), p.list_images.__name__, callable(mgdet.load_config))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    names, tf_loaded, last = out.stdout.splitlines()
+    assert eval(names) == ["build_datasets", "build_model", "evaluate", "export_saved_model",
+                           "load_config", "predict", "train"]
+    assert tf_loaded == "False"  # `import mgdet` is instant
+    assert last == "True list_images True"  # the module stays a module, and is callable
+
+
+def test_drawing_depends_on_nothing_that_loads_models():
+    code = ("import sys, mgdet.drawing; print(sorted(m for m in sys.modules if m.startswith("
+            "'mgdet') or m in ('tensorflow', 'keras')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert out.stdout.split() == ["['mgdet',", "'mgdet.drawing']"], out.stdout + out.stderr
+    with open(os.path.join(ROOT, "mgdet", "predict.py")) as f:
+        assert "mgdet.viz" not in f.read()  # one direction: viz -> predict -> drawing
+
+
+def test_every_flag_has_help_and_global_options_come_before_the_command():
+    from mgdet.cli import build_parser
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    for name, sub in [("mgdet", parser)] + list(subparsers.choices.items()):
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings} has no help"
+    from mgdet.cli import setup_logging
+    logger = logging.getLogger("mgdet")
+    saved = logger.level, list(logger.handlers)
+    try:
+        for verbosity, level in ((-1, logging.WARNING), (0, logging.INFO), (1, logging.DEBUG)):
+            setup_logging(verbosity)
+            assert logger.getEffectiveLevel() == level
+        assert len(logger.handlers) == max(1, len(saved[1]))  # one handler, however often called
+    finally:
+        logger.setLevel(saved[0])
+        logger.handlers[:] = saved[1]
+
+
+def test_eval_json_goes_beside_the_weights_it_evaluated(tmp_path):
+    from mgdet.cli import eval_output_path
+    assert eval_output_path(str(tmp_path / "run" / "best.weights.h5")) == \
+        str(tmp_path / "run" / "best.eval.json")
+    assert eval_output_path("other/final.weights.h5") == \
+        os.path.join(os.path.abspath("other"), "final.eval.json")
+
+
+def _readme_api_blocks():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_python_api_blocks_run_end_to_end(tmp_path, monkeypatch):
+    blocks = _readme_api_blocks()
+    assert len(blocks) >= 2 and any("mgdet.predict" in b for b in blocks)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "README.md (Python API)", "exec"), namespace)
+    assert 0.0 <= namespace["metrics"]["AP"] <= 1.0 and namespace["metrics"]["steps"] == 4
+    det = namespace["det"]
+    assert det["boxes"].shape[1:] == (4,) and len(det["names"]) == len(det["scores"])
+    assert (tmp_path / "runs" / "notebook" / "saved_model" / "1" / "saved_model.pb").is_file()
+    # predict() on the Keras model in memory gives the SavedModel's detections
+    import mgdet
+    import numpy as np
+    image = namespace["images"][0].numpy()
+    from_model = mgdet.predict(namespace["model"], image, score_threshold=0.05)[0]
+    from_export = mgdet.predict("runs/notebook/saved_model/1", image, score_threshold=0.05)[0]
+    assert len(from_model["scores"]) == len(from_export["scores"]) > 0
+    np.testing.assert_allclose(np.sort(from_model["scores"]), np.sort(from_export["scores"]),
+                               atol=1e-4)
+    assert (tmp_path / "runs" / "notebook" / "final.weights.h5").is_file()
+    shutil.rmtree(tmp_path / "runs")
