@@ -274,6 +274,12 @@ def remove_stale_tmp(parent, min_age_s=60.0):
     return removed
 
 
+def _refuse_existing(export_dir):
+    if os.path.isdir(export_dir) and os.listdir(export_dir):
+        raise FileExistsError(f"export: {export_dir!r} already exists; choose another --version "
+                              "(default: the next free one) or remove it")
+
+
 def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nms_iou=0.5,
                        max_detections=300, overwrite=False, max_pixels=DEFAULT_MAX_PIXELS):
     """Write ``model`` as a SavedModel with the ``serving_default`` and ``serving_bytes``
@@ -306,9 +312,8 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
                          "max_detections >= 1 and max_pixels >= 1, got "
                          f"{score_threshold}, {nms_iou}, {max_detections}, {max_pixels}")
     export_dir = os.path.normpath(export_dir)
-    if os.path.exists(export_dir) and os.listdir(export_dir) and not overwrite:
-        raise FileExistsError(f"export: {export_dir!r} already exists; choose another --version "
-                              "(default: the next free one) or remove it")
+    if not overwrite:
+        _refuse_existing(export_dir)
     size = _build(model)
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
@@ -362,7 +367,6 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
       the version folder written.
     """
     from mgdet.predict import load_detector
-    model, class_names = load_detector(config, weights)
     e = config.eval
     name = name or config.name
     if name != os.path.basename(name) or name in (".", "..") or name.startswith(TMP_PREFIX):
@@ -373,8 +377,11 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
         version = next_version(base)
     elif int(version) < 1:
         raise ConfigError(f"export: --version must be a positive integer, got {version}")
+    export_dir = os.path.join(base, str(int(version)))
+    _refuse_existing(export_dir)  # before loading anything
+    model, class_names = load_detector(config, weights)
     return export_saved_model(
-        model, os.path.join(base, str(int(version))), class_names,
+        model, export_dir, class_names,
         score_threshold=e.score_threshold if score_threshold is None else score_threshold,
         nms_iou=e.nms_iou if nms_iou is None else nms_iou,
         max_detections=e.max_detections if max_detections is None else max_detections,

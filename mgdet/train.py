@@ -161,6 +161,9 @@ def fit_plan(epochs, completed_epochs, global_step, steps_per_epoch):
     """
     plan = []
     done = global_step - completed_epochs * steps_per_epoch
+    if done >= steps_per_epoch:  # stopped on the last step of an epoch: that epoch is complete
+        completed_epochs += done // steps_per_epoch
+        done %= steps_per_epoch
     if 0 < done < steps_per_epoch and completed_epochs < epochs:
         plan.append((completed_epochs + 1, completed_epochs, steps_per_epoch - done))
         completed_epochs += 1
