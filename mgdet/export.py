@@ -123,7 +123,7 @@ def header_size(data):
     webp = tf.logical_and(tf.equal(magic, b"RIFF"),
                           tf.equal(tf.strings.substr(data, 8, 4), b"WEBP"))
     chunk = tf.strings.substr(data, 12, 4)
-    kind = tf.case([
+    kind = tf.case([  # the format: an index into ``branches``
         (tf.equal(tf.strings.substr(data, 0, 3), b"\xff\xd8\xff"), lambda: 1),
         (tf.equal(magic, b"\x89PNG"), lambda: 2),
         (tf.equal(magic, b"GIF8"), lambda: 3),
@@ -132,6 +132,7 @@ def header_size(data):
         (tf.logical_and(webp, tf.equal(chunk, b"VP8L")), lambda: 6),
         (tf.logical_and(webp, tf.equal(chunk, b"VP8X")), lambda: 7),
     ], default=lambda: 0)
+    kind = tf.convert_to_tensor(kind, tf.int32)  # eager: tf.case gives a Python int
 
     def jpeg():
         shape = tf.cast(tf.io.extract_jpeg_shape(jpeg_data), tf.int64)
@@ -164,13 +165,13 @@ def header_size(data):
 
 
 def _check_pixels(data, max_pixels):
-    """An assertion op: the header's height x width is at most ``max_pixels``."""
+    """An assertion op: the header's height x width is at most ``max_pixels`` (the error shows
+    the product)."""
     height, width = header_size(data)
     return tf.debugging.assert_less_equal(
         height * width, tf.constant(int(max_pixels), tf.int64),
-        message=f"serving_bytes: image larger than the export's limit of {int(max_pixels)} pixels "
-                "(height, width from its header follow); refused before decoding",
-        data=[height, width], summarize=2)
+        message=f"serving_bytes: image larger than max_pixels = {int(max_pixels)} (height x width "
+                "read from its header, shown as x); refused before decoding", summarize=1)
 
 
 class _DetectorServing(tf.Module):
