@@ -30,12 +30,11 @@ def run_one(config, strategy, seed, epochs, overrides, out_dir):
     from mgdet.config import load_config
     from mgdet.train import train
     keras.backend.clear_session()
-    extra = list(overrides) + [f"assign.strategy={strategy}", f"train.seed={seed}",
-                               f"train.out_dir={out_dir}"]
+    extra = list(overrides) + [f"assign.strategy={strategy}", f"train.seed={seed}"]
     if epochs:
         extra.append(f"train.epochs={epochs}")
     cfg = load_config(config, extra)
-    return train(cfg, verbose=0)
+    return train(cfg, verbose=0, out_dir=out_dir, overwrite=True)  # a rerun replaces its runs
 
 
 def summarize(results):

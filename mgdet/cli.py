@@ -127,8 +127,6 @@ def cmd_train(args):
         extra.append(f"train.distribute={args.distribute}")
     if args.devices:
         extra.append(f"train.devices={args.devices}")
-    if args.out_dir:
-        extra.append(f"train.out_dir={args.out_dir}")
     cfg = _config(args, extra)
     if cfg.train.distribute == "mirrored" and (cfg.train.devices or 0) > 1:
         import tensorflow as tf
@@ -140,7 +138,7 @@ def cmd_train(args):
         print(config_to_yaml(cfg), end="")
         return
     from mgdet.train import train
-    result = train(cfg, resume=args.resume) or {}
+    result = train(cfg, resume=args.resume, out_dir=args.out_dir, overwrite=args.overwrite) or {}
     _print_outputs(result.get("out_dir", cfg.out_dir))
 
 
@@ -204,7 +202,10 @@ def build_parser():
     p.add_argument("--distribute", choices=["none", "mirrored", "multi_worker"],
                    help="tf.distribute strategy (train.distribute)")
     p.add_argument("--devices", type=int, help="devices for --distribute mirrored (CPU: split)")
-    p.add_argument("--out-dir", help="output folder (default runs/<config name>)")
+    p.add_argument("--out-dir", help="output folder (default runs/<config name>, or the next free "
+                   "runs/<name>-2, -3... when taken; with --resume: the newest run of that name)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train into a non-empty --out-dir, replacing its earlier outputs")
     p.add_argument("--print-config", action="store_true",
                    help="print the merged config (bases, --set) as YAML and exit")
     p.set_defaults(func=cmd_train)
@@ -261,20 +262,41 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.verbose -= args.quiet
     setup_logging(args.verbose)
+    return _run_command(args)
+
+
+def _user_errors():
+    """Exceptions that are the user's input (one line, exit 2): bad config, missing or existing
+    files, bad data."""
     from mgdet.config import ConfigError
-    user_errors = (ConfigError, FileNotFoundError)
+    errors = (ConfigError, FileNotFoundError, FileExistsError)
     try:
         from mgdet.data.common import DataError
-        user_errors += (DataError,)
+        errors += (DataError,)
     except ImportError:
         pass
+    return errors
+
+
+def _run_command(args):
+    """Run ``args.func``; map errors to one line on stderr and an exit status: 2 bad input,
+    1 training diverged (NaN), 143 stopped by SIGTERM (checkpointed), 130 Ctrl-C."""
+    from mgdet.faults import SIGTERM_EXIT_CODE, TrainingDiverged, TrainingPreempted
     try:
         args.func(args)
-    except user_errors as err:
+    except _user_errors() as err:
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingPreempted as err:
+        print(str(err), file=sys.stderr)
+        return SIGTERM_EXIT_CODE
+    except TrainingDiverged as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: the last completed epoch is checkpointed; continue with --resume",
               file=sys.stderr)

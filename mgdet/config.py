@@ -7,7 +7,9 @@ keys, wrong types and out-of-range values raise :class:`ConfigError` naming the 
     cfg = load_config("configs/retinanet_resnet18_voc.yaml", ["assign.strategy=iou"])
 """
 import dataclasses
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
@@ -98,6 +100,7 @@ class TrainConfig:
     precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
     jit_compile: bool = False  # XLA-compile the whole train step
     seed: int = 0
+    clip_norm: Optional[float] = None  # clip the gradients' global norm to this (None: no clipping)
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def _coerce(value, hint, key):
             as_float = float(value)
         except ValueError:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}") from None
-        if as_float != int(as_float):
+        if not math.isfinite(as_float) or as_float != int(as_float):
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return int(as_float)
     if hint is float:
@@ -193,51 +196,130 @@ def _check_choice(value, choices, key):
         raise ConfigError(f"config key '{key}' is {value!r}; use one of {', '.join(choices)}")
 
 
+# Allowed range of every numeric field: key -> (low, high, low_open, high_open). A value must be
+# finite and inside; None (an Optional field left unset) is not checked.
+RANGES = {
+    "model.image_size": (64, 2048, False, False),
+    "model.width": (0, 4, True, False),
+    "model.num_classes": (1, 100_000, False, False),
+    "assign.sigma": (1, 100, True, False),
+    "assign.pos_iou": (0, 1, True, False),
+    "assign.neg_iou": (0, 1, True, False),
+    "loss.focal_alpha": (0, 1, False, False),
+    "loss.focal_gamma": (0, 10, False, False),
+    "loss.bl1_alpha": (0, 10, True, False),
+    "loss.bl1_gamma": (0, 10, True, False),
+    "loss.bl1_beta": (0, 10, True, False),
+    "data.num_train": (1, 10**8, False, False),
+    "data.num_eval": (1, 10**8, False, False),
+    "data.seed": (0, 2**31 - 1, False, False),
+    "data.max_objects": (1, 10_000, False, False),
+    "data.max_expand": (1, 16, False, False),
+    "data.max_pixels": (1, 10**10, False, False),
+    "train.epochs": (1, 10**6, False, False),
+    "train.batch_size": (1, 65_536, False, False),
+    "train.lr": (0, 100, True, False),
+    "train.momentum": (0, 1, False, True),
+    "train.weight_decay": (0, 1, False, False),
+    "train.warmup_steps": (0, 10**9, False, False),
+    "train.warmup_lr": (0, 100, True, False),
+    "train.min_lr": (0, 100, True, False),
+    "train.steps_per_epoch": (1, 10**9, False, False),
+    "train.eval_every": (0, 10**6, False, False),
+    "train.devices": (1, 4096, False, False),
+    "train.seed": (0, 2**31 - 1, False, False),
+    "train.clip_norm": (0, 10**6, True, False),
+    "eval.score_threshold": (0, 1, False, True),
+    "eval.nms_iou": (0, 1, True, False),
+    "eval.max_detections": (1, 100_000, False, False),
+    "eval.batch_size": (1, 65_536, False, False),
+}
+
+
+def numeric_keys(cls=None, prefix=""):
+    """``section.key`` of every int / float field of the config (nested), in field order."""
+    keys = []
+    hints = typing.get_type_hints(cls or Config)
+    for f in dataclasses.fields(cls or Config):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += numeric_keys(hint, f"{prefix}{f.name}.")
+            continue
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if hint in (int, float) or (typing.get_origin(hint) is typing.Union
+                                    and args and args[0] in (int, float)):
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _check_range(cfg, key):
+    section, name = key.split(".")
+    value = getattr(getattr(cfg, section), name)
+    if value is None:
+        return
+    low, high, low_open, high_open = RANGES[key]
+    inside = (math.isfinite(value) and (value > low if low_open else value >= low)
+              and (value < high if high_open else value <= high))
+    if not inside:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ConfigError(f"config key '{key}' must be a finite number in {interval}, "
+                          f"got {value!r}")
+
+
+# A run / model name: one folder name under runs/ and saved_models/.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+
+
+def _check_paths(cfg):
+    """``name`` must be one plain folder name; a relative ``train.out_dir`` must stay inside
+    ``runs/`` (an absolute one is taken as given). An explicit ``--out-dir`` is not checked."""
+    if not _NAME.match(cfg.name) or ".." in cfg.name:
+        raise ConfigError(f"config 'name' {cfg.name!r} must be a plain folder name (letters, "
+                          "digits, '_', '-', '.', '+'; no '/' or '..'): it names runs/<name> and "
+                          "saved_models/<name>")
+    out = cfg.train.out_dir
+    if out is not None and not os.path.isabs(out):
+        parts = os.path.normpath(out).split(os.sep)
+        if len(parts) < 2 or parts[0] != "runs":
+            raise ConfigError(f"config key 'train.out_dir' {out!r} leaves runs/: use a folder "
+                              "under runs/ or an absolute path, or pass --out-dir")
+
+
 def validate(cfg):
-    """Cross-field checks; raises ConfigError naming the key. Returns ``cfg``."""
-    m, a, t, d, e = cfg.model, cfg.assign, cfg.train, cfg.data, cfg.eval
+    """Every value of ``cfg``: choices, numeric ranges (finite), cross-field constraints and
+    paths; raises ConfigError naming the key and the allowed values. Returns ``cfg``."""
+    m, a, lo, t, d, e = cfg.model, cfg.assign, cfg.loss, cfg.train, cfg.data, cfg.eval
     _check_choice(m.arch, ARCHS, "model.arch")
     _check_choice(m.backbone, BACKBONES, "model.backbone")
-    if m.arch == "rfbnet" and m.backbone != "vgg16":
-        raise ConfigError("model.arch 'rfbnet' is built on VGG16 only: set model.backbone: vgg16")
-    if m.image_size <= 0 or m.image_size % 64:
-        raise ConfigError(f"model.image_size must be a positive multiple of 64, got {m.image_size}")
-    if not m.width > 0:
-        raise ConfigError(f"model.width must be > 0, got {m.width}")
-    if m.num_classes is not None and m.num_classes < 1:
-        raise ConfigError(f"model.num_classes must be >= 1, got {m.num_classes}")
-    if m.weights is not None and not os.path.exists(m.weights):
-        raise ConfigError(f"model.weights file {m.weights!r} does not exist: give the path of a "
-                          "backbone weights file, or remove the key for random init")
     _check_choice(a.strategy, STRATEGIES, "assign.strategy")
-    if not a.sigma > 1:
-        raise ConfigError(f"assign.sigma must be > 1 (paper Eq. 1), got {a.sigma}")
-    if not 0 < a.neg_iou <= a.pos_iou <= 1:
-        raise ConfigError(f"need 0 < assign.neg_iou <= assign.pos_iou <= 1, got "
-                          f"{a.neg_iou} and {a.pos_iou}")
     _check_choice(d.source, SOURCES, "data.source")
-    if d.max_expand < 1:
-        raise ConfigError(f"data.max_expand must be >= 1, got {d.max_expand}")
-    for key in ("max_objects", "num_train", "num_eval"):
-        if getattr(d, key) < 1:
-            raise ConfigError(f"data.{key} must be >= 1, got {getattr(d, key)}")
-    for key in ("epochs", "batch_size"):
-        if getattr(t, key) < 1:
-            raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
-    for key in ("lr", "warmup_lr", "min_lr"):
-        if not getattr(t, key) > 0:
-            raise ConfigError(f"train.{key} must be > 0, got {getattr(t, key)}")
-    if t.warmup_steps < 0 or t.weight_decay < 0 or not 0 <= t.momentum < 1:
-        raise ConfigError("train.warmup_steps and train.weight_decay must be >= 0 and "
-                          "train.momentum in [0, 1)")
-    if t.steps_per_epoch is not None and t.steps_per_epoch < 1:
-        raise ConfigError(f"train.steps_per_epoch must be >= 1, got {t.steps_per_epoch}")
     _check_choice(t.optimizer, OPTIMIZERS, "train.optimizer")
     _check_choice(t.distribute, DISTRIBUTE, "train.distribute")
     _check_choice(t.precision, PRECISION, "train.precision")
-    if not 0 <= e.score_threshold < 1 or not 0 < e.nms_iou <= 1 or e.max_detections < 1:
-        raise ConfigError("need eval.score_threshold in [0, 1), eval.nms_iou in (0, 1] and "
-                          "eval.max_detections >= 1")
+    for key in RANGES:
+        _check_range(cfg, key)
+    if m.arch == "rfbnet" and m.backbone != "vgg16":
+        raise ConfigError("model.arch 'rfbnet' is built on VGG16 only: set model.backbone: vgg16")
+    if m.image_size % 64:
+        raise ConfigError(f"model.image_size must be a positive multiple of 64, got {m.image_size}")
+    if m.weights is not None and not os.path.exists(m.weights):
+        raise ConfigError(f"model.weights file {m.weights!r} does not exist: give the path of a "
+                          "backbone weights file, or remove the key for random init")
+    if a.sigma <= 1:
+        raise ConfigError(f"assign.sigma must be > 1 (paper Eq. 1), got {a.sigma}")
+    if a.neg_iou > a.pos_iou:
+        raise ConfigError(f"need 0 < assign.neg_iou <= assign.pos_iou <= 1, got "
+                          f"{a.neg_iou} and {a.pos_iou}")
+    if lo.bl1_gamma / lo.bl1_alpha > 20:
+        raise ConfigError("loss.bl1_gamma / loss.bl1_alpha must be <= 20 (the balanced L1 loss's "
+                          f"b = e^(gamma/alpha) - 1 overflows), got {lo.bl1_gamma} / {lo.bl1_alpha}")
+    if t.min_lr > t.lr:
+        raise ConfigError(f"train.min_lr ({t.min_lr}) must be <= train.lr ({t.lr}): the cosine "
+                          "schedule decays from lr down to min_lr")
+    if d.source == "synthetic" and t.batch_size > d.num_train:
+        raise ConfigError(f"train.batch_size ({t.batch_size}) is larger than the training set "
+                          f"(data.num_train = {d.num_train}): lower the batch size or add images")
+    _check_paths(cfg)
     return cfg
 
 
@@ -252,7 +334,12 @@ def parse_overrides(overrides):
         parts = path.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
+                              "quote strings, e.g. --set 'name=\"my run\"'") from None
     return tree
 
 

@@ -8,8 +8,13 @@ without importing mgdet. Signatures:
   input ``images``: uint8 ``[batch, height, width, 3]``, any size (resized inside to the model's
   ``S x S``, bilinear, as the evaluation pipeline does).
 ``serving_bytes``
-  input ``image_bytes``: string ``[batch]``, encoded JPEG / PNG (also BMP / GIF, first frame),
-  decoded with ``tf.io.decode_image`` one by one (images of different sizes may share a batch).
+  input ``image_bytes``: string ``[batch]``, encoded JPEG / PNG (also BMP / GIF, first frame, and
+  WebP), decoded with ``tf.io.decode_image`` one by one (images of different sizes may share a
+  batch). The image size is read from the header first (``tf.io.extract_jpeg_shape``, the PNG
+  IHDR, the GIF / BMP / WebP headers): an image of more than ``max_pixels`` pixels (export
+  setting, default ``data.max_pixels`` = 40 MP) is refused with ``InvalidArgumentError`` before
+  anything is decoded, so a small file that claims a huge size (decompression bomb) costs no
+  memory.
 
 Both return (K = ``max_detections``, rows past ``num_detections`` are zero / empty padding):
 
@@ -30,20 +35,27 @@ export time (``cli.py export --score-threshold --nms-iou --max-detections``).
 
 Versions follow TF Serving's layout ``saved_models/<name>/<version>/`` (integers; the next
 free one by default). A version folder is written under a temporary name and renamed when
-complete, so a Serving process polling the folder never loads a half-written export.
+complete, so a Serving process polling the folder never loads a half-written export; the
+temporary folder of an export that was killed is removed by the next export beside it.
 """
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
 
 from mgdet import boxes as box_ops
+from mgdet.config import ConfigError
 
 DEFAULT_BASE_DIR = "saved_models"
 LABELS_FILE = "labels.txt"
+DEFAULT_MAX_PIXELS = 40_000_000
+TMP_PREFIX = ".tmp-"
+OWNER_FILE = ".owner"  # "<host> <pid>" of the export writing a temporary folder
 
 
 def next_version(base_dir):
@@ -92,10 +104,80 @@ def _raw_variable(variable):
     return value
 
 
+def _header_uint(data, offset, nbytes, little_endian=False):
+    """Unsigned integer of ``nbytes`` (2 or 4) at ``offset`` of the string ``data`` -> int64."""
+    raw = tf.io.decode_raw(tf.strings.substr(data, offset, nbytes), tf.uint8)
+    raw = tf.cast(tf.ensure_shape(raw, [nbytes]), tf.int64)
+    order = range(nbytes) if little_endian else range(nbytes - 1, -1, -1)
+    return tf.add_n([raw[i] * (256 ** k) for k, i in enumerate(order)])
+
+
+def header_size(data):
+    """Height and width (int64 scalars) read from the header of an encoded image, without
+    decoding it: JPEG (``tf.io.extract_jpeg_shape``), PNG (IHDR, big-endian), GIF (logical
+    screen), BMP (``|height|``: negative for top-down rows) and WebP (VP8 / VP8L / VP8X). Any
+    other bytes: (0, 0), left to ``tf.io.decode_image`` to refuse."""
+    jpeg_data = data
+    data = tf.strings.substr(data, 0, 32) + b"\0" * 32  # short inputs read as zeros
+    magic = tf.strings.substr(data, 0, 4)
+    webp = tf.logical_and(tf.equal(magic, b"RIFF"),
+                          tf.equal(tf.strings.substr(data, 8, 4), b"WEBP"))
+    chunk = tf.strings.substr(data, 12, 4)
+    kind = tf.case([  # the format: an index into ``branches``
+        (tf.equal(tf.strings.substr(data, 0, 3), b"\xff\xd8\xff"), lambda: 1),
+        (tf.equal(magic, b"\x89PNG"), lambda: 2),
+        (tf.equal(magic, b"GIF8"), lambda: 3),
+        (tf.equal(tf.strings.substr(data, 0, 2), b"BM"), lambda: 4),
+        (tf.logical_and(webp, tf.equal(chunk, b"VP8 ")), lambda: 5),
+        (tf.logical_and(webp, tf.equal(chunk, b"VP8L")), lambda: 6),
+        (tf.logical_and(webp, tf.equal(chunk, b"VP8X")), lambda: 7),
+    ], default=lambda: 0)
+    kind = tf.convert_to_tensor(kind, tf.int32)  # eager: tf.case gives a Python int
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(jpeg_data), tf.int64)
+        return shape[0], shape[1]
+
+    def bmp():  # int32 little-endian width at 18, height at 22 (negative: top-down rows)
+        signed = tf.bitcast(tf.cast(_header_uint(data, 22, 4, True), tf.uint32), tf.int32)
+        return tf.abs(tf.cast(signed, tf.int64)), _header_uint(data, 18, 4, True)
+
+    def vp8l():  # 14 bits width - 1, then 14 bits height - 1, little-endian from byte 21
+        bits = _header_uint(data, 21, 4, little_endian=True)
+        return bits // 16384 % 16384 + 1, bits % 16384 + 1
+
+    def vp8x():  # 24-bit width - 1 and height - 1 at bytes 24 and 27
+        lo = _header_uint(data, 24, 4, little_endian=True) % 16777216
+        hi = _header_uint(data, 27, 4, little_endian=True) % 16777216
+        return hi + 1, lo + 1
+
+    branches = [
+        lambda: (tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+        jpeg,
+        lambda: (_header_uint(data, 20, 4), _header_uint(data, 16, 4)),
+        lambda: (_header_uint(data, 8, 2, True), _header_uint(data, 6, 2, True)),
+        bmp,
+        lambda: (_header_uint(data, 28, 2, True) % 16384, _header_uint(data, 26, 2, True) % 16384),
+        vp8l,
+        vp8x,
+    ]
+    return tf.switch_case(kind, branches)
+
+
+def _check_pixels(data, max_pixels):
+    """An assertion op: the header's height x width is at most ``max_pixels`` (the error shows
+    the product)."""
+    height, width = header_size(data)
+    return tf.debugging.assert_less_equal(
+        height * width, tf.constant(int(max_pixels), tf.int64),
+        message=f"serving_bytes: image larger than max_pixels = {int(max_pixels)} (height x width "
+                "read from its header, shown as x); refused before decoding", summarize=1)
+
+
 class _DetectorServing(tf.Module):
     """What the SavedModel holds: the model's variables, the labels asset, the functions."""
 
-    def __init__(self, model, labels_path, image_size, detect, settings):
+    def __init__(self, model, labels_path, image_size, detect, settings, max_pixels):
         super().__init__(name="mgdet_detector")
         # Only the variables are tracked (not the Keras objects): loading then needs no Keras
         # class. The raw tf.Variables, not Keras 3's wrappers: a wrapper is exported as a copy
@@ -128,7 +210,9 @@ class _DetectorServing(tf.Module):
             return outputs(_resize_to(images, size))
 
         def decode_one(data):
-            image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+            with tf.control_dependencies([_check_pixels(data, max_pixels)]):
+                image = tf.io.decode_image(data, channels=3, dtype=tf.uint8,
+                                           expand_animations=False)
             return _resize_to(tf.ensure_shape(image, [None, None, 3]), size)
 
         def serve_bytes(image_bytes):
@@ -147,8 +231,58 @@ class _DetectorServing(tf.Module):
         self.metadata = tf.function(metadata, input_signature=[])
 
 
+def _alive(owner):
+    """Whether the export named by an owner file's text ``"<host> <pid>"`` still runs (an
+    export on another host counts as alive for a day)."""
+    try:
+        host, pid = owner.split()
+        pid = int(pid)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def remove_stale_tmp(parent, min_age_s=60.0):
+    """Remove the temporary folders (``.tmp-*``) of killed exports from ``parent``: those whose
+    owner process is gone, those of another host older than a day, those without an owner file
+    older than ``min_age_s``. Returns the removed paths."""
+    removed = []
+    if not os.path.isdir(parent):
+        return removed
+    for entry in os.listdir(parent):
+        path = os.path.join(parent, entry)
+        if not entry.startswith(TMP_PREFIX) or not os.path.isdir(path):
+            continue
+        age = time.time() - os.path.getmtime(path)
+        try:
+            with open(os.path.join(path, OWNER_FILE)) as f:
+                alive = _alive(f.read())
+        except OSError:
+            alive = age < min_age_s
+        if alive is None:
+            alive = age < 86400
+        if not alive:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _refuse_existing(export_dir):
+    if os.path.isdir(export_dir) and os.listdir(export_dir):
+        raise FileExistsError(f"export: {export_dir!r} already exists; choose another --version "
+                              "(default: the next free one) or remove it")
+
+
 def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nms_iou=0.5,
-                       max_detections=300, overwrite=False):
+                       max_detections=300, overwrite=False, max_pixels=DEFAULT_MAX_PIXELS):
     """Write ``model`` as a SavedModel with the ``serving_default`` and ``serving_bytes``
     signatures (see the module docstring).
 
@@ -159,6 +293,7 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
       class_names: one name per class, in label order (written to ``assets/labels.txt``).
       score_threshold, nms_iou, max_detections: post-processing baked into the export.
       overwrite: replace an existing ``export_dir`` (default: refuse).
+      max_pixels: ``serving_bytes`` refuses larger images (read from the header).
     Returns:
       ``export_dir``.
     Raises:
@@ -172,28 +307,32 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
                          "class names were given")
     if any("\n" in n or not n.strip() for n in class_names):
         raise ValueError("export: class names must be non-empty single-line strings")
-    if not 0.0 <= score_threshold < 1.0 or not 0.0 < nms_iou <= 1.0 or int(max_detections) < 1:
-        raise ValueError("export: need score_threshold in [0, 1), nms_iou in (0, 1] and "
-                         f"max_detections >= 1, got {score_threshold}, {nms_iou}, {max_detections}")
+    if not 0.0 <= score_threshold < 1.0 or not 0.0 < nms_iou <= 1.0 or int(max_detections) < 1 \
+            or int(max_pixels) < 1:
+        raise ValueError("export: need score_threshold in [0, 1), nms_iou in (0, 1], "
+                         "max_detections >= 1 and max_pixels >= 1, got "
+                         f"{score_threshold}, {nms_iou}, {max_detections}, {max_pixels}")
     export_dir = os.path.normpath(export_dir)
-    if os.path.exists(export_dir) and os.listdir(export_dir) and not overwrite:
-        raise FileExistsError(f"export: {export_dir!r} already exists; choose another version "
-                              "(or remove it)")
+    if not overwrite:
+        _refuse_existing(export_dir)
     size = _build(model)
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
+    remove_stale_tmp(parent)
     # A dot-folder beside the target: not an integer version, so TF Serving ignores it.
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(export_dir)}-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(export_dir)}-", dir=parent)
     try:
+        with open(os.path.join(tmp, OWNER_FILE), "w") as f:
+            f.write(f"{socket.gethostname()} {os.getpid()}")
         labels_src = os.path.join(tmp, LABELS_FILE)
         with open(labels_src, "w", encoding="utf-8") as f:
             f.write("\n".join(class_names) + "\n")
         settings = {"image_size": size, "num_classes": len(class_names),
                     "score_threshold": float(score_threshold), "nms_iou": float(nms_iou),
-                    "max_detections": int(max_detections)}
+                    "max_detections": int(max_detections), "max_pixels": int(max_pixels)}
         module = _DetectorServing(model, labels_src, size,
                                   _detect_fn(model, float(score_threshold), float(nms_iou),
-                                             int(max_detections)), settings)
+                                             int(max_detections)), settings, int(max_pixels))
         out = os.path.join(tmp, "model")
         tf.saved_model.save(module, out, signatures={
             "serving_default": module.serving_default.get_concrete_function(),
@@ -222,25 +361,32 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
       weights: ``.weights.h5`` file (None: the initialization, e.g. to test serving).
       name: model name (default ``config.name``).
       version: integer version (default: the next free one).
+        An existing version is refused (``FileExistsError``).
       score_threshold, nms_iou, max_detections: default ``config.eval``'s.
       base_dir: the models folder.
     Returns:
       the version folder written.
     """
     from mgdet.predict import load_detector
-    model, class_names = load_detector(config, weights)
     e = config.eval
     name = name or config.name
+    if name != os.path.basename(name) or name in (".", "..") or name.startswith(TMP_PREFIX):
+        raise ConfigError(f"export: model name {name!r} must be a plain folder name (no '/' or "
+                          f"'..'): it names {base_dir}/<name>")
     base = os.path.join(base_dir, name)
     if version is None:
         version = next_version(base)
     elif int(version) < 1:
-        raise ValueError(f"export: version must be a positive integer, got {version}")
+        raise ConfigError(f"export: --version must be a positive integer, got {version}")
+    export_dir = os.path.join(base, str(int(version)))
+    _refuse_existing(export_dir)  # before loading anything
+    model, class_names = load_detector(config, weights)
     return export_saved_model(
-        model, os.path.join(base, str(int(version))), class_names,
+        model, export_dir, class_names,
         score_threshold=e.score_threshold if score_threshold is None else score_threshold,
         nms_iou=e.nms_iou if nms_iou is None else nms_iou,
-        max_detections=e.max_detections if max_detections is None else max_detections)
+        max_detections=e.max_detections if max_detections is None else max_detections,
+        max_pixels=config.data.max_pixels)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ momentum 0.9 decays ~10x less than the paper, so it is not used.
 
 Schedule: linear warm-up from ``warmup_lr`` to ``lr`` over ``warmup_steps`` iterations, then
 cosine decay to ``min_lr`` (``keras.optimizers.schedules.CosineDecay`` with warm-up).
+
+``train.clip_norm`` (None by default) clips the global norm of all gradients (Keras's
+``global_clipnorm``; for SGD the L2 term is added first, so it is part of the clipped norm).
 """
 import keras
 import tensorflow as tf
@@ -60,8 +63,9 @@ def build_optimizer(train_cfg, total_steps):
     schedule = learning_rate_schedule(train_cfg.lr, total_steps, train_cfg.warmup_steps,
                                       train_cfg.warmup_lr, train_cfg.min_lr)
     if train_cfg.optimizer == "adamw":
-        opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=train_cfg.weight_decay)
+        opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=train_cfg.weight_decay,
+                                     global_clipnorm=train_cfg.clip_norm)
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         return opt
     return SGDWithL2(l2=train_cfg.weight_decay, learning_rate=schedule,
-                     momentum=train_cfg.momentum, clipnorm=None)
+                     momentum=train_cfg.momentum, global_clipnorm=train_cfg.clip_norm)

@@ -1,11 +1,11 @@
 """Training: the paper's recipe around ``model.fit``, with evaluation, TensorBoard logs, atomic
-checkpoints and resumption.
+checkpoints and resumption. Run folders and the resumed state: ``mgdet.rundir``; stopping on a
+non-finite loss or SIGTERM: ``mgdet.faults``.
 
     from mgdet.config import load_config
     from mgdet.train import train
     metrics = train(load_config("configs/default.yaml"))
 """
-import json
 import os
 import time
 
@@ -13,13 +13,16 @@ import keras
 import tensorflow as tf
 
 from mgdet import build_model
+from mgdet import faults
+from mgdet.config import ConfigError
 from mgdet.data import get_source
 from mgdet.data import pipeline as data_pipeline
 from mgdet.data import stats as data_stats
 from mgdet.evaluation import evaluate, format_table
 from mgdet.optim import build_optimizer
+from mgdet.rundir import CHECKPOINT_DIR, json_safe, write_json  # noqa: F401  (json_safe: API)
+from mgdet import rundir
 
-CHECKPOINT_DIR = "checkpoints"
 BEST_WEIGHTS = "best.weights.h5"
 FINAL_WEIGHTS = "final.weights.h5"
 
@@ -56,54 +59,47 @@ def atomic_save_weights(model, path):
     os.replace(tmp, path)
 
 
-def json_safe(value):
-    """``value`` with NaN (e.g. APs when there are no small objects) as None: strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / TF scalars
-        value = value.item()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
-
-
-def _write_json(path, payload):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(json_safe(payload), f, indent=2)
-    os.replace(tmp, path)
+def save_checkpoint(manager, optimizer):
+    """A checkpoint numbered by the global step; returns its path."""
+    return manager.save(checkpoint_number=int(optimizer.iterations.numpy()))
 
 
 class CheckpointCallback(keras.callbacks.Callback):
     """Saves model + optimizer state + epoch at each epoch end with ``tf.train.CheckpointManager``
     (TF writes checkpoint files under temporary names and renames them, and updates the
-    ``checkpoint`` index atomically), so an interrupted run never leaves a broken checkpoint."""
+    ``checkpoint`` index atomically), so an interrupted run never leaves a broken checkpoint.
+    Nothing is saved once ``guard`` has stopped the run (non-finite loss or weights, SIGTERM)."""
 
-    def __init__(self, manager, epoch_var):
+    def __init__(self, manager, epoch_var, guard):
         super().__init__()
-        self.manager, self.epoch_var = manager, epoch_var
+        self.manager, self.epoch_var, self.guard = manager, epoch_var, guard
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.guard.stop is not None:
+            return
         self.epoch_var.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+        save_checkpoint(self.manager, self.model.optimizer)
 
 
 class EvalCallback(keras.callbacks.Callback):
-    """COCO evaluation every ``every`` epochs: logs AP to TensorBoard, keeps the best weights."""
+    """COCO evaluation every ``every`` epochs and after the last (``epochs``): logs AP to
+    TensorBoard, keeps the best weights, and saves the best AP and the history in the run's
+    state file (``state``: ``mgdet.rundir.load_state``'s dict, restored on resume)."""
 
-    def __init__(self, every, dataset, gt_coco, writer, out_dir, label_to_category=None):
+    def __init__(self, every, epochs, dataset, gt_coco, writer, out_dir, guard, state=None,
+                 label_to_category=None):
         super().__init__()
-        self.every, self.dataset, self.gt_coco = every, dataset, gt_coco
+        self.every, self.epochs, self.dataset, self.gt_coco = every, epochs, dataset, gt_coco
         self.writer, self.out_dir, self.label_to_category = writer, out_dir, label_to_category
-        self.best = -1.0
-        self.history = []
+        self.guard = guard
+        state = state or rundir.load_state(out_dir, up_to_epoch=0)
+        self.best, self.best_epoch = state["best_ap"], state["best_epoch"]
+        self.history = list(state["history"])
         self.last = None  # (epoch, metrics) of the latest evaluation
 
     def on_epoch_end(self, epoch, logs=None):
-        last = epoch + 1 == self.params.get("epochs")
-        if not self.every or ((epoch + 1) % self.every and not last):
+        last = epoch + 1 == self.epochs
+        if self.guard.stop is not None or not self.every or ((epoch + 1) % self.every and not last):
             return
         metrics = evaluate(self.model, self.dataset, self.gt_coco, self.label_to_category,
                            progress=False)
@@ -117,8 +113,9 @@ class EvalCallback(keras.callbacks.Callback):
         if logs is not None:
             logs.update({f"val_{k}": v for k, v in _scalars(metrics).items()})
         if metrics.get("AP", -1) > self.best:
-            self.best = metrics["AP"]
+            self.best, self.best_epoch = metrics["AP"], epoch + 1
             atomic_save_weights(self.model, os.path.join(self.out_dir, BEST_WEIGHTS))
+        rundir.save_state(self.out_dir, self.best, self.best_epoch, self.history)
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -162,9 +159,9 @@ def build_datasets(cfg):
     steps_per_epoch = cfg.train.steps_per_epoch or (
         source.num_examples("train") // cfg.train.batch_size)
     if steps_per_epoch < 1:
-        raise ValueError(f"the training set yields no full batch: {source.num_examples('train')} "
-                         f"usable images for train.batch_size {cfg.train.batch_size}; lower "
-                         "train.batch_size or add images")
+        raise ConfigError(f"the training set yields no full batch: {source.num_examples('train')} "
+                          f"usable images for train.batch_size {cfg.train.batch_size}; lower "
+                          "train.batch_size or add images")
     train_ds = data_pipeline.make_dataset(
         source.dataset("train", shuffle=True), m.image_size, cfg.train.batch_size, d.max_objects,
         training=True, seed=d.seed, cache=d.cache, repeat=True,
@@ -177,15 +174,44 @@ def build_datasets(cfg):
     return train_ds, eval_ds, class_names, gt_coco, steps_per_epoch
 
 
-def train(cfg, resume=False, verbose="auto", out_dir=None):
-    """Train ``cfg`` end to end; returns the final COCO metrics (also written to
-    ``<out_dir>/eval.json``).
+def fit_plan(epochs, completed_epochs, global_step, steps_per_epoch):
+    """The ``model.fit`` calls that finish a run: ``[(epochs, initial_epoch, steps_per_epoch)]``.
 
-    Writes to ``out_dir`` (default ``cfg.out_dir``): ``checkpoints/`` (model, optimizer, epoch;
-    resumable), ``best.weights.h5`` (best AP), ``final.weights.h5``, ``config.json``,
-    ``logs/`` (TensorBoard: losses, lr, positives per task, AP).
+    A run stopped inside an epoch (SIGTERM checkpoint at ``global_step``) first trains the
+    steps left of that epoch, then the remaining full epochs.
     """
-    out_dir = out_dir or cfg.out_dir
+    plan = []
+    done = global_step - completed_epochs * steps_per_epoch
+    if done >= steps_per_epoch:  # stopped on the last step of an epoch: that epoch is complete
+        completed_epochs += done // steps_per_epoch
+        done %= steps_per_epoch
+    if 0 < done < steps_per_epoch and completed_epochs < epochs:
+        plan.append((completed_epochs + 1, completed_epochs, steps_per_epoch - done))
+        completed_epochs += 1
+    if completed_epochs < epochs:
+        plan.append((epochs, completed_epochs, steps_per_epoch))
+    return plan
+
+
+def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, callbacks=()):
+    """Train ``cfg`` end to end; returns the final COCO metrics (also written to
+    ``<run folder>/eval.json``, with ``run_dir``).
+
+    The run folder (``mgdet.rundir.resolve_run_dir``): ``out_dir`` if given (refused when not
+    empty unless ``resume`` or ``overwrite``), else ``cfg.train.out_dir``, else ``runs/<name>``
+    or, when that holds an earlier run, the next free ``runs/<name>-2``, ``-3``... ``resume``
+    continues it from its last checkpoint (by default the newest run of that name), with its
+    best AP and evaluation history. It receives ``checkpoints/`` (model, optimizer, epoch;
+    resumable), ``best.weights.h5`` (best AP), ``final.weights.h5``, ``config.json``,
+    ``eval.json``, ``train_state.json``, ``logs/`` (TensorBoard: losses, lr, positives, AP).
+
+    Raises:
+      mgdet.faults.TrainingDiverged: a non-finite loss or weights; nothing of that step or later
+        is saved, the last finite checkpoint stays.
+      mgdet.faults.TrainingPreempted: SIGTERM; a checkpoint was written at the step boundary.
+    """
+    out_dir = rundir.resolve_run_dir(cfg.name, out_dir or cfg.train.out_dir, resume=resume,
+                                     overwrite=overwrite)
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.precision != "float32":
@@ -199,30 +225,41 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
         model.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
         optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    _write_json(os.path.join(out_dir, "config.json"), {**cfg.to_dict(), "class_names": class_names})
+    write_json(os.path.join(out_dir, "config.json"), {**cfg.to_dict(), "class_names": class_names})
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=2)
-    initial_epoch = 0
     if resume:
         if not manager.latest_checkpoint:
             raise FileNotFoundError(f"--resume: no checkpoint under {manager.directory}; train "
                                     "without --resume first")
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        initial_epoch = int(epoch_var.numpy())
-        print(f"resumed from {manager.latest_checkpoint}: epoch {initial_epoch}, "
+        print(f"resumed from {manager.latest_checkpoint}: epoch {int(epoch_var.numpy())}, "
               f"step {int(optimizer.iterations.numpy())}")
+    completed = int(epoch_var.numpy())
+    guard = faults.RunGuard(steps_per_epoch, lambda: save_checkpoint(manager, optimizer))
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "eval"))
-    eval_cb = EvalCallback(cfg.train.eval_every, eval_ds, gt_coco, writer, out_dir)
-    callbacks = [LearningRateLogger(), CheckpointCallback(manager, epoch_var), eval_cb,
-                 data_stats.StatsCallback(),
-                 keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq="epoch",
-                                             write_graph=False)]
+    eval_cb = EvalCallback(cfg.train.eval_every, cfg.train.epochs, eval_ds, gt_coco, writer,
+                           out_dir, guard, state=rundir.load_state(out_dir, up_to_epoch=completed))
+    # Order matters: the guard first (it stops the run before anything is saved), evaluation
+    # before the checkpoint (a run killed between them redoes that epoch and its evaluation).
+    all_callbacks = [guard, LearningRateLogger(), eval_cb,
+                     CheckpointCallback(manager, epoch_var, guard), data_stats.StatsCallback(),
+                     keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"),
+                                                 update_freq="epoch", write_graph=False),
+                     *callbacks]
     start = time.perf_counter()
-    if initial_epoch < cfg.train.epochs:
-        model.fit(train_ds, epochs=cfg.train.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
-                  shuffle=False)
+    with guard.catch_sigterm():
+        for epochs, initial_epoch, steps in fit_plan(cfg.train.epochs, completed,
+                                                     int(optimizer.iterations.numpy()),
+                                                     steps_per_epoch):
+            model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=steps, callbacks=all_callbacks, verbose=verbose,
+                      shuffle=False)
+            if guard.stop is not None:
+                break
     train_seconds = time.perf_counter() - start
+    if guard.stop is not None:
+        _raise_stopped(guard.stop, cfg, out_dir, manager)
     atomic_save_weights(model, os.path.join(out_dir, FINAL_WEIGHTS))
     if eval_cb.last is not None and eval_cb.last[0] == cfg.train.epochs:
         metrics = eval_cb.last[1]  # the last epoch was just evaluated with these weights
@@ -230,8 +267,21 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
         metrics = evaluate(model, eval_ds, gt_coco)
     result = {**_scalars(metrics), "train_seconds": train_seconds, "epochs": cfg.train.epochs,
               "steps": int(optimizer.iterations.numpy()), "strategy": cfg.assign.strategy,
-              "history": eval_cb.history}
-    _write_json(os.path.join(out_dir, "eval.json"), result)
+              "history": eval_cb.history, "best_AP": eval_cb.best,
+              "best_epoch": eval_cb.best_epoch, "run_dir": out_dir}
+    write_json(os.path.join(out_dir, "eval.json"), result)
     print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics.get('num_images')} "
                                       f"held-out images (%)"))
+    print(f"outputs in {out_dir}: best.weights.h5, final.weights.h5, eval.json, checkpoints/, "
+          "logs/ (TensorBoard)")
     return result
+
+
+def _raise_stopped(stop, cfg, out_dir, manager):
+    """Print where the outputs are and raise the ``TrainingStopped`` of ``stop``."""
+    hint = f"the same command with --resume --out-dir {out_dir}"
+    message = faults.stop_message(stop, out_dir, manager.latest_checkpoint, hint)
+    print(f"outputs in {out_dir}: checkpoints/ (last: {manager.latest_checkpoint}), logs/")
+    if stop["reason"] == "sigterm":
+        raise faults.TrainingPreempted(message)
+    raise faults.TrainingDiverged(message)

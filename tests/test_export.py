@@ -124,7 +124,7 @@ def test_fresh_process_without_mgdet_gives_the_keras_detections(exported, tmp_pa
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["mgdet_imported"] is False
     assert info["meta"] == {"image_size": SIZE, "num_classes": 3, "max_detections": 40,
-                            "score_threshold": pytest.approx(0.05),
+                            "max_pixels": 40_000_000, "score_threshold": pytest.approx(0.05),
                             "nms_iou": pytest.approx(0.45)}
     out = np.load(tmp_path / "out.npz", allow_pickle=True)
     assert list(out["signatures"]) == ["serving_bytes", "serving_default"]
@@ -282,18 +282,130 @@ def test_run_export_loads_weights_and_overrides_settings(exported, tmp_path):
     model.save_weights(weights)
     cfg = load_config(None, {"name": "tiny", "model": {"image_size": SIZE, "width": 0.25,
                                                        "num_classes": 3},
-                             "data": {"class_names": CLASSES}})
+                             "data": {"class_names": CLASSES, "max_pixels": 1234567}})
     base = str(tmp_path / "saved_models")
     os.makedirs(os.path.join(base, "tiny", "2"))
+    stale = _plant_tmp_folders(os.path.join(base, "tiny"))
     path = export.run_export(cfg, weights, score_threshold=0.05, nms_iou=0.45, max_detections=40,
                              base_dir=base)
     assert path == os.path.join(base, "tiny", "3")
+    # The temporary folders of killed exports are gone; a running export's is left alone.
+    assert [os.path.exists(p) for p in stale] == [False, False, True]
     assert resolve_saved_model(os.path.join(base, "tiny")) == path
     loaded = tf.saved_model.load(path)
     images = _smooth_images(2, SIZE, SIZE, seed=8)
     out = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
         images=tf.constant(images)).items()}
     _assert_same(out, _keras_detect(model, images))  # the weights were loaded
+    assert int(loaded.metadata()["max_pixels"]) == 1234567
+
+
+def _plant_tmp_folders(parent):
+    """Temporary folders as exports leave them: killed (owner pid gone), killed by an older
+    version (no owner file, an hour old), running (owner: this process)."""
+    import socket
+    import time
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    paths = [os.path.join(parent, f".tmp-{k}-x") for k in ("killed", "old", "running")]
+    for path, owner in zip(paths, (dead, None, str(os.getpid()))):
+        os.makedirs(os.path.join(path, "model", "variables"))
+        if owner:
+            with open(os.path.join(path, export.OWNER_FILE), "w") as f:
+                f.write(f"{socket.gethostname()} {owner}")
+    os.utime(paths[1], (time.time() - 3600, time.time() - 3600))
+    return paths
+
+
+def _encoded(fmt, height, width, **kwargs):
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(_rng_images((height, width, 3), seed=height)).save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,kwargs", [("JPEG", {}), ("PNG", {}), ("GIF", {}), ("BMP", {}),
+                                        ("WEBP", {}), ("WEBP", {"lossless": True}),
+                                        ("WEBP", {"exif": b"Exif\x00\x00mgdet"})])
+def test_header_size_equals_the_decoded_size_and_the_limit_is_inclusive(fmt, kwargs):
+    for height, width in ((23, 37), (300, 17)):
+        data = _encoded(fmt, height, width, **kwargs)
+        decoded = tf.io.decode_image(data, channels=3, expand_animations=False).shape
+        assert [int(v) for v in export.header_size(tf.constant(data))] == [height, width]
+        assert tuple(decoded[:2]) == (height, width)
+        export._check_pixels(tf.constant(data), height * width)  # at the limit: accepted
+        with pytest.raises(tf.errors.InvalidArgumentError, match="larger than max_pixels"):
+            export._check_pixels(tf.constant(data), height * width - 1)
+
+
+def _bombs():
+    """Small files whose headers claim 20000 x 20000 pixels (1.2 GB decoded), made by patching
+    the size fields of real 16 x 16 images (PNG: IHDR + its CRC; JPEG: the SOF0 segment)."""
+    import struct
+    import zlib
+    png = bytearray(_encoded("PNG", 16, 16))
+    png[16:24] = struct.pack(">II", 20000, 20000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    jpeg = bytearray(_encoded("JPEG", 16, 16))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = struct.pack(">HH", 20000, 20000)
+    gif = bytearray(_encoded("GIF", 16, 16))
+    gif[6:10] = struct.pack("<HH", 20000, 20000)
+    bmp = bytearray(_encoded("BMP", 16, 16))
+    bmp[18:26] = struct.pack("<ii", 20000, -20000)
+    webp = bytearray(_encoded("WEBP", 16, 16, exif=b"Exif\x00\x00mgdet"))  # VP8X header
+    webp[24:30] = struct.pack("<I", 19999)[:3] + struct.pack("<I", 19999)[:3]
+    return {"png": bytes(png), "jpeg": bytes(jpeg), "gif": bytes(gif), "bmp": bytes(bmp),
+            "webp": bytes(webp)}
+
+
+_BOMBS = textwrap.dedent("""
+    import json, resource, sys, time
+    import numpy as np
+    import tensorflow as tf
+    loaded = tf.saved_model.load(sys.argv[1])
+    serve = loaded.signatures["serving_bytes"]
+    inputs = np.load(sys.argv[2], allow_pickle=True)
+    result = {"ok": int(serve(image_bytes=tf.constant([inputs["ok"].item()]))["num_detections"]
+                        .shape[0])}
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name in inputs.files:
+        if name == "ok":
+            continue
+        start = time.perf_counter()
+        try:
+            serve(image_bytes=tf.constant([inputs[name].item()]))
+            result[name] = "accepted"
+        except tf.errors.InvalidArgumentError as err:
+            result[name] = " ".join(err.message.split())
+        result[name + "_seconds"] = time.perf_counter() - start
+    result["extra_rss_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    result["mgdet_imported"] = any(m.split(".")[0] == "mgdet" for m in sys.modules)
+    print(json.dumps(result))
+""")
+
+
+def test_serving_bytes_refuses_decompression_bombs_before_decoding(exported, tmp_path):
+    bombs = _bombs()
+    assert all(len(b) < 1500 for b in bombs.values()), {k: len(b) for k, b in bombs.items()}
+    np.savez(tmp_path / "bombs.npz", ok=np.array(_encoded("PNG", 300, 17), dtype=object),
+             **{k: np.array(v, dtype=object) for k, v in bombs.items()})
+    script = tmp_path / "bombs.py"
+    script.write_text(_BOMBS)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.run([sys.executable, str(script), exported["path"],
+                           str(tmp_path / "bombs.npz")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["mgdet_imported"] is False and info["ok"] == 1
+    for name in bombs:  # the assertion's message, with the product height x width it read
+        assert "image larger than max_pixels = 40000000" in info[name], info[name]
+        assert "400000000" in info[name], info[name]
+        assert info[name + "_seconds"] < 5, info
+    assert info["extra_rss_mb"] < 300, info  # nothing near the 1.2 GB of a decoded image
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,9 +27,18 @@ def test_train_resume_continues_from_the_right_step(tmp_path):
     for name in ("final.weights.h5", "best.weights.h5", "config.json", "eval.json"):
         assert (tmp_path / name).is_file(), name
     assert 0.0 <= first["AP"] <= 1.0 and len(first["history"]) == 1
+    best = (tmp_path / "best.weights.h5").read_bytes()
+    state = json.loads((tmp_path / "train_state.json").read_text())
+    assert state["best_epoch"] == 1 and state["best_ap"] == pytest.approx(first["AP"])
+    state["best_ap"] = 0.99  # as if epoch 1 had been excellent: epoch 2 must not replace it
+    (tmp_path / "train_state.json").write_text(json.dumps(state))
     resumed = train(tiny_config(tmp_path, "train.epochs=2"), resume=True, verbose=0)
     assert resumed["steps"] == 8  # optimizer iterations restored: 4 + 4 more
-    assert [h["epoch"] for h in resumed["history"]] == [2]  # only the new epoch ran
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]  # the history is kept
+    assert resumed["best_AP"] == 0.99 and resumed["best_epoch"] == 1
+    assert (tmp_path / "best.weights.h5").read_bytes() == best
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert [h["epoch"] for h in saved["history"]] == [1, 2] and saved["best_AP"] == 0.99
     assert os.path.isdir(tmp_path / "logs")
 
 
@@ -43,7 +52,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     ("model.arhc=fssd", "unknown config key 'model.arhc'"),
     ("train.epochs=many", "'train.epochs' must be an integer"),
     ("assign.strategy=both", "'assign.strategy' is 'both'"),
-    ("assign.sigma=0.5", "assign.sigma must be > 1"),
+    ("assign.sigma=0.5", "'assign.sigma' must be a finite number in (1, 100]"),
     ("model.image_size=300", "multiple of 64"),
     ("model.arch=rfbnet", "VGG16 only"),
 ])
@@ -82,3 +91,114 @@ def test_cli_missing_config_and_dataset_are_clear_errors(tmp_path):
     out = _cli("train", "--set", "data.source=voc", "--set", f"data.root={tmp_path / 'VOCdevkit'}",
                "--set", "model.num_classes=20")
     assert out.returncode == 2 and "VOCdevkit" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- faults: NaN, SIGTERM, run folders, resumed best AP (issue: nothing is lost) ---------------
+
+FAST = ["model.image_size=64", "model.width=0.25", "data.num_train=16", "data.num_eval=4",
+        "data.max_objects=10", "train.batch_size=4", "train.warmup_steps=0",
+        "eval.batch_size=4", "eval.max_detections=20"]
+
+
+def _checkpoint_weights(run, step, cfg):
+    """The model weights stored in ``<run>/checkpoints/ckpt-<step>``."""
+    import mgdet
+    import tensorflow as tf
+    model = mgdet.build_model(cfg, num_classes=3)
+    model(tf.zeros([1, 64, 64, 3]), training=False)
+    tf.train.Checkpoint(model=model).restore(
+        os.path.join(run, "checkpoints", f"ckpt-{step}")).expect_partial()
+    return [w.numpy() for w in model.weights]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
+    import keras
+    from mgdet.faults import TrainingDiverged
+    from mgdet.train import train
+
+    class PoisonAt(keras.callbacks.Callback):  # a NaN weight before step 2 of epoch 2
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.epoch == 1 and batch == 1:
+                kernel = self.model.trainable_weights[0]
+                kernel.assign(kernel.numpy() * np.float32("nan"))
+
+    cfg = load_config(os.path.join(ROOT, "configs", "default.yaml"),
+                      FAST + ["train.epochs=3", "train.eval_every=0"])
+    with pytest.raises(TrainingDiverged) as err:
+        train(cfg, verbose=0, out_dir=str(tmp_path), callbacks=[PoisonAt()])
+    message = str(err.value)
+    assert "loss nan" in message and "epoch 2, step 2 of this epoch (global step 6)" in message
+    assert "ckpt-4 is kept" in message
+    ckpts = sorted(f for f in os.listdir(tmp_path / "checkpoints") if f.endswith(".index"))
+    assert ckpts == ["ckpt-4.index"]  # nothing saved at or after the NaN
+    assert all(np.isfinite(w).all() for w in _checkpoint_weights(str(tmp_path), 4, cfg))
+    for name in ("final.weights.h5", "best.weights.h5", "eval.json"):
+        assert not (tmp_path / name).exists(), name
+
+
+def test_clip_norm_clips_the_global_gradient_norm():
+    import tensorflow as tf
+    from mgdet.optim import build_optimizer
+    cfg = load_config(None, ["train.optimizer=sgd", "train.lr=0.1", "train.min_lr=0.1",
+                             "train.warmup_steps=0", "train.momentum=0", "train.weight_decay=0",
+                             "train.clip_norm=0.5"])
+    opt = build_optimizer(cfg.train, total_steps=10)
+    a, b = tf.Variable(np.zeros(3, np.float32)), tf.Variable(np.zeros(2, np.float32))
+    grads = [tf.constant([3.0, 4.0, 0.0]), tf.constant([0.0, 12.0])]  # global norm 13
+    opt.apply_gradients(zip(grads, [a, b]))
+    step = np.concatenate([a.numpy(), b.numpy()])
+    np.testing.assert_allclose(np.linalg.norm(step), 0.1 * 0.5, rtol=1e-5)
+    np.testing.assert_allclose(step, -0.1 * 0.5 / 13 * np.array([3, 4, 0, 0, 12]), rtol=1e-5)
+
+
+def test_sigterm_checkpoints_at_the_step_exits_cleanly_and_resume_finishes(tmp_path):
+    import re
+    import signal
+    import time
+    run = tmp_path / "run"
+    sets = [a for s in FAST + ["train.epochs=200", "train.eval_every=0"] for a in ("--set", s)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), "train", *sets,
+                             "--out-dir", str(run)], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "checkpoint").exists() and proc.poll() is None:
+        assert time.time() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    found = re.search(r"stopped by SIGTERM at epoch (\d+), step (\d+) of this epoch \(global step "
+                      r"(\d+)\): checkpoint (\S+) written", err)
+    assert found, err[-2000:]
+    epoch, step, global_step = (int(found.group(i)) for i in (1, 2, 3))
+    assert epoch >= 2 and 1 <= step <= 4 and global_step == 4 * (epoch - 1) + step
+    assert found.group(4).endswith(f"ckpt-{global_step}")
+    assert (run / "checkpoints" / f"ckpt-{global_step}.index").is_file()
+    assert not (run / "final.weights.h5").exists()
+    # --resume finishes the interrupted epoch (the steps it had left) and stops there.
+    from mgdet.train import train
+    cfg = load_config(os.path.join(ROOT, "configs", "default.yaml"),
+                      FAST + [f"train.epochs={epoch}", "train.eval_every=0"])
+    result = train(cfg, resume=True, verbose=0, out_dir=str(run))
+    assert result["steps"] == 4 * epoch and (run / "final.weights.h5").is_file()
+
+
+def test_cli_refuses_a_used_out_dir_and_an_existing_export_version(tmp_path, capsys,
+                                                                   monkeypatch):
+    import cli
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "eval.json").write_text("{}")
+    assert cli.main(["train", "--out-dir", str(tmp_path / "used")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not empty" in err[0] and "--overwrite" in err[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "saved_models" / "default" / "1").mkdir(parents=True)
+    (tmp_path / "saved_models" / "default" / "1" / "saved_model.pb").write_text("")
+    assert cli.main(["export", "--version", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0] and "--version" in err[0]
