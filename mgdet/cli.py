@@ -111,12 +111,6 @@ def eval_output_path(weights):
     return os.path.join(os.path.dirname(os.path.abspath(weights)), name + ".eval.json")
 
 
-def _print_outputs(folder):
-    """The closing line of a command: where its outputs are, and what they are."""
-    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    print(f"outputs in {os.path.abspath(folder)}" + (f": {', '.join(names)}" if names else ""))
-
-
 def cmd_train(args):
     extra = []
     if args.strategy:
@@ -138,8 +132,7 @@ def cmd_train(args):
         print(config_to_yaml(cfg), end="")
         return
     from mgdet.train import train
-    result = train(cfg, resume=args.resume, out_dir=args.out_dir, overwrite=args.overwrite) or {}
-    _print_outputs(result.get("out_dir", cfg.out_dir))
+    train(cfg, resume=args.resume, out_dir=args.out_dir, overwrite=args.overwrite)  # says where
 
 
 def cmd_eval(args):

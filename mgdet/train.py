@@ -272,7 +272,7 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     write_json(os.path.join(out_dir, "eval.json"), result)
     print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics.get('num_images')} "
                                       f"held-out images (%)"))
-    print(f"outputs in {out_dir}: best.weights.h5, final.weights.h5, eval.json, checkpoints/, "
+    print(f"outputs in {os.path.abspath(out_dir)}: best.weights.h5, final.weights.h5, eval.json, checkpoints/, "
           "logs/ (TensorBoard)")
     return result
 
@@ -281,7 +281,7 @@ def _raise_stopped(stop, cfg, out_dir, manager):
     """Print where the outputs are and raise the ``TrainingStopped`` of ``stop``."""
     hint = f"the same command with --resume --out-dir {out_dir}"
     message = faults.stop_message(stop, out_dir, manager.latest_checkpoint, hint)
-    print(f"outputs in {out_dir}: checkpoints/ (last: {manager.latest_checkpoint}), logs/")
+    print(f"outputs in {os.path.abspath(out_dir)}: checkpoints/ (last: {manager.latest_checkpoint}), logs/")
     if stop["reason"] == "sigterm":
         raise faults.TrainingPreempted(message)
     raise faults.TrainingDiverged(message)
