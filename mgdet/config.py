@@ -21,6 +21,7 @@ SOURCES = ("synthetic", "voc", "coco", "tfds", "coco_json", "voc_xml")
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("sgd", "adamw")
+AUGMENT_MODES = ("ssd", "paper", "none")
 
 
 class ConfigError(ValueError):
@@ -71,8 +72,10 @@ class DataConfig:
     num_eval: int = 300  # synthetic: held-out images
     seed: int = 0  # synthetic generation / shuffling / augmentation seed
     max_objects: int = 50  # M_max: objects per image kept (more are truncated with a warning)
-    augment: bool = True  # SSD augmentation for training
-    max_expand: float = 4.0  # SSD zoom-out: largest canvas / image ratio (1 disables zoom-out)
+    # training augmentation: ssd (SSD's, photometric after the crop) | paper (the authors' order,
+    # random interpolation, 1% box drop) | none; true / false mean ssd / none
+    augment: str = field(default="ssd", metadata={"coerce": "augment"})
+    max_expand: float = 4.0  # zoom-out: largest canvas / image ratio (1 disables zoom-out)
     cache: bool = False  # cache decoded images in memory
 
 
@@ -180,6 +183,8 @@ def _build(cls, values, prefix):
                               f"{', '.join(sorted(fields))}")
         if dataclasses.is_dataclass(hints[key]):
             kwargs[key] = _build(hints[key], value, path)
+        elif fields[key].metadata.get("coerce") == "augment" and isinstance(value, bool):
+            kwargs[key] = "ssd" if value else "none"
         else:
             kwargs[key] = _coerce(value, hints[key], path)
     return cls(**kwargs)
@@ -213,6 +218,7 @@ def validate(cfg):
         raise ConfigError(f"need 0 < assign.neg_iou <= assign.pos_iou <= 1, got "
                           f"{a.neg_iou} and {a.pos_iou}")
     _check_choice(d.source, SOURCES, "data.source")
+    _check_choice(d.augment, AUGMENT_MODES, "data.augment")
     if d.max_expand < 1:
         raise ConfigError(f"data.max_expand must be >= 1, got {d.max_expand}")
     for key in ("max_objects", "num_train", "num_eval"):

@@ -151,7 +151,7 @@ def build_datasets(cfg):
     train_ds = data_pipeline.make_dataset(
         train_src, m.image_size, cfg.train.batch_size, d.max_objects, training=True,
         seed=d.seed, cache=d.cache,
-        augment={"max_expand": d.max_expand, "expand": d.max_expand > 1} if d.augment else False)
+        augment={"mode": d.augment, "max_expand": d.max_expand})
     eval_ds, gt_coco = build_eval_dataset(cfg)
     return train_ds, eval_ds, class_names, gt_coco
 
