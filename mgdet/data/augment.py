@@ -391,7 +391,8 @@ def resize_with(image, size_hw, method_index, methods=PAPER_INTERPOLATIONS):
 
 
 def paper_augment(image, boxes, labels, seed, output_size, max_expand=4.0, expand_p=0.6,
-                  min_ious=PAPER_CROP_MIN_IOUS, min_size=0.01, mean=MEAN_RGB, extras=None):
+                  min_ious=PAPER_CROP_MIN_IOUS, min_size=0.01, mean=MEAN_RGB, photometric=True,
+                  extras=None):
     """The authors' training transform (``data/data_augment.py`` of MutualGuide), in graph mode.
 
     1. crop (:func:`paper_crop_window`), boxes whose centre left it dropped, the rest clipped;
@@ -421,6 +422,7 @@ def paper_augment(image, boxes, labels, seed, output_size, max_expand=4.0, expan
       min_ious: crop modes (see :data:`PAPER_CROP_MIN_IOUS`).
       min_size: boxes whose shorter normalized side is <= this are dropped.
       mean: RGB fill colour of the canvas.
+      photometric: apply step 2.
       extras: optional dict of other per-box ``[K, ...]`` tensors, filtered like ``labels``.
     Returns:
       ``(image float32 [S, S, 3] in [0, 255], boxes [K', 4], labels [K'])`` (+ the filtered
@@ -453,7 +455,8 @@ def paper_augment(image, boxes, labels, seed, output_size, max_expand=4.0, expan
     px0, py0, px1, py1 = tf.unstack(paper_expand_placement(seeds[2], ch, cw, size, expand_p,
                                                            max_expand))
     patch = resize_with(crop, tf.stack([py1 - py0, px1 - px0]), method)
-    patch = photometric_distort(patch, seeds[3], hue_delta=0.1)
+    if photometric:
+        patch = photometric_distort(patch, seeds[3], hue_delta=0.1)
     mean_t = tf.constant(mean, tf.float32)
     out = tf.pad(patch - mean_t, [[py0, size - py1], [px0, size - px1], [0, 0]]) + mean_t
     place = tf.cast(tf.stack([px0, py0, px1, py1]), tf.float32) / size

@@ -31,7 +31,7 @@ DEFAULT_AUGMENT = dict(photometric=True, expand=True, max_expand=4.0, crop=True,
 AUGMENT_MODES = {
     "ssd": (aug.ssd_augment, DEFAULT_AUGMENT, {"mean", "min_ious", "max_trials", "exact_hsv"}),
     "paper": (aug.paper_augment, dict(max_expand=4.0, expand_p=0.6),
-              {"mean", "min_ious", "min_size"}),
+              {"mean", "min_ious", "min_size", "photometric"}),
 }
 
 
