@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""mgdet command line: train | eval | export | predict | show-assign.
+"""mgdet command line: train | eval | export | predict | show-assign | convert-weights.
 
     python cli.py train                                  # default config, embedded dataset
     python cli.py train --config configs/retinanet_resnet18_voc.yaml --strategy iou
@@ -7,6 +7,7 @@
     python cli.py export --config configs/default.yaml --weights runs/default/final.weights.h5
     python cli.py predict --model saved_models/default images/
     python cli.py show-assign --config configs/default.yaml --images 4
+    python cli.py convert-weights resnet18-f37072fd.pth weights/resnet18_imagenet.npz
 """
 import argparse
 import json
@@ -106,6 +107,17 @@ def cmd_show_assign(args):
                     out_dir=args.out_dir)
 
 
+def cmd_convert_weights(args):
+    from mgdet.models.convert_weights import WeightsError, convert
+    try:
+        arch, count = convert(args.src, args.dst, args.arch)
+    except WeightsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {args.dst}: {count} arrays of torchvision's {arch} (model.backbone: {arch}); "
+          f"use it as model.weights")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="cli.py", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -150,6 +162,13 @@ def build_parser():
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--out-dir", default="runs/show_assign")
     p.set_defaults(func=cmd_show_assign)
+
+    p = sub.add_parser("convert-weights", help="torchvision ImageNet resnet18 / vgg16_bn weights "
+                       "(.pth or .safetensors) -> backbone .npz for model.weights")
+    p.add_argument("src", help="torchvision state dict, e.g. resnet18-f37072fd.pth")
+    p.add_argument("dst", help="output .npz, e.g. weights/resnet18_imagenet.npz")
+    p.add_argument("--arch", choices=["resnet18", "vgg16"], help="default: from the names")
+    p.set_defaults(func=cmd_convert_weights)
     return parser
 
 

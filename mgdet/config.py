@@ -209,8 +209,8 @@ def validate(cfg):
     if m.num_classes is not None and m.num_classes < 1:
         raise ConfigError(f"model.num_classes must be >= 1, got {m.num_classes}")
     if m.weights is not None and not os.path.exists(m.weights):
-        raise ConfigError(f"model.weights file {m.weights!r} does not exist: give the path of a "
-                          "backbone weights file, or remove the key for random init")
+        from mgdet.models.convert_weights import missing_weights_message
+        raise ConfigError("model.weights: " + missing_weights_message(m.weights, m.backbone))
     _check_choice(a.strategy, STRATEGIES, "assign.strategy")
     if not a.sigma > 1:
         raise ConfigError(f"assign.sigma must be > 1 (paper Eq. 1), got {a.sigma}")
