@@ -208,3 +208,26 @@ def test_missing_or_unconverted_weights_say_how_to_make_them(tmp_path, capsys):
         cli.main(["convert-weights", raw, str(tmp_path / "out.npz")])
     assert exit_info.value.code == 2
     assert "lacks" in capsys.readouterr().err
+
+
+def test_paper_configs_name_the_converted_file_and_the_authors_augmentation(tmp_path,
+                                                                            monkeypatch):
+    import glob
+    import os
+    paths = sorted(glob.glob(os.path.join(os.path.dirname(cli.__file__), "configs", "*_voc.yaml"))
+                   + glob.glob(os.path.join(os.path.dirname(cli.__file__), "configs", "*_coco.yaml")))
+    assert len(paths) == 10
+    weights = tmp_path / "w.npz"
+    weights.write_bytes(b"")
+    for path in paths:
+        text = open(path).read()
+        cfg = load_config(path, [f"model.weights={weights}"])
+        assert cfg.data.augment == "paper", path
+        named = f"weights/{cfg.model.backbone}_imagenet.npz"
+        assert f"weights: {named}" in text, path
+        url = cw.TORCHVISION_URLS[cfg.model.backbone]
+        assert f"convert-weights {url.rsplit('/', 1)[1]} {named}" in text and url in text, path
+        monkeypatch.chdir(tmp_path)   # no weights/ folder here
+        with pytest.raises(ConfigError, match=f"convert-weights .* {named}"):
+            load_config(path)
+        monkeypatch.undo()
