@@ -1,6 +1,10 @@
-"""SSD data augmentation as pure TF ops (graph mode, stateless random, no ``py_function``).
+"""Training augmentation as pure TF ops (graph mode, stateless random, no ``py_function``).
 
-The training transform of SSD (Liu et al. 2016), as in the authors' code:
+Two transforms (``data.augment``): :func:`ssd_augment` (``"ssd"``, below) and
+:func:`paper_augment` (``"paper"``: the authors' order — crop, photometric, zoom-out with aspect
+jitter, flip, resize with a random interpolation, 1% box drop — see its docstring).
+
+``ssd_augment`` is the training transform of SSD (Liu et al. 2016):
 
 1. photometric distortion — random brightness, contrast, saturation and hue, each applied with
    probability 1/2 (composed into one affine colour transform, see
