@@ -231,3 +231,14 @@ def test_paper_configs_name_the_converted_file_and_the_authors_augmentation(tmp_
         with pytest.raises(ConfigError, match=f"convert-weights .* {named}"):
             load_config(path)
         monkeypatch.undo()
+
+
+def test_a_trained_run_does_not_need_its_imagenet_starting_file(tmp_path):
+    import json
+
+    from mgdet.predict import _config_beside
+    values = {**load_config(None).to_dict(), "class_names": ["a", "b"]}
+    values["model"]["weights"] = str(tmp_path / "deleted_since" / "resnet18_imagenet.npz")
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    loaded, names = _config_beside(str(tmp_path / "final.weights.h5"))
+    assert loaded.model.weights is None and names == ["a", "b"]
