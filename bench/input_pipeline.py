@@ -4,7 +4,8 @@
 
 Rows: the embedded synthetic dataset (in memory) and VOC-like JPEG files on disk (written to a
 temporary VOCdevkit: 500x375 JPEGs + XML, so decoding is included), each through the training
-pipeline with full SSD augmentation, without the photometric step, resize only, and the eval
+pipeline with full SSD augmentation, the authors' (``augment="paper"``), without the photometric
+step, resize only, and the eval
 pipeline. Also times the synthetic generator itself. Prints a table and writes
 bench/results/input_pipeline.json.
 
@@ -29,6 +30,7 @@ from mgdet.data.pipeline import make_dataset  # noqa: E402
 
 VARIANTS = {
     "train_full_aug": dict(training=True),
+    "train_paper_aug": dict(training=True, augment="paper"),
     "train_no_photometric": dict(training=True, augment={"photometric": False}),
     "train_resize_only": dict(training=True, augment=False),
     "eval": dict(training=False),

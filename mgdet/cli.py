@@ -1,4 +1,4 @@
-"""mgdet command line: train | eval | export | predict | show-assign.
+"""mgdet command line: train | eval | export | predict | show-assign | convert-weights.
 
 Installed as the ``mgdet`` command (``python cli.py`` in a checkout is the same):
 
@@ -9,6 +9,7 @@ Installed as the ``mgdet`` command (``python cli.py`` in a checkout is the same)
     mgdet export --config default --weights runs/default/final.weights.h5
     mgdet predict --model saved_models/default images/
     mgdet show-assign --config default --images 4
+    mgdet convert-weights resnet18-f37072fd.pth weights/resnet18_imagenet.npz
 """
 import argparse
 import contextlib
@@ -178,6 +179,17 @@ def cmd_show_assign(args):
     print(f"wrote {len(results)} pictures to {args.out_dir}")
 
 
+def cmd_convert_weights(args):
+    from mgdet.models.convert_weights import WeightsError, convert
+    try:
+        arch, count = convert(args.src, args.dst, args.arch)
+    except WeightsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {args.dst}: {count} arrays of torchvision's {arch} (model.backbone: {arch}); "
+          f"use it as model.weights")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="mgdet", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -238,6 +250,13 @@ def build_parser():
     p.add_argument("--out-dir", default="runs/show_assign",
                    help="folder of the pictures (default: %(default)s)")
     p.set_defaults(func=cmd_show_assign)
+
+    p = sub.add_parser("convert-weights", help="torchvision ImageNet resnet18 / vgg16_bn weights "
+                       "(.pth or .safetensors) -> backbone .npz for model.weights")
+    p.add_argument("src", help="torchvision state dict, e.g. resnet18-f37072fd.pth")
+    p.add_argument("dst", help="output .npz, e.g. weights/resnet18_imagenet.npz")
+    p.add_argument("--arch", choices=["resnet18", "vgg16"], help="default: from the names")
+    p.set_defaults(func=cmd_convert_weights)
     return parser
 
 

@@ -25,6 +25,7 @@ SOURCES = tuple(_SOURCE_TABLE)  # data.source values: the table of mgdet.data
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("sgd", "adamw")
+AUGMENT_MODES = ("ssd", "paper", "none")
 
 
 class ConfigError(ValueError):
@@ -75,8 +76,10 @@ class DataConfig:
     num_eval: int = 300  # synthetic: held-out images
     seed: int = 0  # synthetic generation / shuffling / augmentation seed
     max_objects: int = 50  # M_max: objects per image kept (more are truncated with a warning)
-    augment: bool = True  # SSD augmentation for training
-    max_expand: float = 4.0  # SSD zoom-out: largest canvas / image ratio (1 disables zoom-out)
+    # training augmentation: ssd (SSD's, photometric after the crop) | paper (the authors' order,
+    # random interpolation, 1% box drop) | none; true / false mean ssd / none
+    augment: str = field(default="ssd", metadata={"coerce": "augment"})
+    max_expand: float = 4.0  # zoom-out: largest canvas / image ratio (1 disables zoom-out)
     cache: bool = False  # cache decoded images in memory
     max_pixels: int = 40_000_000  # refuse larger images (decompression bombs): counted skip in training, error in serving
 
@@ -186,6 +189,8 @@ def _build(cls, values, prefix):
                               f"{', '.join(sorted(fields))}")
         if dataclasses.is_dataclass(hints[key]):
             kwargs[key] = _build(hints[key], value, path)
+        elif fields[key].metadata.get("coerce") == "augment" and isinstance(value, bool):
+            kwargs[key] = "ssd" if value else "none"
         else:
             kwargs[key] = _coerce(value, hints[key], path)
     return cls(**kwargs)
@@ -293,6 +298,7 @@ def validate(cfg):
     _check_choice(m.backbone, BACKBONES, "model.backbone")
     _check_choice(a.strategy, STRATEGIES, "assign.strategy")
     _check_choice(d.source, SOURCES, "data.source")
+    _check_choice(d.augment, AUGMENT_MODES, "data.augment")
     _check_choice(t.optimizer, OPTIMIZERS, "train.optimizer")
     _check_choice(t.distribute, DISTRIBUTE, "train.distribute")
     _check_choice(t.precision, PRECISION, "train.precision")
@@ -303,8 +309,8 @@ def validate(cfg):
     if m.image_size % 64:
         raise ConfigError(f"model.image_size must be a positive multiple of 64, got {m.image_size}")
     if m.weights is not None and not os.path.exists(m.weights):
-        raise ConfigError(f"model.weights file {m.weights!r} does not exist: give the path of a "
-                          "backbone weights file, or remove the key for random init")
+        from mgdet.models.convert_weights import missing_weights_message
+        raise ConfigError("model.weights: " + missing_weights_message(m.weights, m.backbone))
     if a.sigma <= 1:
         raise ConfigError(f"assign.sigma must be > 1 (paper Eq. 1), got {a.sigma}")
     if a.neg_iou > a.pos_iou:

@@ -49,6 +49,8 @@ def _config_beside(weights):
     with open(path) as f:
         values = json.load(f)
     names = values.pop("class_names", None)
+    # the run's weights hold the trained backbone: its ImageNet starting file is not needed
+    values.get("model", {})["weights"] = None
     return config_from_dict(values), names
 
 
@@ -98,7 +100,9 @@ def load_detector(config=None, weights=None, class_names=None, **eval_overrides)
     if overrides:
         config = replace(config, eval=overrides)
     class_names = list(class_names) if class_names else class_names_of(config, weights)
-    model = build_model(config, num_classes=len(class_names))
+    # trained weights replace the backbone's ImageNet starting weights: do not read those
+    model = build_model(replace(config, model={"weights": None}) if weights else config,
+                        num_classes=len(class_names))
     size = config.model.image_size
     model(tf.zeros([1, size, size, 3], tf.float32), training=False)  # create the variables
     if weights:

@@ -165,7 +165,7 @@ def build_datasets(cfg):
     train_ds = data_pipeline.make_dataset(
         source.dataset("train", shuffle=True), m.image_size, cfg.train.batch_size, d.max_objects,
         training=True, seed=d.seed, cache=d.cache, repeat=True,
-        augment={"max_expand": d.max_expand, "expand": d.max_expand > 1} if d.augment else False)
+        augment={"mode": d.augment, "max_expand": d.max_expand})
     eval_ds, gt_coco = build_eval_dataset(cfg, source)
     for split in ("train", "eval"):
         report = {k: v for k, v in source.report(split).items() if v}

@@ -142,3 +142,148 @@ def test_identity_resample_equals_resize():
         np.testing.assert_allclose(a.numpy(), aug.resize(img, size).numpy(), atol=0.01)
     flipped = aug.resample(img, tf.constant([0.0, 0.0, 1.0, 1.0]), tf.constant(True), 96)
     np.testing.assert_allclose(flipped.numpy(), aug.resize(img[:, ::-1], 96).numpy(), atol=0.01)
+
+
+# --- the authors' augmentation (data.augment: paper) ------------------------------------------
+
+WHITE = (255.0, 255.0, 255.0)  # zoom-out fill far from every painted colour and the background
+
+
+@tf.function(reduce_retracing=True)
+def _paper(image, boxes, labels, seed):
+    return aug.paper_augment(image, boxes, labels, seed, 96, photometric=False, mean=WHITE)
+
+
+@pytest.mark.parametrize("case", range(30))
+def test_paper_boxes_match_the_transformed_pixels(case):
+    """Whatever the crop, zoom-out, flip and interpolation drawn, each box returned is where its
+    rectangle's colour is in the output; a box disappears only when the crop cut its centre off
+    or it became too small."""
+    rng = np.random.default_rng(100 + case)
+    img, boxes, labels = _painted_image(rng)
+    out, new_boxes, new_labels = _paper(img, boxes, labels, tf.constant([case, 7], tf.int64))
+    out, new_boxes, new_labels = out.numpy(), new_boxes.numpy(), new_labels.numpy()
+    assert out.shape == (96, 96, 3) and 0 <= out.min() and out.max() <= 255
+    assert len(new_labels) and np.all(new_boxes >= 0) and np.all(new_boxes <= 1)
+    assert np.all(np.minimum(new_boxes[:, 2] - new_boxes[:, 0], new_boxes[:, 3] - new_boxes[:, 1])
+                  > 0.01) or np.array_equal(new_boxes, boxes)   # the 1% rule (or the fallback)
+    assert len(set(new_labels)) == len(new_labels) and set(new_labels) <= set(labels)
+    for box, label in zip(new_boxes, new_labels):
+        px = box * 96   # (mostly-covered pixels: grey, where fill meets black, is not red)
+        if min(px[2] - px[0], px[3] - px[1]) < 3:
+            continue
+        region = np.abs(out - COLOURS[label].astype(np.float32)).max(axis=-1) < 0.35 * 255
+        ys, xs = np.nonzero(region)
+        assert len(xs), (case, box)
+        measured = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+        np.testing.assert_allclose(measured, px, atol=1.5, err_msg=f"case {case} label {label}")
+    # what is left of a dropped rectangle was cut by the crop: it touches the crop's border, i.e.
+    # the output's border or the (white) zoom-out fill
+    fill = np.pad(out.min(axis=-1) > 200, 1, constant_values=True)
+    near_fill = np.zeros_like(fill)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            near_fill |= np.roll(fill, (dy, dx), axis=(0, 1))
+    for label in set(labels) - set(new_labels):
+        region = np.abs(out - COLOURS[label].astype(np.float32)).max(axis=-1) < 0.35 * 255
+        if region.sum() > 4:
+            assert (region & near_fill[1:-1, 1:-1]).any(), (case, label)
+
+
+def test_paper_same_seed_same_output_and_seed_matters():
+    img, boxes, labels = _painted_image(np.random.default_rng(3))
+    outs = [aug.paper_augment(img, boxes, labels, tf.constant([s, 2], tf.int64), 64)
+            for s in (5, 5, 6)]
+    for a, b in zip(outs[0], outs[1]):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(outs[0][0].numpy(), outs[2][0].numpy())
+
+
+def _np_iou(window, boxes):
+    lt = np.maximum(window[:2], boxes[:, :2])
+    rb = np.minimum(window[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+    union = np.prod(window[2:] - window[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) - inter
+    return inter / union
+
+
+@pytest.mark.parametrize("min_iou", [0.1, 0.3, 0.5])
+def test_paper_crop_every_object_reaches_the_min_iou(min_iou):
+    """The window's IoU with EVERY object is >= the mode's minimum (SSD's own rule needs only one),
+    a centre is inside, and the window has the sampler's scale and aspect."""
+    rng = np.random.default_rng(int(min_iou * 10))
+    height, width = 300, 400
+    cropped = 0
+    for s in range(40):
+        xy = rng.uniform(0.05, 0.45, (2, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(0.3, 0.5, (2, 2))], 1).astype(np.float32)
+        x0, y0, w, h = aug.paper_crop_window(tf.constant(boxes), tf.constant([s, 11]), height,
+                                             width, min_ious=(min_iou,)).numpy()
+        if (x0, y0, w, h) == (0, 0, width, height):
+            continue
+        cropped += 1
+        assert 0 <= x0 and x0 + w <= width and 0 <= y0 and y0 + h <= height
+        window = np.array([x0 / width, y0 / height, (x0 + w) / width, (y0 + h) / height])
+        assert _np_iou(window, boxes).min() >= min_iou - 1e-6, (s, window)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        assert np.any(np.all((centres > window[:2]) & (centres < window[2:]), axis=1))
+        fw, fh = window[2:] - window[:2]
+        assert 0.3 ** 2 - 0.02 <= fw * fh <= 1 and 0.5 - 0.02 <= fw / fh <= 2 + 0.02
+    assert cropped >= 10
+
+
+def test_paper_crop_impossible_rule_keeps_the_whole_image():
+    # Two far-apart objects: no window can overlap both with IoU >= 0.5.
+    boxes = tf.constant([[0.0, 0.0, 0.2, 0.2], [0.8, 0.8, 1.0, 1.0]])
+    for s in range(10):
+        window = aug.paper_crop_window(boxes, tf.constant([s, 0]), 100, 100, min_ious=(0.5,))
+        np.testing.assert_array_equal(window.numpy(), [0, 0, 100, 100])
+
+
+def test_paper_drops_boxes_of_1_percent_and_falls_back_to_the_original():
+    img = np.random.default_rng(0).integers(0, 255, (200, 200, 3)).astype(np.uint8)
+    tiny = np.array([[0.5, 0.5, 0.502, 0.503]], np.float32)     # < 1% even at the largest zoom-in
+    both = np.concatenate([np.array([[0.1, 0.2, 0.7, 0.9]], np.float32), tiny])
+    resized = [aug.resize_with(img, tf.constant([64, 64]), tf.constant(i)).numpy()
+               for i in range(len(aug.PAPER_INTERPOLATIONS))]
+    outcomes = set()
+    for s in range(12):
+        seed = tf.constant([s, 5])
+        out, b, l = aug.paper_augment(img, tiny, np.array([3], np.int32), seed, 64)
+        np.testing.assert_array_equal(b.numpy(), tiny)           # all the original boxes ...
+        np.testing.assert_array_equal(l.numpy(), [3])
+        assert min(np.abs(out.numpy() - r).max() for r in resized) < 1e-3  # ... on the original
+        out, b, l = aug.paper_augment(img, both, np.array([1, 3], np.int32), seed, 64)
+        b, l = b.numpy(), l.numpy()
+        if np.array_equal(b, both):   # the crop cut the big box off, the tiny one was dropped
+            assert min(np.abs(out.numpy() - r).max() for r in resized) < 1e-3
+            outcomes.add("original")
+        else:                         # only the tiny box is gone
+            np.testing.assert_array_equal(l, [1])
+            assert np.all(np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) > 0.01)
+            outcomes.add("augmented")
+    assert "augmented" in outcomes
+
+
+def test_paper_mode_in_the_pipeline_and_config():
+    from mgdet.config import ConfigError, load_config
+    from mgdet.data.common import DataError
+    from mgdet.data.pipeline import augment_transform, make_dataset
+    assert load_config(None, ["data.augment=true"]).data.augment == "ssd"
+    assert load_config(None, ["data.augment=false"]).data.augment == "none"
+    assert load_config(None, ["data.augment=paper"]).data.augment == "paper"
+    with pytest.raises(ConfigError, match="data.augment"):
+        load_config(None, ["data.augment=fancy"])
+    assert augment_transform("none") is None and augment_transform({"mode": "none"}) is None
+    with pytest.raises(DataError, match="augment mode"):
+        augment_transform("fancy")
+    with pytest.raises(DataError, match="zoom"):
+        augment_transform({"mode": "paper", "zoom": 2})
+    img, boxes, labels = _painted_image(np.random.default_rng(1))
+    src = tf.data.Dataset.from_tensors({"image": img, "boxes": boxes, "labels": labels,
+                                        "image_id": tf.constant(1, tf.int64)}).repeat(4)
+    ds = make_dataset(src, 64, 2, 8, seed=3, shuffle_buffer=0, prefetch=0,
+                      augment={"mode": "paper", "max_expand": 2.0, "photometric": False})
+    images, targets = next(iter(ds))
+    assert images.shape == (2, 64, 64, 3) and targets["valid"].numpy().any()
+    assert not np.array_equal(images[0].numpy(), images[1].numpy())  # a seed per example

@@ -268,24 +268,3 @@ def test_backbone_weights_file(tmp_path):
                        weights=path)
     with pytest.raises(FileNotFoundError):
         tiny(weights=str(tmp_path / "missing.npz"))
-
-
-@pytest.mark.parametrize("backbone", ["vgg16", "resnet18"])
-def test_torchvision_weight_names_cover_the_backbone(backbone):
-    """A state dict with torchvision's names and shapes converts to exactly our variables."""
-    model = tiny("fssd", backbone, image_size=64)
-    ours = backbone_ops.backbone_weights(model.backbone)
-    state = {"fc.weight": np.zeros([1000, 512])}  # extra entries are ignored
-    for name, conv, bn in backbone_ops._torchvision_names(backbone):
-        state[f"{conv}.weight"] = np.transpose(ours[f"{name}/conv/kernel"], (3, 2, 0, 1))
-        if f"{name}/conv/bias" in ours:
-            state[f"{conv}.bias"] = ours[f"{name}/conv/bias"]
-        for torch_name, keras_name in (("weight", "gamma"), ("bias", "beta"),
-                                       ("running_mean", "moving_mean"),
-                                       ("running_var", "moving_variance")):
-            state[f"{bn}.{torch_name}"] = ours[f"{name}/bn/{keras_name}"]
-        state[f"{bn}.num_batches_tracked"] = np.array(0)
-    converted = backbone_ops.backbone_weights_from_torchvision(state, backbone)
-    assert set(converted) == set(ours)
-    for key, value in converted.items():
-        np.testing.assert_array_equal(value, ours[key])

@@ -9,7 +9,8 @@
 
 Per example, in the graph: non-finite and zero/negative-area boxes are dropped, out-of-image
 boxes are clipped to [0, 1], ``difficult`` / ``is_crowd`` boxes are dropped for training (kept
-for evaluation), then SSD augmentation (training) or a plain resize (eval), then the boxes are
+for evaluation), then the training augmentation (``augment``: SSD's or the authors') or a plain
+resize (eval), then the boxes are
 padded — or truncated, keeping the first ``max_objects`` — to ``max_objects``. The counts land in
 :mod:`mgdet.data.stats` under the pipeline's ``name``; truncation also prints one warning.
 """
@@ -26,6 +27,34 @@ log = logging.getLogger("mgdet.data")
 
 DEFAULT_AUGMENT = dict(photometric=True, expand=True, max_expand=4.0, crop=True, flip=True,
                        channel_swap=False)
+# data.augment modes -> (transform, its default keywords, other keywords it accepts).
+AUGMENT_MODES = {
+    "ssd": (aug.ssd_augment, DEFAULT_AUGMENT, {"mean", "min_ious", "max_trials", "exact_hsv"}),
+    "paper": (aug.paper_augment, dict(max_expand=4.0, expand_p=0.6),
+              {"mean", "min_ious", "min_size", "photometric"}),
+}
+
+
+def augment_transform(augment):
+    """The training transform chosen by ``augment`` (see :func:`make_dataset`), or None (resize
+    only): ``fn(image, boxes, labels, seed, output_size) -> (image, boxes, labels)``."""
+    if augment is False or augment == "none":
+        return None
+    if augment is None or augment is True:
+        augment = "ssd"
+    options = dict(augment) if isinstance(augment, dict) else {"mode": augment}
+    mode = options.pop("mode", "ssd")
+    if mode == "none":
+        return None
+    if mode not in AUGMENT_MODES:
+        raise DataError(f"make_dataset: unknown augment mode {mode!r}; use one of "
+                        f"{', '.join(list(AUGMENT_MODES) + ['none'])}")
+    fn, defaults, optional = AUGMENT_MODES[mode]
+    unknown = set(options) - set(defaults) - optional
+    if unknown:
+        raise DataError(f"make_dataset: unknown {mode!r} augment options {sorted(unknown)}")
+    kwargs = {**defaults, **options}
+    return lambda image, boxes, labels, seed, size: fn(image, boxes, labels, seed, size, **kwargs)
 
 
 def sanitize(example, counters=None, drop_ignored=True):
@@ -128,8 +157,10 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
       shuffle_buffer: examples in the shuffle buffer (training; 0 or 1 disables). File sources
         also shuffle their file list (``load_source(..., shuffle=True)``), so a few hundred is
         enough.
-      augment: dict of :func:`mgdet.data.augment.ssd_augment` keywords overriding
-        :data:`DEFAULT_AUGMENT`; ``False`` disables augmentation (resize only) for training.
+      augment: the training transform: ``"ssd"`` (default; ``None`` / ``True`` too),
+        ``"paper"`` (the authors' pipeline, :func:`mgdet.data.augment.paper_augment`), ``"none"``
+        / ``False`` (resize only), or a dict ``{"mode": ..., **keywords}`` (mode default
+        ``"ssd"``) overriding the mode's keywords (:data:`AUGMENT_MODES`).
       name: counter group in :mod:`mgdet.data.stats` (default "train" / "eval").
       drop_remainder: default ``training``.
       repeat: repeat forever (for ``steps_per_epoch`` style loops).
@@ -153,13 +184,7 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     for key in ("images", "boxes_kept", "images_truncated"):
         counters.add(key, 0)  # create eagerly, outside any tf.function / strategy scope
     drop_remainder = training if drop_remainder is None else drop_remainder
-    aug_kwargs = dict(DEFAULT_AUGMENT)
-    do_augment = training and augment is not False
-    if isinstance(augment, dict):
-        unknown = set(augment) - set(aug_kwargs) - {"mean", "min_ious", "max_trials", "exact_hsv"}
-        if unknown:
-            raise DataError(f"make_dataset: unknown augment options {sorted(unknown)}")
-        aug_kwargs.update(augment)
+    transform = augment_transform(augment) if training else None
 
     ds = source_dataset.map(lambda ex: sanitize(ex, counters, drop_ignored=training),
                             num_parallel_calls=num_parallel_calls, deterministic=True)
@@ -176,9 +201,9 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
         ds = ds.repeat()
 
     def _train_map(ex, pair_seed):
-        if do_augment:
-            image, boxes, labels = aug.ssd_augment(ex["image"], ex["boxes"], ex["labels"],
-                                                   pair_seed, image_size, **aug_kwargs)
+        if transform is not None:
+            image, boxes, labels = transform(ex["image"], ex["boxes"], ex["labels"], pair_seed,
+                                             image_size)
         else:
             image, boxes, labels = aug.resize(ex["image"], image_size), ex["boxes"], ex["labels"]
         return image, pad_targets(boxes, labels, max_objects, counters, name)

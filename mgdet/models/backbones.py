@@ -8,8 +8,9 @@
 VGG16 stops at conv5_3 (no pool5, no fc6/fc7): its stride-16 source is pool4 followed by the
 three conv5 layers, as in the authors' code. ``width`` scales every channel count (tiny models for
 tests and CPU runs). Weights start random; :func:`load_backbone_weights` fills them from an
-``.npz`` file (variable name -> array, see :func:`backbone_weights_from_torchvision` for ImageNet
-weights converted from torchvision's ``vgg16_bn`` / ``resnet18``). Nothing is downloaded.
+``.npz`` file (variable path -> array), e.g. torchvision's ImageNet ``vgg16_bn`` / ``resnet18``
+converted by ``python cli.py convert-weights`` (:mod:`mgdet.models.convert_weights`). Nothing is
+downloaded.
 """
 import logging
 import os
@@ -17,6 +18,7 @@ import os
 import keras
 import numpy as np
 
+from mgdet.models.convert_weights import missing_weights_message
 from mgdet.models.layers import BACKBONE_BN_MOMENTUM, ConvBlock, scaled
 
 log = logging.getLogger("mgdet.models")
@@ -140,11 +142,13 @@ def load_backbone_weights(backbone, path):
     Returns:
       the number of variables loaded.
     """
+    arch = "vgg16" if isinstance(backbone, VGG16) else "resnet18"
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"backbone weights file {path!r} does not exist")
+        raise FileNotFoundError(missing_weights_message(path, arch))
     if not path.endswith(".npz"):
-        raise ValueError(f"backbone weights must be an .npz file (variable name -> array), got "
-                         f"{path!r}; see mgdet.models.backbones.backbone_weights_from_torchvision")
+        raise ValueError(f"backbone weights must be mgdet's .npz file, got {path!r}; a torchvision "
+                         f"state dict (.pth / .safetensors) converts with `python cli.py "
+                         f"convert-weights {path} {os.path.splitext(path)[0]}.npz`")
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
     missing, mismatched = [], []
@@ -163,52 +167,3 @@ def load_backbone_weights(backbone, path):
         v.assign(arrays[relative_path(v, backbone)].astype(v.dtype))
     log.info("loaded %d backbone variables from %s", len(backbone.variables), path)
     return len(backbone.variables)
-
-
-# --- ImageNet weights from torchvision ------------------------------------------------------
-
-_VGG16_BN_CONV_INDEX = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)  # in vgg16_bn.features
-
-
-def _torchvision_names(arch):
-    """``[(our conv-block path, torch conv prefix, torch bn prefix)]`` for vgg16_bn / resnet18."""
-    if arch == "vgg16":
-        names = [f"conv{b}_{i + 1}" for b, chans in _VGG16_BLOCKS for i in range(len(chans))]
-        return [(n, f"features.{i}", f"features.{i + 1}")
-                for n, i in zip(names, _VGG16_BN_CONV_INDEX)]
-    if arch == "resnet18":
-        pairs = [("conv1", "conv1", "bn1")]
-        for stage in range(1, 5):
-            for block in range(2):
-                ours, theirs = f"layer{stage}_{block}", f"layer{stage}.{block}"
-                pairs += [(f"{ours}/conv1", f"{theirs}.conv1", f"{theirs}.bn1"),
-                          (f"{ours}/conv2", f"{theirs}.conv2", f"{theirs}.bn2")]
-                if block == 0 and stage > 1:
-                    pairs.append((f"{ours}/downsample", f"{theirs}.downsample.0",
-                                  f"{theirs}.downsample.1"))
-        return pairs
-    raise ValueError(f"unknown backbone {arch!r}: use one of {BACKBONES}")
-
-
-def backbone_weights_from_torchvision(state_dict, arch):
-    """Convert torchvision ImageNet weights to mgdet's ``.npz`` layout.
-
-    Args:
-      state_dict: ``{name: numpy array}`` of torchvision's ``vgg16_bn`` or ``resnet18``
-        (e.g. ``{k: v.numpy() for k, v in torch.load("vgg16_bn-6c64b313.pth").items()}``).
-      arch: ``"vgg16"`` or ``"resnet18"``.
-    Returns:
-      ``{variable path: array}``; save with ``numpy.savez(path, **result)`` and pass ``path`` as
-      the model's ``weights``. Conv kernels go from [out, in, kh, kw] to [kh, kw, in, out].
-    """
-    out = {}
-    for ours, conv, bn in _torchvision_names(arch):
-        out[f"{ours}/conv/kernel"] = np.transpose(np.asarray(state_dict[f"{conv}.weight"]),
-                                                  (2, 3, 1, 0))
-        if f"{conv}.bias" in state_dict:
-            out[f"{ours}/conv/bias"] = np.asarray(state_dict[f"{conv}.bias"])
-        for theirs, keras_name in (("weight", "gamma"), ("bias", "beta"),
-                                   ("running_mean", "moving_mean"),
-                                   ("running_var", "moving_variance")):
-            out[f"{ours}/bn/{keras_name}"] = np.asarray(state_dict[f"{bn}.{theirs}"])
-    return out
