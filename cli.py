@@ -58,10 +58,13 @@ def cmd_train(args):
     if args.out_dir:
         extra.append(f"train.out_dir={args.out_dir}")
     cfg = _config(args, extra)
+    if cfg.train.distribute == "multi_worker":  # joins the TF_CONFIG cluster before other TF ops
+        from mgdet.distributed import build_strategy
+        build_strategy(cfg.train)
     if cfg.train.distribute == "mirrored" and (cfg.train.devices or 0) > 1:
         import tensorflow as tf
         if not tf.config.list_physical_devices("GPU"):
-            from mgdet.train import split_cpu
+            from mgdet.distributed import split_cpu
             split_cpu(cfg.train.devices)
     from mgdet.train import train
     train(cfg, resume=args.resume)

@@ -12,41 +12,17 @@ import time
 import keras
 import tensorflow as tf
 
-from mgdet import build_model
+from mgdet import build_model, distributed
 from mgdet.data import load_ground_truth, load_source
 from mgdet.data import pipeline as data_pipeline
 from mgdet.data import stats as data_stats
+from mgdet.distributed import build_strategy, split_cpu  # noqa: F401 (re-exported)
 from mgdet.evaluation import evaluate, format_table
 from mgdet.optim import build_optimizer
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_WEIGHTS = "best.weights.h5"
 FINAL_WEIGHTS = "final.weights.h5"
-
-
-def build_strategy(train_cfg):
-    """The ``tf.distribute`` strategy named by ``train.distribute`` (default: one device)."""
-    if train_cfg.distribute == "mirrored":
-        devices = None
-        if train_cfg.devices:
-            gpus = tf.config.list_logical_devices("GPU")
-            pool = gpus if gpus else tf.config.list_logical_devices("CPU")
-            if len(pool) < train_cfg.devices:
-                raise ValueError(f"train.devices is {train_cfg.devices} but only {len(pool)} "
-                                 "devices are visible")
-            devices = [d.name for d in pool[:train_cfg.devices]]
-        return tf.distribute.MirroredStrategy(devices)
-    if train_cfg.distribute == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def split_cpu(num_devices):
-    """Split the CPU into ``num_devices`` logical devices (call before TF initializes devices), so
-    that MirroredStrategy can be run and tested without GPUs."""
-    cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(
-        cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
 
 
 def atomic_save_weights(model, path):
@@ -171,12 +147,13 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
     resumable), ``best.weights.h5`` (best AP), ``final.weights.h5``, ``config.json``,
     ``logs/`` (TensorBoard: losses, lr, positives per task, AP).
     """
+    strategy = build_strategy(cfg.train)  # first: multi_worker must precede other TF ops
     out_dir = out_dir or cfg.out_dir
+    chief_dir, out_dir = out_dir, distributed.write_dir(out_dir, strategy)
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.train.precision)
-    strategy = build_strategy(cfg.train)
     train_ds, eval_ds, class_names, gt_coco = build_datasets(cfg)
     steps_per_epoch = cfg.train.steps_per_epoch or _count_batches(train_ds)
     if steps_per_epoch < 1:
@@ -184,6 +161,7 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
                          "images")
     if cfg.train.steps_per_epoch:
         train_ds = train_ds.repeat()
+    train_ds = distributed.shard(train_ds, strategy)
     total_steps = steps_per_epoch * cfg.train.epochs
     with strategy.scope():
         model = build_model(cfg, num_classes=len(class_names))
@@ -195,13 +173,15 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=2)
     initial_epoch = 0
-    if resume:
-        if not manager.latest_checkpoint:
-            raise FileNotFoundError(f"--resume: no checkpoint under {manager.directory}; train "
+    if resume:  # every worker restores the chief's checkpoint
+        latest = tf.train.latest_checkpoint(os.path.join(chief_dir, CHECKPOINT_DIR))
+        if not latest:
+            raise FileNotFoundError(f"--resume: no checkpoint under "
+                                    f"{os.path.join(chief_dir, CHECKPOINT_DIR)}; train "
                                     "without --resume first")
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        ckpt.restore(latest).assert_existing_objects_matched()
         initial_epoch = int(epoch_var.numpy())
-        print(f"resumed from {manager.latest_checkpoint}: epoch {initial_epoch}, "
+        print(f"resumed from {latest}: epoch {initial_epoch}, "
               f"step {int(optimizer.iterations.numpy())}")
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "eval"))
     eval_cb = EvalCallback(cfg.train.eval_every, eval_ds, gt_coco, writer, out_dir)
@@ -209,12 +189,18 @@ def train(cfg, resume=False, verbose="auto", out_dir=None):
                  data_stats.StatsCallback(),
                  keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq="epoch",
                                              write_graph=False)]
+    callbacks = distributed.chief_only(callbacks, strategy, (EvalCallback, data_stats.StatsCallback,
+                                                             keras.callbacks.TensorBoard))
+    chief = distributed.is_chief(strategy)
+    verbose = verbose if chief else 0  # one progress bar
     start = time.perf_counter()
     if initial_epoch < cfg.train.epochs:
         model.fit(train_ds, epochs=cfg.train.epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
                   shuffle=False)
     train_seconds = time.perf_counter() - start
+    if not chief:  # evaluation and outputs are the chief's
+        return {"train_seconds": train_seconds, "steps": int(optimizer.iterations.numpy())}
     atomic_save_weights(model, os.path.join(out_dir, FINAL_WEIGHTS))
     if eval_cb.last is not None and eval_cb.last[0] == cfg.train.epochs:
         metrics = eval_cb.last[1]  # the last epoch was just evaluated with these weights
