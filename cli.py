@@ -66,8 +66,10 @@ def cmd_train(args):
         if not tf.config.list_physical_devices("GPU"):
             from mgdet.distributed import split_cpu
             split_cpu(cfg.train.devices)
+    from mgdet.distributed import worker_failures_as_errors
     from mgdet.train import train
-    train(cfg, resume=args.resume)
+    with worker_failures_as_errors():
+        train(cfg, resume=args.resume)
 
 
 def cmd_eval(args):
@@ -167,7 +169,8 @@ def main(argv=None):
     if not getattr(args, "command", None):
         args = parser.parse_args(["train"] if not args.debug else ["--debug", "train"])
     from mgdet.config import ConfigError
-    user_errors = (ConfigError, FileNotFoundError)
+    from mgdet.distributed import WorkerLost
+    user_errors = (ConfigError, FileNotFoundError, WorkerLost)
     try:
         from mgdet.data.common import DataError
         user_errors += (DataError,)

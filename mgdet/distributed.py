@@ -17,6 +17,7 @@ Several hosts follow TensorFlow's multi-worker Keras recipe:
     train_ds = shard(train_ds, strategy)
 """
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +25,10 @@ import socket
 import tempfile
 
 import tensorflow as tf
+
+# The errors a collective raises when a peer worker died or stopped answering.
+PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError,
+                 tf.errors.DeadlineExceededError)
 
 _multi_worker = None  # this process's MultiWorkerMirroredStrategy (there can be only one)
 
@@ -183,3 +188,21 @@ def loopback_tf_configs(num_workers):
             s.close()
     return [json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
             for i in range(num_workers)]
+
+
+class WorkerLost(RuntimeError):
+    """A worker of a multi-worker job died or stopped answering: the job stopped."""
+
+
+@contextlib.contextmanager
+def worker_failures_as_errors():
+    """Turns the collective error raised on the surviving workers when a peer dies (found by the
+    coordination service's heartbeats, hosted on the chief) into one :class:`WorkerLost` that
+    says how to continue."""
+    try:
+        yield
+    except PEER_FAILURES as err:
+        detail = " ".join(str(err).split())[:400]
+        raise WorkerLost(f"a worker of the multi-worker job failed ({detail}). Restart every "
+                         "worker with --resume: training continues from the chief's last "
+                         "checkpoint (the interrupted epoch is run again)") from err
