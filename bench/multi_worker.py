@@ -35,7 +35,7 @@ _RUN = textwrap.dedent(r'''
     from tests.batches import painted_batch
     if role == "single":
         strategy = tf.distribute.get_strategy()
-    images, targets = painted_batch(size, batch, 10, 20, seed=0)
+    images, targets = painted_batch(size, batch, 10, 3, seed=0)
     dataset = distributed.shard(tf.data.Dataset.from_tensors((images, targets)).repeat(),
                                 strategy)
 
@@ -46,7 +46,7 @@ _RUN = textwrap.dedent(r'''
 
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        model = MODELS["fssd"](num_classes=20, backbone="resnet18", image_size=size, width=0.25)
+        model = MODELS["fssd"](num_classes=3, backbone="resnet18", image_size=size, width=0.25)
         model.compile(optimizer=SGDWithL2(l2=5e-4, learning_rate=0.01, momentum=0.9))
     model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=[Clock()], verbose=0)
     t = Clock.times
