@@ -26,6 +26,8 @@ import tempfile
 
 import tensorflow as tf
 
+from mgdet.config import ConfigError
+
 # The errors a collective raises when a peer worker died or stopped answering.
 PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError,
                  tf.errors.DeadlineExceededError)
@@ -37,7 +39,7 @@ def tf_config():
     """``TF_CONFIG`` parsed: ``{"cluster": {...}, "task": {"type", "index"}}``, or {} if unset.
 
     Raises:
-      ValueError: not JSON, or the task is not in the cluster (the message says what to fix).
+      ConfigError: not JSON, or the task is not in the cluster (the message says what to fix).
     """
     raw = os.environ.get("TF_CONFIG", "").strip()
     if not raw:
@@ -45,14 +47,16 @@ def tf_config():
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({err}); expected e.g. "
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({err}); expected e.g. "
                          '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                          '"task": {"type": "worker", "index": 0}}') from None
+    if not isinstance(config, dict):
+        config = {}
     cluster, task = config.get("cluster") or {}, config.get("task") or {}
     task_type, index = task.get("type"), task.get("index")
     if (not isinstance(cluster, dict) or task_type not in cluster
             or not isinstance(index, int) or not 0 <= index < len(cluster[task_type])):
-        raise ValueError(f"TF_CONFIG: task {task} is not one of the cluster's tasks {cluster}; "
+        raise ConfigError(f"TF_CONFIG: task {task} is not one of the cluster's tasks {cluster}; "
                          'set "task": {"type": "worker", "index": i} with i < the number of '
                          "workers")
     return config
@@ -93,7 +97,7 @@ def multi_worker_strategy(devices=None):
         gpus = tf.config.list_physical_devices("GPU")
         if devices and gpus:
             if len(gpus) < devices:
-                raise ValueError(f"train.devices is {devices} but this worker has only "
+                raise ConfigError(f"train.devices is {devices} but this worker has only "
                                  f"{len(gpus)} GPUs")
             tf.config.set_visible_devices(gpus[:devices], "GPU")
         _multi_worker = tf.distribute.MultiWorkerMirroredStrategy()
