@@ -19,7 +19,7 @@ import pytest
 from mgdet.distributed import loopback_tf_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEADLINE_S = 300  # per group of processes: far above the ~60-90 s they need on 2 busy cores
+DEADLINE_S = 600  # per group of processes: far above what they need, even on 2 busy cores
 # The default config, tiny: 4 steps of 8 images per epoch, 8 eval images.
 TINY = ["model.image_size=64", "model.width=0.25", "data.num_train=32", "data.num_eval=8",
         "data.max_objects=10", "train.batch_size=8", "train.warmup_steps=2",
@@ -170,7 +170,7 @@ def test_killed_worker_fails_the_job_and_resume_continues(tmp_path, processes):
         processes.tail()
     worker.send_signal(signal.SIGKILL)
     killed_at = time.time()
-    code = processes.wait([chief], deadline=killed_at + 120)[0]
+    code = processes.wait([chief], deadline=killed_at + 180)[0]
     failed_after = time.time() - killed_at
     print(f"chief exited with {code} {failed_after:.1f} s after worker 1 was killed")
     assert code == 2, processes.tail()
