@@ -123,17 +123,22 @@ def cmd_train(args):
     if args.devices:
         extra.append(f"train.devices={args.devices}")
     cfg = _config(args, extra)
-    if cfg.train.distribute == "mirrored" and (cfg.train.devices or 0) > 1:
-        import tensorflow as tf
-        if not tf.config.list_physical_devices("GPU"):
-            from mgdet.train import split_cpu
-            split_cpu(cfg.train.devices)
     if args.print_config:
         from mgdet.config import config_to_yaml
         print(config_to_yaml(cfg), end="")
         return
+    if cfg.train.distribute == "multi_worker":  # joins the TF_CONFIG cluster before other TF ops
+        from mgdet.distributed import build_strategy
+        build_strategy(cfg.train)
+    if cfg.train.distribute == "mirrored" and (cfg.train.devices or 0) > 1:
+        import tensorflow as tf
+        if not tf.config.list_physical_devices("GPU"):
+            from mgdet.distributed import split_cpu
+            split_cpu(cfg.train.devices)
     from mgdet.train import train
-    train(cfg, resume=args.resume, out_dir=args.out_dir, overwrite=args.overwrite)  # says where
+    from mgdet.distributed import worker_failures_as_errors
+    with worker_failures_as_errors():
+        train(cfg, resume=args.resume, out_dir=args.out_dir, overwrite=args.overwrite)  # says where
 
 
 def cmd_eval(args):
@@ -282,6 +287,9 @@ def _user_errors():
     files, bad data."""
     from mgdet.config import ConfigError
     errors = (ConfigError, FileNotFoundError, FileExistsError)
+    distributed = sys.modules.get("mgdet.distributed")  # imported (with TF) by multi-worker runs
+    if distributed is not None:
+        errors += (distributed.WorkerLost,)
     try:
         from mgdet.data.common import DataError
         errors += (DataError,)

@@ -12,12 +12,12 @@ import time
 import keras
 import tensorflow as tf
 
-from mgdet import build_model
-from mgdet import faults
+from mgdet import build_model, distributed, faults
 from mgdet.config import ConfigError
 from mgdet.data import get_source
 from mgdet.data import pipeline as data_pipeline
 from mgdet.data import stats as data_stats
+from mgdet.distributed import build_strategy, split_cpu  # noqa: F401 (re-exported)
 from mgdet.evaluation import evaluate, format_table
 from mgdet.optim import build_optimizer
 from mgdet.rundir import CHECKPOINT_DIR, json_safe, write_json  # noqa: F401  (json_safe: API)
@@ -25,31 +25,6 @@ from mgdet import rundir
 
 BEST_WEIGHTS = "best.weights.h5"
 FINAL_WEIGHTS = "final.weights.h5"
-
-
-def build_strategy(train_cfg):
-    """The ``tf.distribute`` strategy named by ``train.distribute`` (default: one device)."""
-    if train_cfg.distribute == "mirrored":
-        devices = None
-        if train_cfg.devices:
-            gpus = tf.config.list_logical_devices("GPU")
-            pool = gpus if gpus else tf.config.list_logical_devices("CPU")
-            if len(pool) < train_cfg.devices:
-                raise ValueError(f"train.devices is {train_cfg.devices} but only {len(pool)} "
-                                 "devices are visible")
-            devices = [d.name for d in pool[:train_cfg.devices]]
-        return tf.distribute.MirroredStrategy(devices)
-    if train_cfg.distribute == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def split_cpu(num_devices):
-    """Split the CPU into ``num_devices`` logical devices (call before TF initializes devices), so
-    that MirroredStrategy can be run and tested without GPUs."""
-    cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(
-        cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
 
 
 def atomic_save_weights(model, path):
@@ -210,14 +185,19 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
         is saved, the last finite checkpoint stays.
       mgdet.faults.TrainingPreempted: SIGTERM; a checkpoint was written at the step boundary.
     """
-    out_dir = rundir.resolve_run_dir(cfg.name, out_dir or cfg.train.out_dir, resume=resume,
-                                     overwrite=overwrite)
+    strategy = build_strategy(cfg.train)  # first: multi_worker must precede other TF ops
+    chief = distributed.is_chief(strategy)
+    chief_dir = None
+    if chief or resume:  # other workers only read the chief's checkpoint (and never clear it)
+        chief_dir = rundir.resolve_run_dir(cfg.name, out_dir or cfg.train.out_dir, resume=resume,
+                                           overwrite=overwrite and chief)
+    out_dir = distributed.write_dir(chief_dir, strategy)  # a temporary folder on other workers
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.train.precision)
-    strategy = build_strategy(cfg.train)
     train_ds, eval_ds, class_names, gt_coco, steps_per_epoch = build_datasets(cfg)
+    train_ds = distributed.shard(train_ds, strategy)
     total_steps = steps_per_epoch * cfg.train.epochs
     with strategy.scope():
         model = build_model(cfg, num_classes=len(class_names))
@@ -228,12 +208,14 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     write_json(os.path.join(out_dir, "config.json"), {**cfg.to_dict(), "class_names": class_names})
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=2)
-    if resume:
-        if not manager.latest_checkpoint:
-            raise FileNotFoundError(f"--resume: no checkpoint under {manager.directory}; train "
+    if resume:  # every worker restores the chief's checkpoint
+        latest = tf.train.latest_checkpoint(os.path.join(chief_dir, CHECKPOINT_DIR))
+        if not latest:
+            raise FileNotFoundError(f"--resume: no checkpoint under "
+                                    f"{os.path.join(chief_dir, CHECKPOINT_DIR)}; train "
                                     "without --resume first")
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"resumed from {manager.latest_checkpoint}: epoch {int(epoch_var.numpy())}, "
+        ckpt.restore(latest).assert_existing_objects_matched()
+        print(f"resumed from {latest}: epoch {int(epoch_var.numpy())}, "
               f"step {int(optimizer.iterations.numpy())}")
     completed = int(epoch_var.numpy())
     guard = faults.RunGuard(steps_per_epoch, lambda: save_checkpoint(manager, optimizer))
@@ -247,6 +229,10 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
                      keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"),
                                                  update_freq="epoch", write_graph=False),
                      *callbacks]
+    all_callbacks = distributed.chief_only(all_callbacks, strategy,
+                                           (EvalCallback, data_stats.StatsCallback,
+                                            keras.callbacks.TensorBoard))
+    verbose = verbose if chief else 0  # one progress bar
     start = time.perf_counter()
     with guard.catch_sigterm():
         for epochs, initial_epoch, steps in fit_plan(cfg.train.epochs, completed,
@@ -260,6 +246,8 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     train_seconds = time.perf_counter() - start
     if guard.stop is not None:
         _raise_stopped(guard.stop, cfg, out_dir, manager)
+    if not chief:  # evaluation and outputs are the chief's
+        return {"train_seconds": train_seconds, "steps": int(optimizer.iterations.numpy())}
     atomic_save_weights(model, os.path.join(out_dir, FINAL_WEIGHTS))
     if eval_cb.last is not None and eval_cb.last[0] == cfg.train.epochs:
         metrics = eval_cb.last[1]  # the last epoch was just evaluated with these weights
@@ -272,8 +260,8 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     write_json(os.path.join(out_dir, "eval.json"), result)
     print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics.get('num_images')} "
                                       f"held-out images (%)"))
-    print(f"outputs in {os.path.abspath(out_dir)}: best.weights.h5, final.weights.h5, eval.json, checkpoints/, "
-          "logs/ (TensorBoard)")
+    print(f"outputs in {os.path.abspath(out_dir)}: best.weights.h5, final.weights.h5, eval.json, "
+          "checkpoints/, logs/ (TensorBoard)")
     return result
 
 
@@ -281,7 +269,8 @@ def _raise_stopped(stop, cfg, out_dir, manager):
     """Print where the outputs are and raise the ``TrainingStopped`` of ``stop``."""
     hint = f"the same command with --resume --out-dir {out_dir}"
     message = faults.stop_message(stop, out_dir, manager.latest_checkpoint, hint)
-    print(f"outputs in {os.path.abspath(out_dir)}: checkpoints/ (last: {manager.latest_checkpoint}), logs/")
+    print(f"outputs in {os.path.abspath(out_dir)}: checkpoints/ "
+          f"(last: {manager.latest_checkpoint}), logs/")
     if stop["reason"] == "sigterm":
         raise faults.TrainingPreempted(message)
     raise faults.TrainingDiverged(message)

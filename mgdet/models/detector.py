@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from mgdet import anchors as anchor_ops
 from mgdet import assign as assign_ops
+from mgdet import distributed
 from mgdet import losses as loss_ops
 from mgdet.models.backbones import BACKBONES, build_backbone, load_backbone_weights
 from mgdet.models.heads import DetectionHead
@@ -221,7 +222,7 @@ class Detector(keras.Model):
                   losses["num_pos_cls"], losses["num_pos_reg"])
         for tracker, value in zip(self._trackers, values):
             tracker.update_state(value)
-        return {t.name: t.result() for t in self._trackers}
+        return distributed.reducible_logs({t.name: t.result() for t in self._trackers})
 
     @staticmethod
     def _unpack(data):

@@ -1,0 +1,212 @@
+"""Distribution strategies: one device, several devices of one host (MirroredStrategy), several
+hosts (MultiWorkerMirroredStrategy driven by ``TF_CONFIG``).
+
+Several hosts follow TensorFlow's multi-worker Keras recipe:
+
+- the strategy is created once per process, before any other TensorFlow op
+  (:func:`build_strategy` caches it, so ``cli.py`` creates it first and ``train`` reuses it);
+- worker 0 (or the ``chief`` task, if the cluster has one) is the chief: it alone writes into
+  the output folder; the other workers write into a temporary folder removed at exit
+  (:func:`write_dir`), so every process still runs the same code (checkpoint saving included);
+- each worker reads the same, identically seeded global batches and keeps its replicas' share of
+  each one (``AutoShardPolicy.DATA``, :func:`shard`): the shares are disjoint, every worker runs
+  the same number of steps, and N workers see exactly the batches one process would.
+
+    strategy = build_strategy(cfg.train)        # first, before other TF ops
+    out = write_dir(cfg.out_dir, strategy)      # cfg.out_dir on the chief, a temp dir elsewhere
+    train_ds = shard(train_ds, strategy)
+"""
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+
+import tensorflow as tf
+
+from mgdet.config import ConfigError
+
+# The errors a collective raises when a peer worker died or stopped answering.
+PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError,
+                 tf.errors.DeadlineExceededError)
+
+_multi_worker = None  # this process's MultiWorkerMirroredStrategy (there can be only one)
+
+
+def tf_config():
+    """``TF_CONFIG`` parsed: ``{"cluster": {...}, "task": {"type", "index"}}``, or {} if unset.
+
+    Raises:
+      ConfigError: not JSON, or the task is not in the cluster (the message says what to fix).
+    """
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return {}
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({err}); expected e.g. "
+                         '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                         '"task": {"type": "worker", "index": 0}}') from None
+    if not isinstance(config, dict):
+        config = {}
+    cluster, task = config.get("cluster") or {}, config.get("task") or {}
+    task_type, index = task.get("type"), task.get("index")
+    if (not isinstance(cluster, dict) or task_type not in cluster
+            or not isinstance(index, int) or not 0 <= index < len(cluster[task_type])):
+        raise ConfigError(f"TF_CONFIG: task {task} is not one of the cluster's tasks {cluster}; "
+                         'set "task": {"type": "worker", "index": i} with i < the number of '
+                         "workers")
+    return config
+
+
+def build_strategy(train_cfg):
+    """The ``tf.distribute`` strategy named by ``train.distribute`` (default: one device).
+
+    ``mirrored``: the first ``train.devices`` GPUs (else logical CPUs, see :func:`split_cpu`).
+    ``multi_worker``: one MultiWorkerMirroredStrategy per process, over the first
+    ``train.devices`` local GPUs (all by default; one CPU replica without GPUs), cluster and
+    task from ``TF_CONFIG`` (unset: a cluster of this process alone).
+    """
+    if train_cfg.distribute == "mirrored":
+        devices = None
+        if train_cfg.devices:
+            gpus = tf.config.list_logical_devices("GPU")
+            pool = gpus if gpus else tf.config.list_logical_devices("CPU")
+            if len(pool) < train_cfg.devices:
+                raise ValueError(f"train.devices is {train_cfg.devices} but only {len(pool)} "
+                                 "devices are visible")
+            devices = [d.name for d in pool[:train_cfg.devices]]
+        return tf.distribute.MirroredStrategy(devices)
+    if train_cfg.distribute == "multi_worker":
+        return multi_worker_strategy(train_cfg.devices)
+    return tf.distribute.get_strategy()
+
+
+def multi_worker_strategy(devices=None):
+    """This process's MultiWorkerMirroredStrategy, created on the first call (which must come
+    before any other TensorFlow op: it starts the worker's gRPC server and joins the cluster).
+
+    ``devices``: use only the first ``devices`` local GPUs (ignored without GPUs).
+    """
+    global _multi_worker
+    if _multi_worker is None:
+        tf_config()  # a clear error for a malformed TF_CONFIG
+        gpus = tf.config.list_physical_devices("GPU")
+        if devices and gpus:
+            if len(gpus) < devices:
+                raise ConfigError(f"train.devices is {devices} but this worker has only "
+                                 f"{len(gpus)} GPUs")
+            tf.config.set_visible_devices(gpus[:devices], "GPU")
+        _multi_worker = tf.distribute.MultiWorkerMirroredStrategy()
+    return _multi_worker
+
+
+def split_cpu(num_devices):
+    """Split the CPU into ``num_devices`` logical devices (call before TF initializes devices), so
+    that MirroredStrategy can be run and tested without GPUs."""
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
+
+
+def is_multi_worker(strategy):
+    """True for a MultiWorkerMirroredStrategy over more than one worker."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())  # noqa: SLF001 (no public accessor)
+
+
+def task(strategy):
+    """``(task_type, task_id)`` of this process (``(None, 0)`` outside a multi-worker job)."""
+    if not is_multi_worker(strategy):
+        return None, 0
+    resolver = strategy.cluster_resolver
+    return resolver.task_type, resolver.task_id
+
+
+def is_chief(strategy):
+    """True on the process that writes the outputs: the ``chief`` task, else worker 0 (and any
+    process outside a multi-worker job)."""
+    task_type, task_id = task(strategy)
+    if task_type is None or task_type == "chief":
+        return True
+    has_chief = "chief" in strategy.cluster_resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def write_dir(out_dir, strategy):
+    """``out_dir`` on the chief; on the other workers a new temporary folder, removed when the
+    process exits (TensorFlow's pattern: every worker saves, only the chief's files are kept)."""
+    if is_chief(strategy):
+        return out_dir
+    task_type, task_id = task(strategy)
+    path = tempfile.mkdtemp(prefix=f"mgdet-{task_type}{task_id}-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def shard(dataset, strategy):
+    """``dataset`` (global batches, identical on every worker) set to be split by data across
+    workers: each keeps its replicas' slices of every global batch, so the shares are disjoint
+    and all workers run the same number of steps. Unchanged outside a multi-worker job."""
+    if not is_multi_worker(strategy):
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def chief_only(callbacks, strategy, types):
+    """``callbacks`` without the instances of ``types`` on the non-chief workers (e.g. COCO
+    evaluation, which must run once, on the chief)."""
+    if is_chief(strategy):
+        return list(callbacks)
+    return [cb for cb in callbacks if not isinstance(cb, types)]
+
+
+def reducible_logs(logs):
+    """``logs`` (a train/test step's scalar metrics) as Keras can reduce them across workers.
+
+    Keras 3 (checked on 3.15) reduces a step's per-replica logs across workers with
+    ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars; inside a multi-worker
+    replica context each scalar becomes shape [1] (the mean over replicas is then a scalar
+    again). Unchanged elsewhere.
+    """
+    if not is_multi_worker(tf.distribute.get_strategy()):
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+
+def loopback_tf_configs(num_workers):
+    """``TF_CONFIG`` values (JSON strings) of a cluster of ``num_workers`` worker tasks on
+    127.0.0.1, one per task, on ports free now (for tests and benchmarks on one machine)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(num_workers)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+            for i in range(num_workers)]
+
+
+class WorkerLost(RuntimeError):
+    """A worker of a multi-worker job died or stopped answering: the job stopped."""
+
+
+@contextlib.contextmanager
+def worker_failures_as_errors():
+    """Turns the collective error raised on the surviving workers when a peer dies (found by the
+    coordination service's heartbeats, hosted on the chief) into one :class:`WorkerLost` that
+    says how to continue."""
+    try:
+        yield
+    except PEER_FAILURES as err:
+        detail = " ".join(str(err).split())[:400]
+        raise WorkerLost(f"a worker of the multi-worker job failed ({detail}). Restart every "
+                         "worker with --resume: training continues from the chief's last "
+                         "checkpoint (the interrupted epoch is run again)") from err

@@ -1,0 +1,216 @@
+"""Training on several workers (MultiWorkerMirroredStrategy) with real worker processes on
+127.0.0.1, on ports picked at run time: 2 workers train exactly as one process on the same
+global batch, the chief alone writes and evaluates, a killed worker fails the job within a
+timeout and ``--resume`` on every worker continues from the last checkpoint.
+
+Every process runs under a deadline and is killed in the fixture's teardown.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from mgdet.distributed import loopback_tf_configs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEADLINE_S = 600  # per group of processes: far above what they need, even on 2 busy cores
+# The default config, tiny: 4 steps of 8 images per epoch, 8 eval images.
+TINY = ["model.image_size=64", "model.width=0.25", "data.num_train=32", "data.num_eval=8",
+        "data.max_objects=10", "train.batch_size=8", "train.warmup_steps=2",
+        "eval.batch_size=8", "eval.max_detections=50"]
+
+
+class Processes:
+    """Python processes started with their own environment, output in log files; all are killed
+    (SIGKILL) at :meth:`close` if still running."""
+
+    def __init__(self, log_dir):
+        self.log_dir, self.procs, self.logs = log_dir, [], []
+
+    def start(self, argv, env_extra, name):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
+                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
+        log = os.path.join(self.log_dir, f"{name}.log")
+        with open(log, "w") as f:
+            self.procs.append(subprocess.Popen([sys.executable] + argv, env=env, cwd=ROOT,
+                                               stdout=f, stderr=subprocess.STDOUT))
+        self.logs.append(log)
+        return self.procs[-1]
+
+    def wait(self, procs=None, deadline=None):
+        """Exit codes of ``procs`` (default all); kills them all past ``deadline`` (time.time)."""
+        deadline = deadline or time.time() + DEADLINE_S
+        codes = []
+        for p in procs or self.procs:
+            try:
+                codes.append(p.wait(timeout=max(deadline - time.time(), 0.1)))
+            except subprocess.TimeoutExpired:
+                self.close()
+                pytest.fail(f"processes still running after their deadline:\n{self.tail()}")
+        return codes
+
+    def tail(self, chars=3000):
+        out = []
+        for log in self.logs:
+            with open(log) as f:
+                out.append(f"--- {os.path.basename(log)}\n{f.read()[-chars:]}")
+        return "\n".join(out)
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+
+
+@pytest.fixture
+def processes(tmp_path):
+    procs = Processes(str(tmp_path))
+    try:
+        yield procs
+    finally:
+        procs.close()
+
+
+# One model, 3 training steps on 3 fixed global batches of 4 painted images: in one process
+# (argv[1] == "single") or as one worker of a TF_CONFIG cluster ("worker"); writes the initial
+# and final weights to argv[2] (.npz).
+_STEPS = textwrap.dedent(r'''
+    import sys
+    import numpy as np
+    from mgdet import distributed
+    role, out = sys.argv[1:3]
+    if role == "worker":
+        strategy = distributed.multi_worker_strategy()  # before any other TF op
+    import keras
+    import tensorflow as tf
+    from mgdet.models import MODELS
+    from mgdet.optim import SGDWithL2
+    from tests.batches import painted_batch
+    if role == "single":
+        strategy = tf.distribute.get_strategy()
+    batches = [painted_batch(64, 4, 4, 3, seed=s) for s in (1, 2, 3)]
+    images = np.concatenate([b[0] for b in batches])
+    targets = {k: np.concatenate([b[1][k] for b in batches]) for k in batches[0][1]}
+    dataset = distributed.shard(tf.data.Dataset.from_tensor_slices((images, targets)).batch(4),
+                                strategy)
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = MODELS["fssd"](num_classes=3, backbone="resnet18", image_size=64, width=0.25)
+        model.compile(optimizer=SGDWithL2(l2=5e-4, learning_rate=0.05, momentum=0.9))
+    initial = model.get_weights()
+    history = model.fit(dataset, epochs=1, verbose=0).history
+    np.savez(out, replicas=strategy.num_replicas_in_sync,
+             loss=history["loss"][-1], num_pos_cls=history["num_pos_cls"][-1],
+             **{f"initial_{i}": w for i, w in enumerate(initial)},
+             **{f"final_{i}": w for i, w in enumerate(model.get_weights())})
+''')
+
+
+def _weights(npz, prefix):
+    return [npz[f"{prefix}_{i}"] for i in range(len([k for k in npz if k.startswith(prefix)]))]
+
+
+def test_two_workers_train_as_one_process_on_the_global_batch(tmp_path, processes):
+    outs = [str(tmp_path / f"{name}.npz") for name in ("single", "worker0", "worker1")]
+    processes.start(["-c", _STEPS, "single", outs[0]], {}, "single")
+    for i, tf_config in enumerate(loopback_tf_configs(2)):
+        processes.start(["-c", _STEPS, "worker", outs[i + 1]], {"TF_CONFIG": tf_config},
+                        f"worker{i}")
+    assert processes.wait() == [0, 0, 0], processes.tail()
+    single, *workers = [np.load(path) for path in outs]
+    assert [int(w["replicas"]) for w in workers] == [2, 2]
+    moved = max(np.abs(a - b).max()
+                for a, b in zip(_weights(single, "final"), _weights(single, "initial")))
+    assert moved > 1e-3  # the steps really changed the weights
+    for worker in workers:
+        for a, b in zip(_weights(single, "initial"), _weights(worker, "initial")):
+            np.testing.assert_array_equal(a, b)
+        diff = max(np.abs(a - b).max()
+                   for a, b in zip(_weights(single, "final"), _weights(worker, "final")))
+        print(f"max |w(2 workers) - w(1 process)| after 3 steps: {diff:.1e}")
+        assert diff <= 1e-5, diff
+        for key in ("loss", "num_pos_cls"):  # logs: global values, as in one process
+            assert float(worker[key]) == pytest.approx(float(single[key]), rel=1e-4), key
+
+
+def _train_argv(out_dir, *extra):
+    argv = [os.path.join(ROOT, "cli.py"), "train", "--distribute", "multi_worker",
+            "--out-dir", str(out_dir), "--set", "train.epochs=3", "--set", "train.eval_every=0"]
+    for item in TINY:
+        argv += ["--set", item]
+    return argv + list(extra)
+
+
+def _wait_for(path, procs, timeout):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        if time.time() > deadline or any(p.poll() is not None for p in procs):
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_killed_worker_fails_the_job_and_resume_continues(tmp_path, processes):
+    shared, other = tmp_path / "shared", tmp_path / "worker1_out"
+    tmp1, tmp2 = tmp_path / "tmp1", tmp_path / "tmp2"
+    tmp1.mkdir(), tmp2.mkdir()
+    # 1. Two workers; worker 1 is killed once the chief has checkpointed epoch 1.
+    configs = loopback_tf_configs(2)
+    chief = processes.start(_train_argv(shared), {"TF_CONFIG": configs[0]}, "run1_chief")
+    worker = processes.start(_train_argv(other), {"TF_CONFIG": configs[1], "TMPDIR": str(tmp1)},
+                             "run1_worker1")
+    assert _wait_for(str(shared / "checkpoints" / "ckpt-1.index"), [chief, worker], DEADLINE_S), \
+        processes.tail()
+    worker.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    code = processes.wait([chief], deadline=killed_at + 180)[0]
+    failed_after = time.time() - killed_at
+    print(f"chief exited with {code} {failed_after:.1f} s after worker 1 was killed")
+    assert code == 2, processes.tail()
+    with open(processes.logs[0]) as f:
+        assert "error: a worker of the multi-worker job failed" in f.read()
+    assert not (shared / "final.weights.h5").exists()
+    assert not other.exists()  # worker 1 wrote nothing into its output folder
+    # 2. Both restarted with --resume: training continues from epoch 1.
+    configs = loopback_tf_configs(2)
+    resume = ("--resume", "--set", "train.eval_every=1")
+    chief = processes.start(_train_argv(shared, *resume), {"TF_CONFIG": configs[0]}, "run2_chief")
+    worker = processes.start(_train_argv(shared, *resume),
+                             {"TF_CONFIG": configs[1], "TMPDIR": str(tmp2)}, "run2_worker1")
+    assert processes.wait([chief, worker]) == [0, 0], processes.tail()
+    with open(processes.logs[-2]) as f:
+        assert "ckpt-1: epoch 1, step 4" in f.read()
+    with open(shared / "eval.json") as f:
+        result = json.load(f)
+    assert result["steps"] == 12  # 4 restored + 8 more: no step lost or repeated
+    assert [h["epoch"] for h in result["history"]] == [2, 3]  # once per epoch, on the chief
+    with open(processes.logs[-1]) as f:
+        assert "AP50" not in f.read()  # the other worker neither evaluates nor prints
+    assert os.listdir(tmp2) == []  # its temporary write folder was removed at exit
+
+
+@pytest.mark.parametrize("value,match", [
+    ("{not json", "not valid JSON"),
+    ('{"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker", "index": 2}}',
+     "not one of the cluster's tasks"),
+])
+def test_bad_tf_config_is_one_clear_error(monkeypatch, value, match):
+    from mgdet.distributed import tf_config
+    monkeypatch.setenv("TF_CONFIG", value)
+    with pytest.raises(ValueError, match=match):
+        tf_config()
+
+
+def test_loopback_tf_configs_name_every_task_once():
+    configs = [json.loads(c) for c in loopback_tf_configs(3)]
+    workers = configs[0]["cluster"]["worker"]
+    assert len(set(workers)) == 3 and all(w.startswith("127.0.0.1:") for w in workers)
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": i} for i in range(3)]
+    assert all(c["cluster"] == configs[0]["cluster"] for c in configs)
