@@ -30,13 +30,39 @@ def own(quality, gt_valid, empty=0.0, forced=1.0):
       ``(owned [B, N] float32, owner [B, N] int32)``: the kept value of each anchor and the object
       that keeps it (0 where the anchor's value is ``empty`` for every object).
     """
-    valid = tf.cast(gt_valid, tf.bool)[..., None]  # [B, M, 1]
-    q = tf.where(valid, quality, empty)  # [B, M, N]
-    best_anchor = tf.argmax(q, axis=-1, output_type=tf.int32)  # [B, M]
-    anchor_index = tf.range(tf.shape(q)[-1], dtype=tf.int32)  # [N]
-    is_forced = tf.logical_and(tf.equal(anchor_index, best_anchor[..., None]), valid)
-    q = tf.where(is_forced, forced, q)
-    return tf.reduce_max(q, axis=1), tf.argmax(q, axis=1, output_type=tf.int32)
+    return own_masked(mask_invalid(quality, gt_valid, empty), gt_valid, empty, forced)
+
+
+def mask_invalid(quality, gt_valid, empty=0.0):
+    """``[B, M, N]`` quality with the rows of invalid (padding) objects set to ``empty``."""
+    return tf.where(tf.cast(gt_valid, tf.bool)[..., None], quality, empty)
+
+
+def own_masked(q, gt_valid, empty=0.0, forced=1.0):
+    """:func:`own` of a quality matrix already passed through :func:`mask_invalid`.
+
+    Two arg-max reductions of the unforced matrix and a gather (on CPU, XLA runs each reduction
+    as one pass over the stored matrix; a forced copy would cost one more write and read), then
+    the force is applied to the ``[B, N]`` result: at most M anchors per image change.
+    """
+    valid = tf.cast(gt_valid, tf.bool)
+    b, m, n = tf.shape(q)[0], tf.shape(q)[1], tf.shape(q)[2]
+    best_anchor = tf.argmax(q, axis=-1, output_type=tf.int32)  # [B, M], first maximum
+    col_owner = tf.argmax(q, axis=1, output_type=tf.int32)  # [B, N], lowest object on ties
+    col_max = tf.gather(tf.transpose(q, [0, 2, 1]), col_owner[..., None], batch_dims=2)[..., 0]
+    # forcing object of each anchor (the lowest one when several force it), m where none
+    image = tf.broadcast_to(tf.range(b)[:, None], [b, m])
+    forcing = tf.where(valid, tf.range(m)[None, :], m)  # [B, M]
+    forced_by = tf.tensor_scatter_nd_min(tf.fill([b, n], m), tf.stack([image, best_anchor], -1),
+                                         forcing)
+    is_forced = forced_by < m
+    # At a forced anchor the forcing objects hold ``forced``; another object holding the same
+    # value (quality == forced, the maximum) competes on index; one above it (outside the
+    # documented range) keeps it.
+    forced_owner = tf.where(col_max > forced, col_owner,
+                            tf.where(col_max == forced, tf.minimum(col_owner, forced_by), forced_by))
+    owner = tf.where(is_forced, forced_owner, col_owner)
+    return tf.where(is_forced, tf.maximum(col_max, forced), col_max), owner
 
 
 def per_object_count(mask, owner, num_objects):
@@ -69,27 +95,33 @@ def count_by_iou(owned_iou, owner, gt_valid, pos_iou=0.5, neg_iou=0.4):
     return tf.maximum(pos, 1) * valid, ign * valid
 
 
-def rank_within_owner(owned, owner, num_objects):
-    """Rank of each anchor among the anchors of its owner, by quality descending (ties: lower
-    anchor index first).
+def rank_key(owned, owner):
+    """Sort key of each anchor: descending key = (owner asc, quality desc).
 
     Args:
-      owned, owner: ``[B, N]`` from :func:`own` (qualities >= 0); num_objects: M.
+      owned, owner: ``[B, N]`` from :func:`own` (qualities >= 0).
     Returns:
-      ``[B, N]`` int32 rank (0 = best). Anchors of quality 0 rank after every anchor of quality
-      > 0 of the same owner.
+      ``[B, N]`` int64. :func:`sort_keys` keeps anchor order among equal keys, which is the tie
+      rule (lower anchor index first). Non-negative float32 bit patterns sort like the floats.
     """
-    # One int64 key per anchor orders by (owner asc, quality desc); the stable sort keeps anchor
-    # order among equal keys. Non-negative float32 bit patterns sort like the floats themselves.
     bits = tf.cast(tf.bitcast(tf.maximum(owned, 0.0), tf.int32), tf.int64)
-    key = tf.cast(owner, tf.int64) * (2 ** 31) + (2 ** 31 - 1 - bits)
-    order = tf.argsort(key, axis=-1, stable=True)  # [B, N]: sorted position -> anchor
-    return _unsort_rank(order, owner, num_objects)
+    return bits - tf.cast(owner, tf.int64) * (2 ** 31)
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _unsort_rank(order, owner, num_objects):
-    """Rank within owner of each anchor, given the anchors sorted by (owner, quality desc)."""
+def sort_keys(key):
+    """``[B, N]`` sorted position -> anchor, ``key`` descending, ties in anchor order (``top_k``
+    is stable; a TF kernel: on CPU it is several times faster than XLA's sort)."""
+    return tf.math.top_k(key, k=tf.shape(key)[-1], sorted=True).indices
+
+
+def rank_from_order(order, owner, num_objects):
+    """Rank within owner of each anchor, given the anchors sorted by :func:`rank_key`.
+
+    Args:
+      order: ``[B, N]`` int32 from :func:`sort_keys`; owner: ``[B, N]``; num_objects: M.
+    Returns:
+      ``[B, N]`` int32 rank (0 = best).
+    """
     b, n = tf.shape(order)[0], tf.shape(order)[1]
     position = tf.broadcast_to(tf.range(n)[None, :], [b, n])  # [B, N]
     sorted_owner = tf.gather(owner, order, batch_dims=1)  # [B, N]
@@ -100,19 +132,29 @@ def _unsort_rank(order, owner, num_objects):
     return tf.scatter_nd(index, rank_sorted, [b, n])
 
 
-def rank_select(owned, owner, num_first, num_next=None):
-    """Per object, rank its anchors of quality > 0 and take the first ``num_first`` (and then the
-    next ``num_next``).
+def rank_within_owner(owned, owner, num_objects):
+    """Rank of each anchor among the anchors of its owner, by quality descending (ties: lower
+    anchor index first).
 
     Args:
-      owned, owner: ``[B, N]`` from :func:`own`.
-      num_first: ``[B, M]`` int32.
-      num_next: ``[B, M]`` int32 or None.
+      owned, owner: ``[B, N]`` from :func:`own` (qualities >= 0); num_objects: M.
+    Returns:
+      ``[B, N]`` int32 rank (0 = best). Anchors of quality 0 rank after every anchor of quality
+      > 0 of the same owner.
+    """
+    return rank_from_order(sort_keys(rank_key(owned, owner)), owner, num_objects)
+
+
+def select_ranked(rank, owned, owner, num_first, num_next=None):
+    """Per object, its anchors of quality > 0 of rank < ``num_first`` (and the next ``num_next``).
+
+    Args:
+      rank: ``[B, N]`` from :func:`rank_within_owner`; owned, owner: ``[B, N]`` from :func:`own`;
+      num_first: ``[B, M]`` int32; num_next: ``[B, M]`` int32 or None.
     Returns:
       ``(first [B, N] bool, next [B, N] bool or None)``: whether the anchor is in its owner's
       first group (resp. next group).
     """
-    rank = rank_within_owner(owned, owner, tf.shape(num_first)[1])
     has_quality = owned > 0.0
     first_count = tf.gather(num_first, owner, batch_dims=1)  # [B, N]
     first = tf.logical_and(has_quality, rank < first_count)
