@@ -15,8 +15,8 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from mgdet import boxes as box_ops
-from mgdet.assign.ownership import (IGNORED, NEGATIVE, NO_GT, count_by_iou, mask_invalid, own,
-                                    own_masked, rank_from_order, rank_key, sort_keys)
+from mgdet.assign.ownership import (IGNORED, NEGATIVE, NO_GT, candidate_key, count_by_iou,
+                                    mask_invalid, own, own_masked, rank_from_order, sort_keys)
 from mgdet.assign.strategies import (LOG_ZERO, amplified_log_quality, iou_anchor_labels,
                                      ranked_cls_labels, ranked_reg_positives, regressed_iou)
 
@@ -79,16 +79,19 @@ def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, p
     gt_valid = tf.cast(gt_valid, tf.bool)
     anchors = tf.cast(anchors, tf.float32)
     l2c, c2l = strategy in _L2C_CLS, strategy in _C2L_REG
-    # Three XLA clusters and the sorts between them (bench/assign.py --profile times each):
+    # Three XLA clusters and the sorts between them:
     # 1. the dense [B, M, N] quality matrices, written once;
-    # 2. own() of each, the counts Np/Ni and the sort keys: reductions over a stored matrix (when
-    #    XLA fuses the quality computation into own()'s arg-max reductions instead, it recomputes
-    #    every IoU and log inside a scalar loop: 2-3x slower on CPU);
-    # 3. after the per-image sorts (a TF kernel: faster than XLA's sort on CPU), ranks and labels.
+    # 2. own() of each, the counts Np/Ni and the sort keys of each object's candidates: reductions
+    #    over a stored matrix (when XLA fuses the quality computation into own()'s arg-max
+    #    reductions instead, it recomputes every IoU and log inside a scalar loop: 2-3x slower on
+    #    CPU);
+    # 3. after the per-image top_k of the candidates (a TF kernel: faster than XLA's sort on CPU,
+    #    bounded by the candidate count instead of a sort of all N anchors), ranks and labels.
     qualities = _quality_matrices(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_logits,
                                   float(sigma), l2c, c2l)
     owned = _own(qualities, gt_valid, gt_labels, float(pos_iou), float(neg_iou), l2c, c2l)
-    orders = {k: sort_keys(owned[k + "_key"]) for k in ("l2c", "c2l") if k + "_key" in owned}
+    orders = {k: sort_keys(owned[k + "_key"], owned[k + "_candidate"])
+              for k in ("l2c", "c2l") if k + "_key" in owned}
     return _labels_from_ranks(owned, orders, gt_labels)
 
 
@@ -121,9 +124,10 @@ def _own(qualities, gt_valid, gt_labels, pos_iou, neg_iou, l2c, c2l):
     if c2l:
         owned_log, owner_c = own_masked(qualities["c2l"], gt_valid, empty=LOG_ZERO, forced=0.0)
         out["c2l"] = (tf.exp(owned_log), owner_c)
+    ranked = {"l2c": out["num_pos"] + out["num_ignored"], "c2l": out["num_pos"]}
     for k in ("l2c", "c2l"):
         if k in out:
-            out[k + "_key"] = rank_key(*out[k])
+            out[k + "_key"], out[k + "_candidate"] = candidate_key(*out[k], ranked[k])
     return out
 
 
@@ -133,12 +137,12 @@ def _labels_from_ranks(owned, orders, gt_labels):
     cls_labels, cls_gt = owned["cls_labels"], owned["cls_gt"]
     m = tf.shape(gt_labels)[1]
     if "l2c" in orders:
-        rank = rank_from_order(orders["l2c"], owned["l2c"][1], m)
+        rank = rank_from_order(orders["l2c"], owned["l2c"][1], m, owned["l2c_candidate"])
         cls_labels, cls_gt = ranked_cls_labels(rank, *owned["l2c"], gt_labels, owned["num_pos"],
                                                owned["num_ignored"])
     reg_positive = owned["cls_labels"] >= 0
     reg_gt = tf.where(reg_positive, owned["cls_gt"], NO_GT)
     if "c2l" in orders:
-        rank = rank_from_order(orders["c2l"], owned["c2l"][1], m)
+        rank = rank_from_order(orders["c2l"], owned["c2l"][1], m, owned["c2l_candidate"])
         reg_positive, reg_gt = ranked_reg_positives(rank, *owned["c2l"], owned["num_pos"])
     return Assignment(cls_labels, cls_gt, reg_positive, reg_gt)

@@ -108,28 +108,93 @@ def rank_key(owned, owner):
     return bits - tf.cast(owner, tf.int64) * (2 ** 31)
 
 
-def sort_keys(key):
-    """``[B, N]`` sorted position -> anchor, ``key`` descending, ties in anchor order (``top_k``
-    is stable; a TF kernel: on CPU it is several times faster than XLA's sort)."""
-    return tf.math.top_k(key, k=tf.shape(key)[-1], sorted=True).indices
+_BINS = 256  # quality bins of candidate_key: 1/8 octave each, the top bin ends at 1.0
+_ONE_BIN = 0x3F800000 >> 20  # bin of 1.0 in float32 bits >> 20 (exponent and 3 mantissa bits)
+_NO_KEY = -(2 ** 62)  # key of the anchors outside the candidates: below every rank_key
 
 
-def rank_from_order(order, owner, num_objects):
-    """Rank within owner of each anchor, given the anchors sorted by :func:`rank_key`.
+def candidate_key(owned, owner, num_ranked):
+    """:func:`rank_key` restricted to each object's candidates: the anchors that can rank below
+    ``num_ranked`` of their owner. A bound on the rank needed, not a sort, decides it.
+
+    Per object, its anchors of quality > 0 are counted in 256 quality bins (bins of the float32
+    bits: monotone in the quality); the candidates are those in the bins from the top down to
+    the first one where the count reaches ``num_ranked``. The candidates of an object are thus a
+    prefix of its ranking (no tie is cut) with at least ``num_ranked`` anchors, or all its anchors
+    of quality > 0: ranks below ``num_ranked`` are the same as in a full sort.
 
     Args:
-      order: ``[B, N]`` int32 from :func:`sort_keys`; owner: ``[B, N]``; num_objects: M.
+      owned, owner: ``[B, N]`` from :func:`own`; num_ranked: ``[B, M]`` int32.
     Returns:
-      ``[B, N]`` int32 rank (0 = best).
+      ``(key [B, N] int64, candidate [B, N] bool)``: the key, ``_NO_KEY`` outside the candidates.
     """
-    b, n = tf.shape(order)[0], tf.shape(order)[1]
-    position = tf.broadcast_to(tf.range(n)[None, :], [b, n])  # [B, N]
+    b, n, m = tf.shape(owned)[0], tf.shape(owned)[1], tf.shape(num_ranked)[1]
+    bits = tf.bitcast(tf.maximum(owned, 0.0), tf.int32)
+    bins = tf.clip_by_value(tf.bitwise.right_shift(bits, 20) - (_ONE_BIN - _BINS + 1), 0, _BINS - 1)
+    positive = owned > 0.0
+    segments = (tf.range(b)[:, None] * m + owner) * _BINS + bins  # [B, N]
+    counts = tf.math.unsorted_segment_sum(tf.cast(positive, tf.int32), segments, b * m * _BINS)
+    at_or_above = tf.math.cumsum(tf.reshape(counts, [b, m, _BINS]), axis=-1, reverse=True)
+    bin_index = tf.range(_BINS)[None, None, :]
+    lowest_bin = tf.reduce_max(tf.where(at_or_above >= num_ranked[..., None], bin_index, 0), -1)
+    candidate = tf.logical_and(positive, bins >= tf.gather(lowest_bin, owner, batch_dims=1))
+    key = tf.where(candidate, rank_key(owned, owner), tf.constant(_NO_KEY, tf.int64))
+    del n
+    return key, candidate
+
+
+def sort_keys(key, candidate=None):
+    """Sorted position -> anchor, ``key`` descending, ties in anchor order (``top_k`` is stable;
+    a TF kernel: on CPU several times faster than XLA's sort).
+
+    Args:
+      key: ``[B, N]`` int64 from :func:`rank_key` or :func:`candidate_key`.
+      candidate: ``[B, N]`` bool from :func:`candidate_key`, or None: only the first
+        ``max candidates per image`` positions are computed (``top_k`` with that bound, rounded
+        up to a power of two, at least 64: a few distinct shapes), which is exact because every
+        other anchor holds the lowest key. Inside an XLA compilation, where ``k`` must be static,
+        all N positions.
+    Returns:
+      ``[B, K]`` int32, K <= N.
+    """
+    n = tf.shape(key)[-1]
+    if candidate is None or _in_xla_compilation():
+        return tf.math.top_k(key, k=n, sorted=True).indices
+    need = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(candidate, tf.int32), axis=-1)), 64)
+    bound = tf.bitwise.left_shift(1, tf.cast(tf.math.ceil(
+        tf.math.log(tf.cast(need, tf.float32)) / tf.math.log(2.0)), tf.int32))
+    return tf.math.top_k(key, k=tf.minimum(tf.maximum(bound, need), n), sorted=True).indices
+
+
+def _in_xla_compilation():
+    """Whether the op being built is compiled by XLA (a ``jit_compile=True`` function or one
+    called from it)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # private module moved: assume XLA, the choice that always compiles
+        return True
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def rank_from_order(order, owner, num_objects, candidate=None):
+    """Rank within owner of each anchor, given the anchors sorted by :func:`rank_key` (or its
+    candidates sorted by :func:`candidate_key`).
+
+    Args:
+      order: ``[B, K]`` int32 from :func:`sort_keys`; owner: ``[B, N]``; num_objects: M;
+      candidate: ``[B, N]`` bool from :func:`candidate_key` or None (K = N, all ranked).
+    Returns:
+      ``[B, N]`` int32 rank (0 = best); N for the anchors outside the candidates.
+    """
+    b, k, n = tf.shape(order)[0], tf.shape(order)[1], tf.shape(owner)[1]
+    position = tf.broadcast_to(tf.range(k)[None, :], [b, k])  # [B, K]
     sorted_owner = tf.gather(owner, order, batch_dims=1)  # [B, N]
     segments = tf.range(b)[:, None] * num_objects + sorted_owner
     group_start = tf.math.unsorted_segment_min(position, segments, b * num_objects)  # [B*M]
     rank_sorted = position - tf.gather(group_start, segments)
-    index = tf.stack([tf.broadcast_to(tf.range(b)[:, None], [b, n]), order], axis=-1)
-    return tf.scatter_nd(index, rank_sorted, [b, n])
+    index = tf.stack([tf.broadcast_to(tf.range(b)[:, None], [b, k]), order], axis=-1)
+    rank = tf.scatter_nd(index, rank_sorted, [b, n])
+    return rank if candidate is None else tf.where(candidate, rank, n)
 
 
 def rank_within_owner(owned, owner, num_objects):
