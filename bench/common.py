@@ -33,8 +33,20 @@ def machine():
     except OSError:
         pass
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "tensorflow": tf.__version__,
-            "python": platform.python_version()}
+    return {"cpu": cpu, "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "gpus": gpus,
+            "tensorflow": tf.__version__, "python": platform.python_version(),
+            "load_average": list(os.getloadavg())}
+
+
+def cpu_flags(wanted=("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
+                      "amx_int8", "amx_tile")):
+    """Which of the flags that decide oneDNN's fp32/bf16/int8 kernels this CPU reports."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return {flag: flag in flags for flag in wanted}
 
 
 def print_table(rows, columns):

@@ -15,9 +15,10 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from mgdet import boxes as box_ops
-from mgdet.assign.ownership import IGNORED, NEGATIVE, NO_GT, count_by_iou, own
-from mgdet.assign.strategies import (amplified_quality, iou_anchor_labels, ranked_cls_labels,
-                                     ranked_reg_positives, regressed_quality)
+from mgdet.assign.ownership import (IGNORED, NEGATIVE, NO_GT, candidate_key, count_by_iou,
+                                    mask_invalid, own, own_masked, rank_from_order, sort_keys)
+from mgdet.assign.strategies import (LOG_ZERO, amplified_log_quality, iou_anchor_labels,
+                                     ranked_cls_labels, ranked_reg_positives, regressed_iou)
 
 STRATEGIES = ("iou", "l2c", "c2l", "mg")
 _L2C_CLS = ("l2c", "mg")
@@ -77,37 +78,71 @@ def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, p
     gt_labels = tf.cast(gt_labels, tf.int32)
     gt_valid = tf.cast(gt_valid, tf.bool)
     anchors = tf.cast(anchors, tf.float32)
-    # The dense [B, M, N] work (IoUs, amplification, own) runs as XLA clusters, one per quality
-    # matrix: fused, it is several times faster on CPU than op by op. The per-image sorts of the
-    # ranking stay outside (TF's sort kernel is faster than XLA's on CPU).
-    owned_iou, owner = _owned_anchor_iou(anchors, gt_boxes, gt_valid)
+    l2c, c2l = strategy in _L2C_CLS, strategy in _C2L_REG
+    # Three XLA clusters and the sorts between them:
+    # 1. the dense [B, M, N] quality matrices, written once;
+    # 2. own() of each, the counts Np/Ni and the sort keys of each object's candidates: reductions
+    #    over a stored matrix (when XLA fuses the quality computation into own()'s arg-max
+    #    reductions instead, it recomputes every IoU and log inside a scalar loop: 2-3x slower on
+    #    CPU);
+    # 3. after the per-image top_k of the candidates (a TF kernel: faster than XLA's sort on CPU,
+    #    bounded by the candidate count instead of a sort of all N anchors), ranks and labels.
+    qualities = _quality_matrices(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_logits,
+                                  float(sigma), l2c, c2l)
+    owned = _own(qualities, gt_valid, gt_labels, float(pos_iou), float(neg_iou), l2c, c2l)
+    orders = {k: sort_keys(owned[k + "_key"], owned[k + "_candidate"])
+              for k in ("l2c", "c2l") if k + "_key" in owned}
+    return _labels_from_ranks(owned, orders, gt_labels)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _quality_matrices(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_logits, sigma,
+                      l2c, c2l):
+    """``[B, M, N]`` qualities: IoU(g, a), and IoU(g, decode(t, a)) if ``l2c``, and the log of the
+    amplified IoU if ``c2l``; rows of invalid objects hold the empty value."""
+    anchor_iou = box_ops.iou(gt_boxes, anchors)
+    out = {"iou": mask_invalid(anchor_iou, gt_valid)}
+    if l2c:
+        out["l2c"] = mask_invalid(regressed_iou(gt_boxes, anchors, pred_deltas), gt_valid)
+    if c2l:
+        out["c2l"] = mask_invalid(amplified_log_quality(anchor_iou, gt_labels, pred_logits, sigma),
+                                  gt_valid, LOG_ZERO)
+    return out
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _own(qualities, gt_valid, gt_labels, pos_iou, neg_iou, l2c, c2l):
+    """``own()`` of each quality matrix, the static labels, Np/Ni and the ranking sort keys."""
+    owned_iou, owner = own_masked(qualities["iou"], gt_valid)
     cls_labels, cls_gt = iou_anchor_labels(owned_iou, owner, gt_labels, pos_iou, neg_iou)
-    reg_positive, reg_gt = cls_labels >= 0, tf.where(cls_labels >= 0, cls_gt, NO_GT)
-    if strategy == "iou":
-        return Assignment(cls_labels, cls_gt, reg_positive, reg_gt)
-    num_pos, num_ignored = count_by_iou(owned_iou, owner, gt_valid, pos_iou, neg_iou)
-    if strategy in _L2C_CLS:
-        owned, owner_r = _owned_regressed_iou(anchors, gt_boxes, gt_valid, pred_deltas)
-        cls_labels, cls_gt = ranked_cls_labels(owned, owner_r, gt_labels, num_pos, num_ignored)
-    if strategy in _C2L_REG:
-        owned, owner_c = _owned_amplified_iou(anchors, gt_boxes, gt_labels, gt_valid, pred_logits,
-                                              float(sigma))
-        reg_positive, reg_gt = ranked_reg_positives(owned, owner_c, num_pos)
+    out = {"cls_labels": cls_labels, "cls_gt": cls_gt}
+    if not (l2c or c2l):
+        return out
+    out["num_pos"], out["num_ignored"] = count_by_iou(owned_iou, owner, gt_valid, pos_iou, neg_iou)
+    if l2c:
+        out["l2c"] = own_masked(qualities["l2c"], gt_valid)
+    if c2l:
+        owned_log, owner_c = own_masked(qualities["c2l"], gt_valid, empty=LOG_ZERO, forced=0.0)
+        out["c2l"] = (tf.exp(owned_log), owner_c)
+    ranked = {"l2c": out["num_pos"] + out["num_ignored"], "c2l": out["num_pos"]}
+    for k in ("l2c", "c2l"):
+        if k in out:
+            out[k + "_key"], out[k + "_candidate"] = candidate_key(*out[k], ranked[k])
+    return out
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _labels_from_ranks(owned, orders, gt_labels):
+    """The :class:`Assignment` from the owned form and the sorted orders."""
+    cls_labels, cls_gt = owned["cls_labels"], owned["cls_gt"]
+    m = tf.shape(gt_labels)[1]
+    if "l2c" in orders:
+        rank = rank_from_order(orders["l2c"], owned["l2c"][1], m, owned["l2c_candidate"])
+        cls_labels, cls_gt = ranked_cls_labels(rank, *owned["l2c"], gt_labels, owned["num_pos"],
+                                               owned["num_ignored"])
+    reg_positive = owned["cls_labels"] >= 0
+    reg_gt = tf.where(reg_positive, owned["cls_gt"], NO_GT)
+    if "c2l" in orders:
+        rank = rank_from_order(orders["c2l"], owned["c2l"][1], m, owned["c2l_candidate"])
+        reg_positive, reg_gt = ranked_reg_positives(rank, *owned["c2l"], owned["num_pos"])
     return Assignment(cls_labels, cls_gt, reg_positive, reg_gt)
-
-
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _owned_anchor_iou(anchors, gt_boxes, gt_valid):
-    """``own(IoU(g, a))`` -> (owned [B, N], owner [B, N])."""
-    return own(box_ops.iou(gt_boxes, anchors), gt_valid)
-
-
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _owned_regressed_iou(anchors, gt_boxes, gt_valid, pred_deltas):
-    return regressed_quality(gt_boxes, gt_valid, anchors, pred_deltas)
-
-
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _owned_amplified_iou(anchors, gt_boxes, gt_labels, gt_valid, pred_logits, sigma):
-    return amplified_quality(box_ops.iou(gt_boxes, anchors), gt_labels, gt_valid, pred_logits,
-                             sigma)

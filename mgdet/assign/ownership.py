@@ -30,13 +30,39 @@ def own(quality, gt_valid, empty=0.0, forced=1.0):
       ``(owned [B, N] float32, owner [B, N] int32)``: the kept value of each anchor and the object
       that keeps it (0 where the anchor's value is ``empty`` for every object).
     """
-    valid = tf.cast(gt_valid, tf.bool)[..., None]  # [B, M, 1]
-    q = tf.where(valid, quality, empty)  # [B, M, N]
-    best_anchor = tf.argmax(q, axis=-1, output_type=tf.int32)  # [B, M]
-    anchor_index = tf.range(tf.shape(q)[-1], dtype=tf.int32)  # [N]
-    is_forced = tf.logical_and(tf.equal(anchor_index, best_anchor[..., None]), valid)
-    q = tf.where(is_forced, forced, q)
-    return tf.reduce_max(q, axis=1), tf.argmax(q, axis=1, output_type=tf.int32)
+    return own_masked(mask_invalid(quality, gt_valid, empty), gt_valid, empty, forced)
+
+
+def mask_invalid(quality, gt_valid, empty=0.0):
+    """``[B, M, N]`` quality with the rows of invalid (padding) objects set to ``empty``."""
+    return tf.where(tf.cast(gt_valid, tf.bool)[..., None], quality, empty)
+
+
+def own_masked(q, gt_valid, empty=0.0, forced=1.0):
+    """:func:`own` of a quality matrix already passed through :func:`mask_invalid`.
+
+    Two arg-max reductions of the unforced matrix and a gather (on CPU, XLA runs each reduction
+    as one pass over the stored matrix; a forced copy would cost one more write and read), then
+    the force is applied to the ``[B, N]`` result: at most M anchors per image change.
+    """
+    valid = tf.cast(gt_valid, tf.bool)
+    b, m, n = tf.shape(q)[0], tf.shape(q)[1], tf.shape(q)[2]
+    best_anchor = tf.argmax(q, axis=-1, output_type=tf.int32)  # [B, M], first maximum
+    col_owner = tf.argmax(q, axis=1, output_type=tf.int32)  # [B, N], lowest object on ties
+    col_max = tf.gather(tf.transpose(q, [0, 2, 1]), col_owner[..., None], batch_dims=2)[..., 0]
+    # forcing object of each anchor (the lowest one when several force it), m where none
+    image = tf.broadcast_to(tf.range(b)[:, None], [b, m])
+    forcing = tf.where(valid, tf.range(m)[None, :], m)  # [B, M]
+    forced_by = tf.tensor_scatter_nd_min(tf.fill([b, n], m), tf.stack([image, best_anchor], -1),
+                                         forcing)
+    is_forced = forced_by < m
+    # At a forced anchor the forcing objects hold ``forced``; another object holding the same
+    # value (quality == forced, the maximum) competes on index; one above it (outside the
+    # documented range) keeps it.
+    forced_owner = tf.where(col_max > forced, col_owner,
+                            tf.where(col_max == forced, tf.minimum(col_owner, forced_by), forced_by))
+    owner = tf.where(is_forced, forced_owner, col_owner)
+    return tf.where(is_forced, tf.maximum(col_max, forced), col_max), owner
 
 
 def per_object_count(mask, owner, num_objects):
@@ -69,6 +95,108 @@ def count_by_iou(owned_iou, owner, gt_valid, pos_iou=0.5, neg_iou=0.4):
     return tf.maximum(pos, 1) * valid, ign * valid
 
 
+def rank_key(owned, owner):
+    """Sort key of each anchor: descending key = (owner asc, quality desc).
+
+    Args:
+      owned, owner: ``[B, N]`` from :func:`own` (qualities >= 0).
+    Returns:
+      ``[B, N]`` int64. :func:`sort_keys` keeps anchor order among equal keys, which is the tie
+      rule (lower anchor index first). Non-negative float32 bit patterns sort like the floats.
+    """
+    bits = tf.cast(tf.bitcast(tf.maximum(owned, 0.0), tf.int32), tf.int64)
+    return bits - tf.cast(owner, tf.int64) * (2 ** 31)
+
+
+_BINS = 256  # quality bins of candidate_key: 1/8 octave each, the top bin ends at 1.0
+_ONE_BIN = 0x3F800000 >> 20  # bin of 1.0 in float32 bits >> 20 (exponent and 3 mantissa bits)
+_NO_KEY = -(2 ** 62)  # key of the anchors outside the candidates: below every rank_key
+
+
+def candidate_key(owned, owner, num_ranked):
+    """:func:`rank_key` restricted to each object's candidates: the anchors that can rank below
+    ``num_ranked`` of their owner. A bound on the rank needed, not a sort, decides it.
+
+    Per object, its anchors of quality > 0 are counted in 256 quality bins (bins of the float32
+    bits: monotone in the quality); the candidates are those in the bins from the top down to
+    the first one where the count reaches ``num_ranked``. The candidates of an object are thus a
+    prefix of its ranking (no tie is cut) with at least ``num_ranked`` anchors, or all its anchors
+    of quality > 0: ranks below ``num_ranked`` are the same as in a full sort.
+
+    Args:
+      owned, owner: ``[B, N]`` from :func:`own`; num_ranked: ``[B, M]`` int32.
+    Returns:
+      ``(key [B, N] int64, candidate [B, N] bool)``: the key, ``_NO_KEY`` outside the candidates.
+    """
+    b, n, m = tf.shape(owned)[0], tf.shape(owned)[1], tf.shape(num_ranked)[1]
+    bits = tf.bitcast(tf.maximum(owned, 0.0), tf.int32)
+    bins = tf.clip_by_value(tf.bitwise.right_shift(bits, 20) - (_ONE_BIN - _BINS + 1), 0, _BINS - 1)
+    positive = owned > 0.0
+    segments = (tf.range(b)[:, None] * m + owner) * _BINS + bins  # [B, N]
+    counts = tf.math.unsorted_segment_sum(tf.cast(positive, tf.int32), segments, b * m * _BINS)
+    at_or_above = tf.math.cumsum(tf.reshape(counts, [b, m, _BINS]), axis=-1, reverse=True)
+    bin_index = tf.range(_BINS)[None, None, :]
+    lowest_bin = tf.reduce_max(tf.where(at_or_above >= num_ranked[..., None], bin_index, 0), -1)
+    candidate = tf.logical_and(positive, bins >= tf.gather(lowest_bin, owner, batch_dims=1))
+    key = tf.where(candidate, rank_key(owned, owner), tf.constant(_NO_KEY, tf.int64))
+    del n
+    return key, candidate
+
+
+def sort_keys(key, candidate=None):
+    """Sorted position -> anchor, ``key`` descending, ties in anchor order (``top_k`` is stable;
+    a TF kernel: on CPU several times faster than XLA's sort).
+
+    Args:
+      key: ``[B, N]`` int64 from :func:`rank_key` or :func:`candidate_key`.
+      candidate: ``[B, N]`` bool from :func:`candidate_key`, or None: only the first
+        ``max candidates per image`` positions are computed (``top_k`` with that bound, rounded
+        up to a power of two, at least 64: a few distinct shapes), which is exact because every
+        other anchor holds the lowest key. Inside an XLA compilation, where ``k`` must be static,
+        all N positions.
+    Returns:
+      ``[B, K]`` int32, K <= N.
+    """
+    n = tf.shape(key)[-1]
+    if candidate is None or _in_xla_compilation():
+        return tf.math.top_k(key, k=n, sorted=True).indices
+    need = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(candidate, tf.int32), axis=-1)), 64)
+    bound = tf.bitwise.left_shift(1, tf.cast(tf.math.ceil(
+        tf.math.log(tf.cast(need, tf.float32)) / tf.math.log(2.0)), tf.int32))
+    return tf.math.top_k(key, k=tf.minimum(tf.maximum(bound, need), n), sorted=True).indices
+
+
+def _in_xla_compilation():
+    """Whether the op being built is compiled by XLA (a ``jit_compile=True`` function or one
+    called from it)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # private module moved: assume XLA, the choice that always compiles
+        return True
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def rank_from_order(order, owner, num_objects, candidate=None):
+    """Rank within owner of each anchor, given the anchors sorted by :func:`rank_key` (or its
+    candidates sorted by :func:`candidate_key`).
+
+    Args:
+      order: ``[B, K]`` int32 from :func:`sort_keys`; owner: ``[B, N]``; num_objects: M;
+      candidate: ``[B, N]`` bool from :func:`candidate_key` or None (K = N, all ranked).
+    Returns:
+      ``[B, N]`` int32 rank (0 = best); N for the anchors outside the candidates.
+    """
+    b, k, n = tf.shape(order)[0], tf.shape(order)[1], tf.shape(owner)[1]
+    position = tf.broadcast_to(tf.range(k)[None, :], [b, k])  # [B, K]
+    sorted_owner = tf.gather(owner, order, batch_dims=1)  # [B, N]
+    segments = tf.range(b)[:, None] * num_objects + sorted_owner
+    group_start = tf.math.unsorted_segment_min(position, segments, b * num_objects)  # [B*M]
+    rank_sorted = position - tf.gather(group_start, segments)
+    index = tf.stack([tf.broadcast_to(tf.range(b)[:, None], [b, k]), order], axis=-1)
+    rank = tf.scatter_nd(index, rank_sorted, [b, n])
+    return rank if candidate is None else tf.where(candidate, rank, n)
+
+
 def rank_within_owner(owned, owner, num_objects):
     """Rank of each anchor among the anchors of its owner, by quality descending (ties: lower
     anchor index first).
@@ -79,40 +207,19 @@ def rank_within_owner(owned, owner, num_objects):
       ``[B, N]`` int32 rank (0 = best). Anchors of quality 0 rank after every anchor of quality
       > 0 of the same owner.
     """
-    # One int64 key per anchor orders by (owner asc, quality desc); the stable sort keeps anchor
-    # order among equal keys. Non-negative float32 bit patterns sort like the floats themselves.
-    bits = tf.cast(tf.bitcast(tf.maximum(owned, 0.0), tf.int32), tf.int64)
-    key = tf.cast(owner, tf.int64) * (2 ** 31) + (2 ** 31 - 1 - bits)
-    order = tf.argsort(key, axis=-1, stable=True)  # [B, N]: sorted position -> anchor
-    return _unsort_rank(order, owner, num_objects)
+    return rank_from_order(sort_keys(rank_key(owned, owner)), owner, num_objects)
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _unsort_rank(order, owner, num_objects):
-    """Rank within owner of each anchor, given the anchors sorted by (owner, quality desc)."""
-    b, n = tf.shape(order)[0], tf.shape(order)[1]
-    position = tf.broadcast_to(tf.range(n)[None, :], [b, n])  # [B, N]
-    sorted_owner = tf.gather(owner, order, batch_dims=1)  # [B, N]
-    segments = tf.range(b)[:, None] * num_objects + sorted_owner
-    group_start = tf.math.unsorted_segment_min(position, segments, b * num_objects)  # [B*M]
-    rank_sorted = position - tf.gather(group_start, segments)
-    index = tf.stack([tf.broadcast_to(tf.range(b)[:, None], [b, n]), order], axis=-1)
-    return tf.scatter_nd(index, rank_sorted, [b, n])
-
-
-def rank_select(owned, owner, num_first, num_next=None):
-    """Per object, rank its anchors of quality > 0 and take the first ``num_first`` (and then the
-    next ``num_next``).
+def select_ranked(rank, owned, owner, num_first, num_next=None):
+    """Per object, its anchors of quality > 0 of rank < ``num_first`` (and the next ``num_next``).
 
     Args:
-      owned, owner: ``[B, N]`` from :func:`own`.
-      num_first: ``[B, M]`` int32.
-      num_next: ``[B, M]`` int32 or None.
+      rank: ``[B, N]`` from :func:`rank_within_owner`; owned, owner: ``[B, N]`` from :func:`own`;
+      num_first: ``[B, M]`` int32; num_next: ``[B, M]`` int32 or None.
     Returns:
       ``(first [B, N] bool, next [B, N] bool or None)``: whether the anchor is in its owner's
       first group (resp. next group).
     """
-    rank = rank_within_owner(owned, owner, tf.shape(num_first)[1])
     has_quality = owned > 0.0
     first_count = tf.gather(num_first, owner, batch_dims=1)  # [B, N]
     first = tf.logical_and(has_quality, rank < first_count)

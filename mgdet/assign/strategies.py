@@ -6,14 +6,15 @@
 - Classify to Localize (paper Eq. 1): quality = IoU(gt, anchor) ^ ((sigma - p) / sigma); per
   object the first Np ranked anchors are regression positives.
 
-Owned qualities come as ``(owned [B, N], owner [B, N])`` pairs from :func:`ownership.own`.
+Each quality is an ``[B, M, N]`` matrix that :func:`ownership.own` turns into
+``(owned [B, N], owner [B, N])``; the labels come from that owned form.
 """
 import tensorflow as tf
 
 from mgdet import boxes as box_ops
-from mgdet.assign.ownership import IGNORED, NEGATIVE, NO_GT, own, rank_select
+from mgdet.assign.ownership import IGNORED, NEGATIVE, NO_GT, select_ranked
 
-_LOG_ZERO = -1e30  # log-domain quality of IoU 0; exp() maps it back to exactly 0
+LOG_ZERO = -1e30  # log-domain quality of IoU 0; exp() maps it back to exactly 0
 
 
 def _labels(positive, ignored, owner, gt_labels):
@@ -35,43 +36,43 @@ def iou_anchor_labels(owned_iou, owner, gt_labels, pos_iou=0.5, neg_iou=0.4):
     return _labels(positive, ignored, owner, gt_labels)
 
 
-def regressed_quality(gt_boxes, gt_valid, anchors, pred_deltas, variances=box_ops.VARIANCES):
-    """L2C quality ``own(IoU(g, decode(t, a)))`` -> ``(owned [B, N], owner [B, N])``."""
+def regressed_iou(gt_boxes, anchors, pred_deltas, variances=box_ops.VARIANCES):
+    """L2C quality matrix ``IoU(g, decode(t, a))`` -> ``[B, M, N]`` (``own`` it next)."""
     pred_boxes = box_ops.decode(tf.stop_gradient(pred_deltas), anchors, variances)  # [B, N, 4]
-    return own(box_ops.iou(gt_boxes, pred_boxes), gt_valid)
+    return box_ops.iou(gt_boxes, pred_boxes)
 
 
-def amplified_quality(anchor_iou, gt_labels, gt_valid, pred_logits, sigma=2.0):
-    """C2L quality (paper Eq. 1) ``own(IoU(g, a) ^ ((sigma - p) / sigma))``, with
-    ``p[b, j, i] = sigmoid(pred_logits[b, i, gt_labels[b, j]])`` -> ``(owned, owner)``.
+def amplified_log_quality(anchor_iou, gt_labels, pred_logits, sigma=2.0):
+    """C2L quality matrix (paper Eq. 1) in log space -> ``[B, M, N]``:
+    ``log(IoU(g, a) ^ ((sigma - p) / sigma)) = (1 - p / sigma) * log IoU``, with
+    ``p[b, j, i] = sigmoid(pred_logits[b, i, gt_labels[b, j]])``.
 
-    Ownership and ranking only compare values, so ``own`` runs on the log of the quality,
-    ``(1 - p / sigma) * log IoU`` (one transcendental instead of a ``pow``), and the owned values
-    come back through ``exp`` on ``[B, N]`` only.
+    Ownership and ranking only compare values, so ``own`` runs on the log (one transcendental
+    instead of a ``pow``; ``own(q, valid, empty=LOG_ZERO, forced=0.0)``) and the owned values come
+    back through ``exp`` on ``[B, N]`` only. IoU 0 maps to the finite floor ``LOG_ZERO``.
     """
     num_classes = tf.shape(pred_logits)[-1]
     labels = tf.clip_by_value(gt_labels, 0, num_classes - 1)  # padding rows may hold any label
     logits = tf.transpose(tf.stop_gradient(tf.cast(pred_logits, tf.float32)), [0, 2, 1])  # [B,C,N]
     p = tf.sigmoid(tf.gather(logits, labels, axis=1, batch_dims=1))  # [B, M, N]
     # A finite floor instead of -inf: XLA's CPU codegen may assume no infinities.
-    log_quality = tf.where(anchor_iou > 0.0, (1.0 - p / sigma) * tf.math.log(anchor_iou), _LOG_ZERO)
-    owned_log, owner = own(log_quality, gt_valid, empty=_LOG_ZERO, forced=0.0)
-    return tf.exp(owned_log), owner
+    return tf.where(anchor_iou > 0.0, (1.0 - p / sigma) * tf.math.log(anchor_iou), LOG_ZERO)
 
 
-def ranked_cls_labels(owned, owner, gt_labels, num_pos, num_ignored):
+def ranked_cls_labels(rank, owned, owner, gt_labels, num_pos, num_ignored):
     """L2C labels: per object its first Np ranked anchors are positive, the next Ni ignored.
 
+    Args: ``rank`` from :func:`ownership.rank_within_owner` of ``(owned, owner)``.
     Returns ``(cls_labels [B, N], gt_index [B, N])`` int32.
     """
-    positive, ignored = rank_select(owned, owner, num_pos, num_ignored)
+    positive, ignored = select_ranked(rank, owned, owner, num_pos, num_ignored)
     return _labels(positive, ignored, owner, gt_labels)
 
 
-def ranked_reg_positives(owned, owner, num_pos):
+def ranked_reg_positives(rank, owned, owner, num_pos):
     """C2L labels: per object its first Np ranked anchors are regression positives.
 
     Returns ``(reg_positive [B, N] bool, reg_gt_index [B, N] int32)``.
     """
-    positive, _ = rank_select(owned, owner, num_pos)
+    positive, _ = select_ranked(rank, owned, owner, num_pos)
     return positive, tf.where(positive, owner, NO_GT)
