@@ -157,7 +157,7 @@ def test_vgg16_bn_converted_weights_compute_torchvisions_first_blocks(tmp_path):
     path = _convert(tmp_path, state, "vgg16_bn")
     backbone = backbone_ops.build_backbone("vgg16", 1.0)
     backbone(np.zeros((1, 32, 32, 3), np.float32))
-    backbone_ops.load_backbone_weights(backbone, path)
+    assert backbone_ops.load_backbone_weights(backbone, path) == len(backbone.variables)
 
     y = _normalized_image(3, 32)
     ours = y[None].astype(np.float32)
@@ -171,14 +171,10 @@ def test_vgg16_bn_converted_weights_compute_torchvisions_first_blocks(tmp_path):
         _close(ours, y)
 
 
-def test_conversion_covers_every_variable_and_refuses_other_networks(tmp_path):
-    for arch, state in (("resnet18", torchvision_resnet18_state()),
-                        ("vgg16", torchvision_vgg16_bn_state())):
-        detected, arrays = cw.from_torchvision(state)
-        assert detected == arch
-        backbone = backbone_ops.build_backbone(arch, 1.0)
-        backbone(np.zeros((1, 32, 32, 3), np.float32))
-        assert set(arrays) == set(backbone_ops.backbone_weights(backbone))
+def test_conversion_detects_the_network_and_refuses_others(tmp_path):
+    # (that a conversion fills every backbone variable is checked by the loads above)
+    assert cw.from_torchvision(torchvision_resnet18_state())[0] == "resnet18"
+    assert cw.from_torchvision(torchvision_vgg16_bn_state())[0] == "vgg16"
     plain_vgg = {k: v for k, v in torchvision_vgg16_bn_state().items()
                  if not k.startswith("features.1.")}
     with pytest.raises(cw.WeightsError, match="vgg16_bn"):
