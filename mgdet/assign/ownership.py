@@ -128,7 +128,7 @@ def candidate_key(owned, owner, num_ranked):
     Returns:
       ``(key [B, N] int64, candidate [B, N] bool)``: the key, ``_NO_KEY`` outside the candidates.
     """
-    b, n, m = tf.shape(owned)[0], tf.shape(owned)[1], tf.shape(num_ranked)[1]
+    b, m = tf.shape(owned)[0], tf.shape(num_ranked)[1]
     bits = tf.bitcast(tf.maximum(owned, 0.0), tf.int32)
     bins = tf.clip_by_value(tf.bitwise.right_shift(bits, 20) - (_ONE_BIN - _BINS + 1), 0, _BINS - 1)
     positive = owned > 0.0
@@ -139,7 +139,6 @@ def candidate_key(owned, owner, num_ranked):
     lowest_bin = tf.reduce_max(tf.where(at_or_above >= num_ranked[..., None], bin_index, 0), -1)
     candidate = tf.logical_and(positive, bins >= tf.gather(lowest_bin, owner, batch_dims=1))
     key = tf.where(candidate, rank_key(owned, owner), tf.constant(_NO_KEY, tf.int64))
-    del n
     return key, candidate
 
 
