@@ -267,7 +267,8 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
         batches: ``mgdet.data.pipeline.make_dataset(source, S, batch, training=False)``.
       gt_coco: the dataset's COCO ground truth (dict, path or COCO object).
       label_to_category: label -> category id; None: :func:`default_label_to_category`.
-      voc07: add ``"VOC07_mAP50"``.
+      voc07: add ``"VOC07_mAP50"`` and ``"voc07"``: the authors' VOC metric
+        (:func:`mgdet.voc_metric.voc_metrics`: AP, AP50, AP75, at most 300 detections).
       per_class: add ``"per_class"`` (COCO AP per category name).
       results_path: also write the detections there as a COCO results JSON.
       progress: tqdm bar over batches.
@@ -289,6 +290,7 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
             json.dump(detections, f)
     metrics = coco_metrics(gt, detections, per_class=per_class)
     if voc07:
+        metrics["voc07"] = voc_metric.voc_metrics(gt.dataset, detections)  # the paper's VOC07
         metrics[VOC_KEY] = voc07_map(gt, detections)["mAP"]
     metrics.update(num_images=num_images, num_detections=len(detections), seconds=seconds)
     return metrics

@@ -81,8 +81,11 @@ def class_flags(gt_boxes, gt_difficult, det_image, det_boxes, det_scores, thresh
     best_gt = np.full(len(order), -1)  # global object index
     difficult = []
     offset = 0
+    by_image = {}
+    for k, img in enumerate(det_image.tolist()):
+        by_image.setdefault(img, []).append(k)
     for img, boxes in gt_boxes.items():
-        sel = np.flatnonzero(det_image == img)
+        sel = np.asarray(by_image.get(img, []), np.int64)
         if len(boxes) and len(sel):
             ious = _iou(det_boxes[sel], boxes)
             best_iou[sel] = ious.max(1)
@@ -123,10 +126,14 @@ def voc_metrics(gt_coco, detections, thresholds=IOU_THRESHOLDS, max_detections=3
     if max_detections is not None:
         detections = _cap_per_image(detections, int(max_detections))
     per_class, names = [], []
+    anns_by_cat, dets_by_cat = {}, {}
+    for a in gt["annotations"]:
+        anns_by_cat.setdefault(a["category_id"], []).append(a)
+    for d in detections:
+        dets_by_cat.setdefault(d["category_id"], []).append(d)
     for cat, name in sorted((c["id"], c.get("name", str(c["id"]))) for c in gt["categories"]):
-        anns = [a for a in gt["annotations"] if a["category_id"] == cat]
         boxes, diff = {}, {}
-        for a in anns:
+        for a in anns_by_cat.get(cat, []):
             boxes.setdefault(a["image_id"], []).append(a["bbox"])
             diff.setdefault(a["image_id"], []).append(bool(a.get("difficult", 0)
                                                           or a.get("iscrowd", 0)))
@@ -134,7 +141,7 @@ def voc_metrics(gt_coco, detections, thresholds=IOU_THRESHOLDS, max_detections=3
         if npos == 0:
             continue
         boxes = {k: _xyxy(v) for k, v in boxes.items()}
-        dets = [d for d in detections if d["category_id"] == cat]
+        dets = dets_by_cat.get(cat, [])
         tp, fp = class_flags(boxes, diff, [d["image_id"] for d in dets],
                              _xyxy([d["bbox"] for d in dets]), [d["score"] for d in dets],
                              thresholds)
