@@ -18,7 +18,6 @@ anchors, say) compare equal, so SPEC's tie rule (lower anchor index) really appl
 import math
 
 import numpy as np
-import tensorflow as tf
 
 ANCHORS_PER_CELL = 6
 _GRID = 2.0 ** 22
@@ -72,6 +71,8 @@ def generate_anchors(image_size=320, base_size=24.0, clip=False):
         c = np.stack([cx, cy], -1).reshape(f * f, 1, 2)  # [f*f, 1, 2]
         boxes = np.concatenate([c - half, c + half], -1)  # [f*f, 6, 4]
         per_level.append(boxes.reshape(-1, 4))
+    import tensorflow as tf  # here: the sizes and counts above serve drawing code without TF
+
     anchors = np.concatenate(per_level, 0)
     if clip:
         anchors = np.clip(anchors, 0.0, 1.0)
