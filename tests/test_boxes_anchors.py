@@ -138,3 +138,18 @@ def test_box_format_helpers():
     b = tf.constant([[0.1, 0.2, 0.5, 0.9]])
     np.testing.assert_allclose(box_ops.xyxy_to_yxyx(b).numpy(), [[0.2, 0.1, 0.9, 0.5]])
     np.testing.assert_allclose(box_ops.cxcywh_to_xyxy(box_ops.xyxy_to_cxcywh(b)).numpy(), b.numpy(), atol=1e-7)
+
+
+def test_model_clip_anchors_option_builds_and_round_trips():
+    import mgdet
+    from mgdet.config import load_config
+    from mgdet.models import FSSD
+    cfg = load_config(None, {"model": {"image_size": 64, "width": 0.25, "clip_anchors": True,
+                                       "num_classes": 2}})
+    model = mgdet.build_model(cfg)
+    np.testing.assert_array_equal(np.asarray(model.anchors),
+                                  anchor_ops.generate_anchors(64, clip=True).numpy())
+    assert model.get_config()["clip_anchors"] is True  # kept by .keras files
+    assert load_config(None, {}).model.clip_anchors is False
+    with pytest.raises(ValueError, match="clip_anchors"):
+        FSSD(num_classes=2, image_size=64, width=0.25, clip_anchors="yes")
