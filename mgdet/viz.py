@@ -232,7 +232,7 @@ def _object_panel(base, gt_px, obj, centres_px, static, dynamic, dynamic_color, 
                   dot):
     """One object, one task: its positive anchors as centre dots (red: static only, colour:
     dynamic only, white: both) over the dimmed image, its box dashed white, the others grey."""
-    img = Image.blend(base, Image.new("RGB", base.size, DARK), 0.45)
+    img = Image.blend(base, Image.new("RGB", base.size, DARK), 0.55)
     draw = ImageDraw.Draw(img)
     for j, box in enumerate(gt_px):
         if j != obj:
@@ -287,13 +287,13 @@ def draw_assignment(image, gt_boxes, masks, anchors, objects=None, max_objects=3
       anchors: ``[N, 4]`` normalized xyxy in :func:`mgdet.anchors.generate_anchors` order.
       objects: object indices to draw (default :func:`pick_objects`).
       max_objects: rows when ``objects`` is None.
-      scale: upscaling factor of the picture (default: to at least 384 px wide).
+      scale: upscaling factor of the picture (default: to at least 512 px wide).
     Returns:
       ``PIL.Image``: rows of two panels (a dark placeholder panel when there is no object).
     """
     base = _to_pil(image)
     if scale is None:
-        scale = max(1, math.ceil(384 / base.width))
+        scale = max(1, math.ceil(512 / base.width))
     if scale != 1:
         base = base.resize((base.width * scale, base.height * scale), Image.BILINEAR)
     w, h = base.size
@@ -308,9 +308,9 @@ def draw_assignment(image, gt_boxes, masks, anchors, objects=None, max_objects=3
         np.zeros(len(anchors), np.int64)
     stride_px = w / np.array(feature_sizes(image_size) if image_size else [1.0])[level]
     shape = np.arange(len(anchors)) % ANCHORS_PER_CELL
-    ring = _centre_offsets(1.0)[shape] * np.minimum(stride_px * 0.3, 14)[:, None]
+    ring = _centre_offsets(1.0)[shape] * np.minimum(stride_px * 0.3, 18)[:, None]
     centres_px = centres + ring
-    dot = max(2, round(w / 160))
+    dot = max(2, round(w / 110))
     font = _font(max(10, round(w / 32)))
     owners = {k: np.asarray(masks[k], np.int64).reshape(-1) for k in ("iou_gt", "l2c_gt",
                                                                       "c2l_gt")}

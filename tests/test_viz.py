@@ -49,13 +49,13 @@ def test_draw_assignment_dots_per_strategy_at_anchor_centres():
     owners["l2c_gt"][cell(7, 7)] = 1                   # another object's anchor: not drawn
     gt = np.array([[0.2, 0.2, 0.7, 0.7], [0.8, 0.8, 1.0, 1.0]])
     pic = viz.draw_assignment(image, gt, owners, anchors, objects=[0])
-    side = 64 * 6  # upscaled to >= 384 px
+    side = 64 * 8  # upscaled to >= 512 px
     strip = pic.height - side
     assert strip > 0 and pic.width == 2 * side + 6
     left = pic.crop((0, strip, side, pic.height))
     right = pic.crop((side + 6, strip, pic.width, pic.height))
-    # Shape 0 sits 14 px above its cell centre ((col + 0.5) / 8 of the 383 px span).
-    at = lambda row, col: ((col + 0.5) / 8 * 383, (row + 0.5) / 8 * 383 - 14)  # noqa: E731
+    # Shape 0 sits 18 px above its cell centre ((col + 0.5) / 8 of the 511 px span).
+    at = lambda row, col: ((col + 0.5) / 8 * 511, (row + 0.5) / 8 * 511 - 18)  # noqa: E731
     np.testing.assert_allclose(_mask_centroid(left, viz.RED), at(2, 2), atol=1.5)
     np.testing.assert_allclose(_mask_centroid(left, viz.GREEN), at(2, 5), atol=1.5)
     np.testing.assert_allclose(_mask_centroid(right, viz.RED), at(2, 2), atol=1.5)
