@@ -84,4 +84,5 @@ def build_model(config, num_classes=None):
         weights=m.weights, strategy=a.strategy, sigma=a.sigma, pos_iou=a.pos_iou,
         neg_iou=a.neg_iou, focal_alpha=lo.focal_alpha, focal_gamma=lo.focal_gamma,
         bl1_alpha=lo.bl1_alpha, bl1_gamma=lo.bl1_gamma, bl1_beta=lo.bl1_beta,
-        score_threshold=e.score_threshold, nms_iou=e.nms_iou, max_detections=e.max_detections)
+        score_threshold=e.score_threshold, nms_iou=e.nms_iou, max_detections=e.max_detections,
+        clip_anchors=m.clip_anchors)

@@ -151,6 +151,9 @@ def cmd_eval(args):
     eval_ds, gt_coco = build_eval_dataset(cfg)  # the training split is not needed
     metrics = evaluate(model, eval_ds, gt_coco, per_class=args.per_class)
     print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics['num_images']} images (%)"))
+    if cfg.data.source in ("voc", "voc_xml") or "voc" in (cfg.data.tfds_name or ""):
+        from mgdet.voc_metric import format_voc_table
+        print(format_voc_table(metrics["voc07"], title="the authors' VOC07 metric (paper Table 1) (%)"))
     out = args.out or eval_output_path(weights)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:  # strict JSON: NaN (no objects of a size) becomes null

@@ -40,6 +40,7 @@ class ModelConfig:
     width: float = 1.0  # channel multiplier of backbone and neck (1.0 = the paper's models)
     weights: Optional[str] = None  # backbone weights file (ImageNet); random init when None
     num_classes: Optional[int] = None  # None: taken from the dataset
+    clip_anchors: bool = False  # True: anchors clipped at the image border (ablation only)
 
 
 @dataclass(frozen=True)

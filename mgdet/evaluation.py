@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from mgdet import voc_metric
+
 log = logging.getLogger("mgdet.evaluation")
 
 # COCOeval.stats order (bbox): AP at IoU .50:.95 / .50 / .75, AP small / medium / large, then AR
@@ -131,88 +133,15 @@ def _per_class_ap(gt, ev):
 
 def voc07_map(gt_coco, detections, iou_threshold=0.5):
     """PASCAL VOC 2007 11-point interpolated mAP at IoU ``iou_threshold`` (an extra line; COCO AP
-    is the metric of record).
+    is the metric of record): :func:`mgdet.voc_metric.voc_metrics` at one threshold, all
+    detections counted, difficult (or ``iscrowd``) objects ignored.
 
-    Ground-truth annotations with ``difficult`` (or ``iscrowd``, which ``to_coco`` sets for VOC's
-    difficult objects) are ignored: a detection matched to one is neither a true nor a false
-    positive, and they do not count in the recall. Boxes are continuous pixel boxes (no VOC
-    "+1" pixel convention). Categories without non-difficult ground truth are left out of the
-    mean.
-
-    Args:
-      gt_coco: as :func:`coco_metrics`.
-      detections: COCO result dicts (pixels).
-      iou_threshold: matching IoU.
     Returns:
       ``{"mAP": float, "per_class": {category name: AP}}``.
     """
-    gt = _coco_api(gt_coco)
-    by_cat_image = {}  # (cat, image) -> (boxes [G, 4] xyxy, difficult [G] bool)
-    for ann in gt.dataset["annotations"]:
-        x, y, w, h = ann["bbox"]
-        key = (ann["category_id"], ann["image_id"])
-        diff = bool(ann.get("difficult", 0) or ann.get("iscrowd", 0))
-        by_cat_image.setdefault(key, ([], []))
-        by_cat_image[key][0].append([x, y, x + w, y + h])
-        by_cat_image[key][1].append(diff)
-    per_class = {}
-    for cat in gt.loadCats(sorted(gt.getCatIds())):
-        cid = cat["id"]
-        gts = {img: (np.asarray(b, np.float64).reshape(-1, 4), np.asarray(d, bool))
-               for (c, img), (b, d) in by_cat_image.items() if c == cid}
-        npos = int(sum((~d).sum() for _, d in gts.values()))
-        if npos == 0:
-            continue
-        dets = sorted((d for d in detections if d["category_id"] == cid),
-                      key=lambda d: -d["score"])
-        used = {img: np.zeros(len(d), bool) for img, (_, d) in gts.items()}
-        tp = np.zeros(len(dets))
-        fp = np.zeros(len(dets))
-        for k, det in enumerate(dets):
-            boxes, difficult = gts.get(det["image_id"], (np.zeros((0, 4)), np.zeros(0, bool)))
-            if len(boxes) == 0:
-                fp[k] = 1
-                continue
-            x, y, w, h = det["bbox"]
-            overlaps = _iou_one_to_many(np.array([x, y, x + w, y + h], np.float64), boxes)
-            j = int(np.argmax(overlaps))
-            if overlaps[j] >= iou_threshold:
-                if difficult[j]:
-                    continue
-                if not used[det["image_id"]][j]:
-                    used[det["image_id"]][j] = True
-                    tp[k] = 1
-                else:
-                    fp[k] = 1
-            else:
-                fp[k] = 1
-        per_class[cat["name"]] = _voc07_ap(np.cumsum(tp), np.cumsum(fp), npos)
-    mean = float(np.mean(list(per_class.values()))) if per_class else float("nan")
-    return {"mAP": mean, "per_class": per_class}
-
-
-def _iou_one_to_many(box, boxes):
-    iw = np.maximum(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0.0)
-    ih = np.maximum(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0)
-    inter = iw * ih
-    union = ((box[2] - box[0]) * (box[3] - box[1])
-             + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter)
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def _voc07_ap(tp_cum, fp_cum, npos):
-    """11-point AP: mean over t in {0, .1, ..., 1} of the best precision at recall >= t."""
-    if tp_cum.size == 0:
-        return 0.0
-    recall = tp_cum / npos
-    precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
-    ap = 0.0
-    # k / 10 exactly (a recall of 3/10 reaches the 0.3 point; np.arange(0, 1.1, 0.1)'s
-    # 0.30000000000000004 would miss it, as py-faster-rcnn's voc_eval does).
-    for t in np.arange(11) / 10.0:
-        p = precision[recall >= t]
-        ap += (p.max() if p.size else 0.0) / 11.0
-    return float(ap)
+    out = voc_metric.voc_metrics(_coco_api(gt_coco).dataset, detections, (iou_threshold,),
+                                 max_detections=None)
+    return {"mAP": out["per_threshold"][float(iou_threshold)], "per_class": out["per_class"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,7 +271,8 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
         batches: ``mgdet.data.pipeline.make_dataset(source, S, batch, training=False)``.
       gt_coco: the dataset's COCO ground truth (dict, path or COCO object).
       label_to_category: label -> category id; None: :func:`default_label_to_category`.
-      voc07: add ``"VOC07_mAP50"``.
+      voc07: add ``"VOC07_mAP50"`` and ``"voc07"``: the authors' VOC metric
+        (:func:`mgdet.voc_metric.voc_metrics`: AP, AP50, AP75, at most 300 detections).
       per_class: add ``"per_class"`` (COCO AP per category name).
       results_path: also write the detections there as a COCO results JSON.
       progress: tqdm bar over batches.
@@ -377,6 +307,7 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
             json.dump(detections, f)
     metrics = coco_metrics(gt, detections, per_class=per_class)
     if voc07:
+        metrics["voc07"] = voc_metric.voc_metrics(gt.dataset, detections)  # the paper's VOC07
         metrics[VOC_KEY] = voc07_map(gt, detections)["mAP"]
     metrics.update(num_images=num_images, num_detections=len(detections), seconds=seconds,
                    images_dropped=len(dropped))

@@ -4,10 +4,10 @@
 - :func:`assignment_masks`: for a batch and a model, the positives of the static IoU-anchor
   assignment and of Localize to Classify (classification) / Classify to Localize (regression),
   all from :func:`mgdet.assign.assign` with the model's own predictions.
-- :func:`draw_assignment`: Figure 4 as two panels side by side. Left, classification labels:
-  IoU-anchor vs L2C; right, regression labels: IoU-anchor vs C2L. Ground truth: white dashed
-  boxes. Red: positive under IoU-anchor only; green: positive under L2C only (left panel);
-  yellow: positive under C2L only (right panel); thin grey: positive under both.
+- :func:`draw_assignment`: Figure 4, one row per object (a few objects), two panels per row.
+  Left, classification labels: IoU-anchor vs L2C; right, regression labels: IoU-anchor vs C2L.
+  Each of the object's positive anchors is a dot at its centre: red, IoU-anchor only; green,
+  L2C only; blue, C2L only; white, both. The object's box is dashed white.
 - :func:`run_show_assign`: the ``cli.py show-assign`` command.
 """
 import math
@@ -19,11 +19,14 @@ from PIL import Image, ImageDraw
 from mgdet.drawing import (  # noqa: F401  (draw_detections, class_color: re-exported)
     _font, _label, _text_size, _to_pil, class_color, draw_detections)
 
+from mgdet.anchors import ANCHORS_PER_CELL, feature_sizes, num_anchors
+
 RED = (235, 40, 40)
 GREEN = (40, 220, 60)
-YELLOW = (255, 225, 0)
 WHITE = (255, 255, 255)
 GREY = (150, 150, 150)
+BLUE = (60, 150, 255)
+DARK = (20, 20, 20)
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,89 +122,151 @@ def _dashed_rectangle(draw, box, fill, width=1, dash=6, gap=4):
             t += dash + gap
 
 
-def _panel(base, gt_px, anchors_px, common, only_static, only_dynamic, dynamic_color, title,
-           font, line):
-    img = base.copy()
-    draw = ImageDraw.Draw(img)
-    for i in np.flatnonzero(common):
-        draw.rectangle(anchors_px[i].tolist(), outline=GREY, width=1)
-    for i in np.flatnonzero(only_static):
-        draw.rectangle(anchors_px[i].tolist(), outline=RED, width=line)
-    for i in np.flatnonzero(only_dynamic):
-        draw.rectangle(anchors_px[i].tolist(), outline=dynamic_color, width=line)
-    for box in gt_px:
-        _dashed_rectangle(draw, box.tolist(), WHITE, width=line, dash=4 * line + 2, gap=3 * line)
-    # Title strip above the picture: the items, wrapped onto as many lines as needed.
-    _, th = _text_size(draw, "Ag", font)
+def _centre_offsets(radius):
+    """Pixel offsets of the 6 anchor shapes of a cell around the cell centre (a small ring), so
+    that anchors sharing a centre are drawn as separate dots."""
+    angles = np.arange(ANCHORS_PER_CELL) * (2 * math.pi / ANCHORS_PER_CELL) - math.pi / 2
+    return np.stack([np.cos(angles), np.sin(angles)], -1) * radius
+
+
+def _title_strip(width, items, font):
+    """A dark strip with ``items`` [(text, colour)] written left to right, wrapped."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    _, th = _text_size(probe, "Ag", font)
     positions, x, y = [], 4, 3
-    for text, _ in title:
-        tw = _text_size(draw, text, font)[0]
-        if x > 4 and x + tw > img.width - 4:
+    for text, _ in items:
+        tw = _text_size(probe, text, font)[0]
+        if x > 4 and x + tw > width - 4:
             x, y = 4, y + th + 5
         positions.append((x, y))
-        x += tw + 10
-    strip = Image.new("RGB", (img.width, y + th + 8), (20, 20, 20))
-    sd = ImageDraw.Draw(strip)
-    for (text, color), xy in zip(title, positions):
-        sd.text(xy, text, fill=color, font=font)
-    out = Image.new("RGB", (img.width, img.height + strip.height), (20, 20, 20))
+        x += tw + 12
+    strip = Image.new("RGB", (width, y + th + 8), DARK)
+    draw = ImageDraw.Draw(strip)
+    for (text, color), xy in zip(items, positions):
+        draw.text(xy, text, fill=color, font=font)
+    return strip
+
+
+def _object_panel(base, gt_px, obj, centres_px, static, dynamic, dynamic_color, names, font,
+                  dot):
+    """One object, one task: its positive anchors as centre dots (red: static only, colour:
+    dynamic only, white: both) over the dimmed image, its box dashed white, the others grey."""
+    img = Image.blend(base, Image.new("RGB", base.size, DARK), 0.55)
+    draw = ImageDraw.Draw(img)
+    for j, box in enumerate(gt_px):
+        if j != obj:
+            _dashed_rectangle(draw, box.tolist(), GREY, width=1, dash=4, gap=4)
+    _dashed_rectangle(draw, gt_px[obj].tolist(), WHITE, width=max(1, dot // 2), dash=3 * dot,
+                      gap=2 * dot)
+    both, static_only, dynamic_only = static & dynamic, static & ~dynamic, dynamic & ~static
+    for mask, color in ((both, WHITE), (static_only, RED), (dynamic_only, dynamic_color)):
+        for i in np.flatnonzero(mask):
+            x, y = centres_px[i]
+            draw.ellipse([x - dot, y - dot, x + dot, y + dot], fill=color, outline=DARK)
+    items = [(f"object {obj}: {names[0]} {int(static.sum())}, {names[1]} {int(dynamic.sum())}",
+              WHITE), (f"both {int(both.sum())}", WHITE),
+             (f"{names[0]} only {int(static_only.sum())}", RED),
+             (f"{names[1]} only {int(dynamic_only.sum())}", dynamic_color)]
+    strip = _title_strip(img.width, items, font)
+    out = Image.new("RGB", (img.width, img.height + strip.height), DARK)
     out.paste(strip, (0, 0))
     out.paste(img, (0, strip.height))
     return out
 
 
-def draw_assignment(image, gt_boxes, masks, anchors, scale=None, show_common=True):
-    """Paper Figure 4 for one image: two panels, classification (IoU-anchor vs L2C) and
-    regression (IoU-anchor vs C2L).
+def pick_objects(gt_boxes, masks, max_objects=3):
+    """Indices of up to ``max_objects`` objects to draw: those whose positives change most
+    between IoU-anchor and L2C / C2L, larger objects first on ties."""
+    boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
+    owners = {k: np.asarray(masks[k], np.int64).reshape(-1) for k in ("iou_gt", "l2c_gt",
+                                                                      "c2l_gt")}
+    changed = [int(((owners["iou_gt"] == j) != (owners["l2c_gt"] == j)).sum()
+                   + ((owners["iou_gt"] == j) != (owners["c2l_gt"] == j)).sum())
+               for j in range(len(boxes))]
+    area = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), -1)
+    order = sorted(range(len(boxes)), key=lambda j: (-changed[j], -area[j], j))
+    return sorted(order[:max_objects])
+
+
+def draw_assignment(image, gt_boxes, masks, anchors, objects=None, max_objects=3, scale=None):
+    """Paper Figure 4: per object, the anchors each strategy makes positive for it.
+
+    One row per object, two panels: classification labels (IoU-anchor vs L2C) and regression
+    labels (IoU-anchor vs C2L). Each positive anchor of the object is a dot at its centre (the 6
+    shapes of a cell on a small ring around it, bigger dots for coarser levels): red, positive
+    under IoU-anchor only; green, L2C only; blue, C2L only; white, both. The object's box is
+    dashed white, the other objects dashed grey; the title strip gives the counts.
 
     Args:
       image: ``[S, S, 3]`` uint8 (or float 0..255) model-input image.
       gt_boxes: ``[M, 4]`` normalized xyxy (valid objects only).
-      masks: dict of ``[N]`` bool for this image with keys ``iou_cls``, ``l2c_cls``,
-        ``iou_reg``, ``c2l_reg`` (one row of :func:`assignment_masks`).
-      anchors: ``[N, 4]`` normalized xyxy.
-      scale: upscaling factor of the picture (default: to at least 320 px wide).
-      show_common: also draw anchors positive under both strategies (thin grey).
+      masks: dict of ``[N]`` int for this image: ``iou_gt``, ``l2c_gt``, ``c2l_gt``, the object
+        owning each positive anchor (-1 elsewhere) under IoU-anchor (both tasks), L2C
+        (classification) and C2L (regression): one row of :func:`assignment_masks`.
+      anchors: ``[N, 4]`` normalized xyxy in :func:`mgdet.anchors.generate_anchors` order.
+      objects: object indices to draw (default :func:`pick_objects`).
+      max_objects: rows when ``objects`` is None.
+      scale: upscaling factor of the picture (default: to at least 512 px wide).
     Returns:
-      ``PIL.Image``: the two panels side by side, each with a title strip giving the counts.
+      ``PIL.Image``: rows of two panels (a dark placeholder panel when there is no object).
     """
     base = _to_pil(image)
     if scale is None:
-        scale = max(1, math.ceil(320 / base.width))
+        scale = max(1, math.ceil(512 / base.width))
     if scale != 1:
         base = base.resize((base.width * scale, base.height * scale), Image.BILINEAR)
     w, h = base.size
     size = np.array([w - 1, h - 1, w - 1, h - 1], np.float64)
-    anchors_px = np.asarray(anchors, np.float64).reshape(-1, 4) * size
     gt_px = np.asarray(gt_boxes, np.float64).reshape(-1, 4) * size
-    m = {k: np.asarray(masks[k], bool).reshape(-1) for k in ("iou_cls", "l2c_cls", "iou_reg",
-                                                              "c2l_reg")}
-    font = _font(max(10, round(w / 30)))
-    line = max(1, round(w / 320))
-    none = np.zeros_like(m["iou_cls"])
-    cls_common = (m["iou_cls"] & m["l2c_cls"]) if show_common else none
-    reg_common = (m["iou_reg"] & m["c2l_reg"]) if show_common else none
-    cls_static_only = m["iou_cls"] & ~m["l2c_cls"]
-    cls_dynamic_only = m["l2c_cls"] & ~m["iou_cls"]
-    reg_static_only = m["iou_reg"] & ~m["c2l_reg"]
-    reg_dynamic_only = m["c2l_reg"] & ~m["iou_reg"]
-    left = _panel(base, gt_px, anchors_px, cls_common, cls_static_only, cls_dynamic_only, GREEN,
-                  [("cls", WHITE), (f"IoU-anchor only {cls_static_only.sum()}", RED),
-                   (f"L2C only {cls_dynamic_only.sum()}", GREEN),
-                   (f"both {(m['iou_cls'] & m['l2c_cls']).sum()}", GREY)], font, line)
-    right = _panel(base, gt_px, anchors_px, reg_common, reg_static_only, reg_dynamic_only, YELLOW,
-                   [("reg", WHITE), (f"IoU-anchor only {reg_static_only.sum()}", RED),
-                    (f"C2L only {reg_dynamic_only.sum()}", YELLOW),
-                    (f"both {(m['iou_reg'] & m['c2l_reg']).sum()}", GREY)], font, line)
+    anchors = np.asarray(anchors, np.float64).reshape(-1, 4)
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2 * size[:2]
+    # Dots and rings scale with each anchor's level (its size): the cell's stride in pixels.
+    image_size = _input_size(len(anchors))
+    level = np.concatenate([np.full(ANCHORS_PER_CELL * f * f, k) for k, f in
+                            enumerate(feature_sizes(image_size))]) if image_size else \
+        np.zeros(len(anchors), np.int64)
+    stride_px = w / np.array(feature_sizes(image_size) if image_size else [1.0])[level]
+    shape = np.arange(len(anchors)) % ANCHORS_PER_CELL
+    ring = _centre_offsets(1.0)[shape] * np.minimum(stride_px * 0.3, 18)[:, None]
+    centres_px = centres + ring
+    dot = max(2, round(w / 110))
+    font = _font(max(10, round(w / 32)))
+    owners = {k: np.asarray(masks[k], np.int64).reshape(-1) for k in ("iou_gt", "l2c_gt",
+                                                                      "c2l_gt")}
+    objects = pick_objects(gt_boxes, masks, max_objects) if objects is None else list(objects)
+    rows = []
+    for j in objects:
+        static = owners["iou_gt"] == j
+        left = _object_panel(base, gt_px, j, centres_px, static, owners["l2c_gt"] == j, GREEN,
+                             ("IoU-anchor", "L2C"), font, dot)
+        right = _object_panel(base, gt_px, j, centres_px, static, owners["c2l_gt"] == j, BLUE,
+                              ("IoU-anchor", "C2L"), font, dot)
+        rows.append((left, right))
+    if not rows:
+        empty = Image.blend(base, Image.new("RGB", base.size, DARK), 0.45)
+        rows.append((empty, empty))
     gap = 6
-    out = Image.new("RGB", (left.width + gap + right.width, left.height), (20, 20, 20))
-    out.paste(left, (0, 0))
-    out.paste(right, (left.width + gap, 0))
+    width = rows[0][0].width + gap + rows[0][1].width
+    height = sum(r[0].height for r in rows) + gap * (len(rows) - 1)
+    out = Image.new("RGB", (width, height), DARK)
+    y = 0
+    for left, right in rows:
+        out.paste(left, (0, y))
+        out.paste(right, (left.width + gap, y))
+        y += left.height + gap
     return out
 
 
+def _input_size(num):
+    """The square input side whose anchor count is ``num`` (None if none up to 2048)."""
+    for size in range(64, 2049, 64):
+        if num_anchors(size) == num:
+            return size
+    return None
+
+
 def run_show_assign(config, weights=None, num_images=4, out_dir="runs/show_assign", split="eval",
-                    print_fn=print):
+                    print_fn=print, max_objects=3):
     """``cli.py show-assign``: Figure 4 pictures for the first ``num_images`` images of a split.
 
     The images go through the evaluation transform (plain resize to the model's input, no
@@ -215,6 +280,7 @@ def run_show_assign(config, weights=None, num_images=4, out_dir="runs/show_assig
       out_dir: output folder (``assign_<k>_image<id>.png``).
       split: "eval" or "train" (the images, not augmented either way).
       print_fn: where the per-image count lines go.
+      max_objects: objects drawn per picture (see :func:`draw_assignment`).
     Returns:
       list of ``(png_path, counts)``: counts are :func:`assignment_counts` plus ``image_id`` and
       ``objects``.
@@ -239,7 +305,8 @@ def run_show_assign(config, weights=None, num_images=4, out_dir="runs/show_assig
             counts = {"image_id": int(image_ids[b]), "objects": int(valid.sum()),
                       **assignment_counts(masks, b)}
             pic = draw_assignment(images[b].numpy(), gt,
-                                  {k: v[b] for k, v in masks.items() if k != "anchors"}, anchors)
+                                  {k: v[b] for k, v in masks.items() if k != "anchors"}, anchors,
+                                  max_objects=max_objects)
             path = os.path.join(out_dir, f"assign_{b:02d}_image{int(image_ids[b])}.png")
             pic.save(path)
             print_fn(f"image {counts['image_id']}: {counts['objects']} objects, positives "

@@ -5,8 +5,9 @@ import math
 import numpy as np
 
 
-def anchors_ref(image_size, base_size=24.0):
-    """Anchors by explicit loops over level, row, column, shape."""
+def anchors_ref(image_size, base_size=24.0, clip=False):
+    """Anchors by explicit loops over level, row, column, shape: sizes capped at 1 in centre
+    form, corners not clipped (``clip=True``: corners clipped to [0, 1])."""
     levels = 5 if image_size >= 512 else 4
     out = []
     for k in range(levels):
@@ -20,9 +21,10 @@ def anchors_ref(image_size, base_size=24.0):
             for x in range(f):
                 cx, cy = (x + 0.5) / f, (y + 0.5) / f
                 for w, h in shapes:
-                    w, h = w / image_size, h / image_size
+                    w, h = min(w / image_size, 1.0), min(h / image_size, 1.0)
                     out.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-    return np.clip(np.array(out), 0, 1)
+    out = np.array(out)
+    return np.clip(out, 0, 1) if clip else out
 
 
 def iou_one(box, boxes):

@@ -15,18 +15,71 @@ def test_anchor_counts_and_values(size, count):
     a = anchor_ops.generate_anchors(size).numpy()
     assert a.shape == (count, 4) == (anchor_ops.num_anchors(size), 4)
     np.testing.assert_allclose(a, ref.anchors_ref(size), atol=1e-6)
-    assert a.min() >= 0 and a.max() <= 1
+    clipped = anchor_ops.generate_anchors(size, clip=True).numpy()
+    np.testing.assert_allclose(clipped, ref.anchors_ref(size, clip=True), atol=1e-6)
+    assert clipped.min() >= 0 and clipped.max() <= 1
+
+
+def _anchors_from_formula(size):
+    """SPEC's formula, vectorized: [L, f, f, 6] grid, sizes min(w, 1), corners unclipped."""
+    out = []
+    for k in range(4 if size < 512 else 5):
+        f = -(-size // 2 ** (3 + k))
+        s = 24.0 * 2**k
+        r = np.sqrt(2.0)
+        w = np.array([s, s * r, s / r, s * r, s * r * r, s]) / size
+        h = np.array([s, s / r, s * r, s * r, s, s * r * r]) / size
+        w, h = np.minimum(w, 1), np.minimum(h, 1)
+        cy, cx = np.meshgrid((np.arange(f) + 0.5) / f, (np.arange(f) + 0.5) / f, indexing="ij")
+        cx, cy = cx[..., None], cy[..., None]  # [f, f, 1]
+        out.append(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).reshape(-1, 4))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("size", [320, 512])
+def test_anchors_match_authors_formula_unclipped(size):
+    a = anchor_ops.generate_anchors(size).numpy()
+    want = _anchors_from_formula(size)
+    np.testing.assert_allclose(a, want, atol=1e-6)
+    # Border anchors reach past the image (the authors do not clip corners) ...
+    assert a.min() < -0.3 and a.max() > 1.3
+    # ... and no anchor is wider or taller than the image.
+    wh = a[:, 2:] - a[:, :2]
+    assert wh.max() <= 1.0 + 1e-7
+    # The top level's (s'sqrt2) x (s'/sqrt2) shape is wider than S and capped at exactly 1.
+    top = a[-6:]
+    np.testing.assert_allclose(top[4, 2] - top[4, 0], 1.0, atol=1e-7)
+    np.testing.assert_allclose(top[5, 3] - top[5, 1], 1.0, atol=1e-7)
 
 
 def test_anchor_first_cell_hand_worked():
     a = anchor_ops.generate_anchors(320).numpy()
-    # level 0, cell (0, 0): centre (4, 4) px, s = 24: a 24x24 box clipped at the border.
-    np.testing.assert_allclose(a[0] * 320, [0, 0, 16, 16], atol=1e-4)
+    # level 0, cell (0, 0): centre (4, 4) px, s = 24: a 24x24 box reaching 8 px past the border.
+    np.testing.assert_allclose(a[0] * 320, [-8, -8, 16, 16], atol=1e-4)
     # level 0, cell (row 0, col 1) starts at index 6: centre (12, 4).
-    np.testing.assert_allclose(a[6] * 320, [0, 0, 24, 16], atol=1e-4)
+    np.testing.assert_allclose(a[6] * 320, [0, -8, 24, 16], atol=1e-4)
     # 4th shape is s' = 24 sqrt2 square.
     s2 = 24 * np.sqrt(2) / 2
-    np.testing.assert_allclose(a[6 * 41 + 3] * 320, np.clip([12 - s2, 12 - s2, 12 + s2, 12 + s2], 0, 320), atol=1e-4)
+    np.testing.assert_allclose(a[6 * 41 + 3] * 320, [12 - s2, 12 - s2, 12 + s2, 12 + s2], atol=1e-4)
+    # level 3 (stride 64, f = 5), cell (0, 0), shape 5: (192 sqrt2 / sqrt2) x (192 sqrt2 * sqrt2)
+    # = 192 x 384 px, the height capped at 320: centre (32, 32) -> [-64, -128, 128, 192] px.
+    first3 = 6 * (40**2 + 20**2 + 10**2)
+    np.testing.assert_allclose(a[first3 + 5] * 320, [32 - 96, 32 - 160, 32 + 96, 32 + 160], atol=1e-4)
+    # clipped variant (ablation): the same first anchor cut at the border.
+    np.testing.assert_allclose(anchor_ops.generate_anchors(320, clip=True).numpy()[0] * 320,
+                               [0, 0, 16, 16], atol=1e-4)
+
+
+def test_anchor_coordinates_exact_in_float32():
+    # Centres and half sizes on the 2^-22 grid: every anchor of one shape has bit-identical
+    # width and height, also where the corners lie outside the image.
+    a = anchor_ops.generate_anchors(320).numpy()
+    wh = (a[:, 2:] - a[:, :2]).reshape(-1, 6, 2)
+    first = 0
+    for f in anchor_ops.feature_sizes(320):
+        level = wh[first:first + f * f]
+        assert np.all(level == level[:1])
+        first += f * f
 
 
 def test_anchor_size_validation():
@@ -72,6 +125,7 @@ def test_encode_decode_reference_and_roundtrip():
     np.testing.assert_allclose(enc, want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(box_ops.decode(enc, anc).numpy(), boxes, atol=1e-5)
     deltas = rng.normal(0, 2, (len(anc), 4)).astype(np.float32)
+    assert anc.min() < 0  # unclipped border anchors are among them
     np.testing.assert_allclose(box_ops.decode(deltas, anc).numpy(), ref.decode_ref(deltas, anc), rtol=1e-4, atol=1e-5)
 
 
@@ -84,3 +138,18 @@ def test_box_format_helpers():
     b = tf.constant([[0.1, 0.2, 0.5, 0.9]])
     np.testing.assert_allclose(box_ops.xyxy_to_yxyx(b).numpy(), [[0.2, 0.1, 0.9, 0.5]])
     np.testing.assert_allclose(box_ops.cxcywh_to_xyxy(box_ops.xyxy_to_cxcywh(b)).numpy(), b.numpy(), atol=1e-7)
+
+
+def test_model_clip_anchors_option_builds_and_round_trips():
+    import mgdet
+    from mgdet.config import load_config
+    from mgdet.models import FSSD
+    cfg = load_config(None, {"model": {"image_size": 64, "width": 0.25, "clip_anchors": True,
+                                       "num_classes": 2}})
+    model = mgdet.build_model(cfg)
+    np.testing.assert_array_equal(np.asarray(model.anchors),
+                                  anchor_ops.generate_anchors(64, clip=True).numpy())
+    assert model.get_config()["clip_anchors"] is True  # kept by .keras files
+    assert load_config(None, {}).model.clip_anchors is False
+    with pytest.raises(ValueError, match="clip_anchors"):
+        FSSD(num_classes=2, image_size=64, width=0.25, clip_anchors="yes")

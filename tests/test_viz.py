@@ -31,23 +31,53 @@ def test_draw_detections_boxes_tags_and_threshold():
     viz.draw_detections(image.astype(np.float32), boxes, scores, [7, 7, 7], ["a"])
 
 
-def test_draw_assignment_colours_per_panel():
+def _mask_centroid(img, color, tol=40):
+    arr = np.asarray(img, np.int64)
+    ys, xs = np.nonzero(np.abs(arr - np.array(color)).max(-1) <= tol)
+    return (xs.mean(), ys.mean()) if len(xs) else None
+
+
+def test_draw_assignment_dots_per_strategy_at_anchor_centres():
+    from mgdet.anchors import generate_anchors
     image = np.full((64, 64, 3), 60, np.uint8)
-    anchors = np.array([[0.1, 0.1, 0.4, 0.4],    # IoU-anchor only (both tasks)
-                        [0.5, 0.5, 0.9, 0.9],    # L2C only
-                        [0.2, 0.6, 0.45, 0.95],  # C2L only
-                        [0.0, 0.0, 1.0, 1.0]])   # positive nowhere
-    masks = {"iou_cls": np.array([1, 0, 0, 0], bool), "l2c_cls": np.array([0, 1, 0, 0], bool),
-             "iou_reg": np.array([1, 0, 0, 0], bool), "c2l_reg": np.array([0, 0, 1, 0], bool)}
-    pic = viz.draw_assignment(image, np.array([[0.2, 0.2, 0.7, 0.7]]), masks, anchors)
-    assert pic.width > 2 * 320 and pic.height > 320  # two upscaled panels
-    half = pic.width // 2
-    left, right = pic.crop((0, 0, half, pic.height)), pic.crop((half, 0, pic.width, pic.height))
-    assert _has_color(left, viz.RED) and _has_color(left, viz.GREEN)
-    assert not _has_color(left, viz.YELLOW, tol=10)
-    assert _has_color(right, viz.RED) and _has_color(right, viz.YELLOW)
-    assert not _has_color(right, viz.GREEN, tol=10)
-    assert _has_color(left, viz.WHITE, tol=0) and _has_color(right, viz.WHITE, tol=0)
+    anchors = generate_anchors(64).numpy()  # level 0: 8 x 8 cells of 8 px, 6 shapes each
+    cell = lambda row, col, shape=0: 6 * (row * 8 + col) + shape  # noqa: E731
+    owners = {k: np.full(len(anchors), -1) for k in ("iou_gt", "l2c_gt", "c2l_gt")}
+    owners["iou_gt"][[cell(2, 2), cell(4, 4)]] = 0     # (2, 2): IoU-anchor only
+    owners["l2c_gt"][[cell(4, 4), cell(2, 5)]] = 0     # (4, 4): all three; (2, 5): L2C only
+    owners["c2l_gt"][[cell(4, 4), cell(6, 1)]] = 0     # (6, 1): C2L only
+    owners["l2c_gt"][cell(7, 7)] = 1                   # another object's anchor: not drawn
+    gt = np.array([[0.2, 0.2, 0.7, 0.7], [0.8, 0.8, 1.0, 1.0]])
+    pic = viz.draw_assignment(image, gt, owners, anchors, objects=[0])
+    side = 64 * 8  # upscaled to >= 512 px
+    strip = pic.height - side
+    assert strip > 0 and pic.width == 2 * side + 6
+    left = pic.crop((0, strip, side, pic.height))
+    right = pic.crop((side + 6, strip, pic.width, pic.height))
+    # Shape 0 sits 18 px above its cell centre ((col + 0.5) / 8 of the 511 px span).
+    at = lambda row, col: ((col + 0.5) / 8 * 511, (row + 0.5) / 8 * 511 - 18)  # noqa: E731
+    np.testing.assert_allclose(_mask_centroid(left, viz.RED), at(2, 2), atol=1.5)
+    np.testing.assert_allclose(_mask_centroid(left, viz.GREEN), at(2, 5), atol=1.5)
+    np.testing.assert_allclose(_mask_centroid(right, viz.RED), at(2, 2), atol=1.5)
+    np.testing.assert_allclose(_mask_centroid(right, viz.BLUE), at(6, 1), atol=1.5)
+    assert _mask_centroid(left, viz.BLUE, tol=10) is None
+    assert _mask_centroid(right, viz.GREEN, tol=10) is None
+    # The shared anchor is a white dot in both panels.
+    for panel in (left, right):
+        x, y = at(4, 4)
+        assert tuple(np.asarray(panel)[round(y), round(x)]) == viz.WHITE
+    # Counts in the title strip use the same colours; an empty object list still draws.
+    assert _has_color(pic.crop((0, 0, pic.width, strip)), viz.RED)
+    assert viz.draw_assignment(image, np.zeros((0, 4)), owners, anchors).height == side
+
+
+def test_pick_objects_prefers_objects_whose_anchors_change():
+    owners = {"iou_gt": np.array([0, 0, 1, 1, 2, -1]), "l2c_gt": np.array([0, 0, 1, 2, 1, -1]),
+              "c2l_gt": np.array([0, 0, 1, -1, 2, 2])}
+    gt = np.array([[0, 0, 0.9, 0.9], [0, 0, 0.2, 0.2], [0, 0, 0.1, 0.1]])
+    # changes: object 0: 0, object 1: 2 (l2c) + 1 (c2l), object 2: 2 + 1
+    assert viz.pick_objects(gt, owners, max_objects=2) == [1, 2]
+    assert viz.pick_objects(gt, owners, max_objects=3) == [0, 1, 2]
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,8 @@ class Detector(keras.Model):
       sync_bn: under ``tf.distribute``, batch-norm statistics over the global batch (all
         replicas), so that N replicas train exactly as one device on the global batch. False:
         per-replica statistics (fewer all-reduces). No effect on one device.
+      clip_anchors: clip anchor corners to the image (not the authors' anchors; for the
+        old-vs-new anchors ablation). False: anchors as in the authors' code.
     """
 
     arch = None
@@ -81,7 +83,8 @@ class Detector(keras.Model):
     def __init__(self, num_classes, backbone="vgg16", image_size=320, width=1.0, strategy="mg",
                  sigma=2.0, pos_iou=0.5, neg_iou=0.4, focal_alpha=0.25, focal_gamma=2.0,
                  bl1_alpha=0.5, bl1_gamma=1.5, bl1_beta=0.11, score_threshold=0.005,
-                 nms_iou=0.5, max_detections=300, weights=None, sync_bn=True, **kwargs):
+                 nms_iou=0.5, max_detections=300, weights=None, sync_bn=True, clip_anchors=False,
+                 **kwargs):
         kwargs.setdefault("name", self.arch or "detector")
         super().__init__(**kwargs)
         if type(self) is Detector or self.arch is None:
@@ -105,6 +108,8 @@ class Detector(keras.Model):
         _check_number("max_detections", max_detections, 1, None, integer=True)
         if not isinstance(sync_bn, bool):
             raise ValueError(f"sync_bn must be True or False, got {sync_bn!r}")
+        if not isinstance(clip_anchors, bool):
+            raise ValueError(f"clip_anchors must be True or False, got {clip_anchors!r}")
         if weights is not None and not isinstance(weights, (str, os.PathLike)):
             raise ValueError(f"weights must be a path to an .npz file or None, got {weights!r}")
 
@@ -124,7 +129,8 @@ class Detector(keras.Model):
         self.sync_bn = sync_bn
         self.num_levels = anchor_ops.num_levels(self.image_size)
         self.feature_sizes = anchor_ops.feature_sizes(self.image_size)
-        self._anchors = anchor_ops.generate_anchors(self.image_size)  # [N, 4]
+        self.clip_anchors = clip_anchors
+        self._anchors = anchor_ops.generate_anchors(self.image_size, clip=clip_anchors)  # [N, 4]
 
         self.backbone = build_backbone(backbone, self.width)
         self.neck = self._make_neck(self.backbone.strides, self.backbone.out_channels,
@@ -310,6 +316,7 @@ class Detector(keras.Model):
             "bl1_alpha": self.bl1_alpha, "bl1_gamma": self.bl1_gamma, "bl1_beta": self.bl1_beta,
             "score_threshold": self.score_threshold, "nms_iou": self.nms_iou,
             "max_detections": self.max_detections, "sync_bn": self.sync_bn,
+            "clip_anchors": self.clip_anchors,
         }
 
     @classmethod

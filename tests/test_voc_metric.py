@@ -1,0 +1,88 @@
+"""The authors' VOC metric (mgdet.voc_metric) against hand-worked values, the separate numpy
+reference of tests/test_evaluation.py and pycocotools."""
+import numpy as np
+import pytest
+
+from mgdet import evaluation, voc_metric
+from tests.test_evaluation import _gt, _noisy_detections, _voc07_reference
+
+
+def _ann(i, img, box, difficult=0):
+    return {"id": i, "image_id": img, "category_id": 1, "bbox": box, "area": box[2] * box[3],
+            "iscrowd": 0, "difficult": difficult}
+
+
+def test_hand_worked_over_iou_thresholds():
+    gt = {"images": [{"id": 1, "width": 100, "height": 100}],
+          "annotations": [_ann(1, 1, [0, 0, 10, 10]), _ann(2, 1, [20, 20, 10, 10]),
+                          _ann(3, 1, [50, 50, 20, 20], difficult=1)],
+          "categories": [{"id": 1, "name": "a"}]}
+    det = lambda box, s: {"image_id": 1, "category_id": 1, "bbox": box, "score": s}  # noqa: E731
+    dets = [det([50, 50, 20, 20], 0.95),  # the difficult object: ignored at every threshold
+            det([0, 0, 10, 7.9], 0.9),     # IoU 0.79 with A: tp up to 0.75, fp from 0.80
+            det([20, 20, 10, 10], 0.8),    # B exactly: tp everywhere
+            det([80, 0, 10, 10], 0.7)]     # background: fp
+    # IoU <= 0.75 (6 thresholds): tp tp fp -> precision 1 up to recall 1: AP 1.
+    # IoU >= 0.80 (4 thresholds): fp tp fp -> recall 0, .5, .5, precision 0, .5, .33: the six
+    # recall points 0 .. .5 see precision .5, the five above see 0: AP 3 / 11.
+    m = voc_metric.voc_metrics(gt, dets)
+    assert m["AP50"] == pytest.approx(1.0) and m["AP75"] == pytest.approx(1.0)
+    assert m["per_threshold"][0.8] == pytest.approx(3 / 11)
+    assert m["AP"] == pytest.approx((6 + 4 * 3 / 11) / 10)
+    assert list(m["per_threshold"]) == pytest.approx(np.arange(0.5, 0.96, 0.05))
+    # Without the difficult flag the first detection is a true positive for object 3.
+    gt["annotations"][2]["difficult"] = 0
+    assert voc_metric.voc_metrics(gt, dets)["AP50"] == pytest.approx(1.0)
+    # Without its detection, 2 of 3 objects are found at precision 1: recall points 0 .. .6.
+    assert voc_metric.voc_metrics(gt, dets[1:])["AP50"] == pytest.approx(7 / 11)
+
+
+def test_at_most_300_detections_per_image():
+    gt = {"images": [{"id": 1, "width": 100, "height": 100}],
+          "annotations": [_ann(1, 1, [0, 0, 10, 10])], "categories": [{"id": 1, "name": "a"}]}
+    fps = [{"image_id": 1, "category_id": 1, "bbox": [60, 60, 5, 5], "score": 0.5}] * 300
+    tp = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.1}  # the 301st
+    assert voc_metric.voc_metrics(gt, fps + [tp])["AP50"] == 0.0
+    assert voc_metric.voc_metrics(gt, fps + [tp], max_detections=301)["AP50"] == pytest.approx(
+        1 / 301)  # 11 points, precision 1/301 at recall 1
+
+
+@pytest.mark.parametrize("seed", [3, 5])
+def test_each_threshold_matches_numpy_reference(seed):
+    gt = _gt(num_images=8, seed=seed)
+    dets = _noisy_detections(gt, seed=seed + 1)
+    m = voc_metric.voc_metrics(gt, dets)
+    want = {t: _voc07_reference(gt, dets, thr=t) for t in voc_metric.IOU_THRESHOLDS}
+    assert m["per_threshold"] == pytest.approx(want)
+    assert m["AP"] == pytest.approx(np.mean(list(want.values())))
+    assert evaluation.voc07_map(gt, dets)["mAP"] == pytest.approx(want[0.5])
+
+
+def test_ap50_close_to_pycocotools_without_difficult():
+    # 11-point (VOC07) vs 101-point (COCO) interpolation: close, not equal.
+    gt = _gt(num_images=60, seed=11)
+    for a in gt["annotations"]:
+        a["iscrowd"] = 0
+    rng = np.random.default_rng(12)
+    dets = []  # a fair detector: one jittered hit per object, some misses and false alarms
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        if rng.uniform() < 0.85:
+            j = rng.normal(0, 0.06, 4) * [w, h, w, h]
+            dets.append({"image_id": a["image_id"], "category_id": a["category_id"],
+                         "bbox": [x + j[0], y + j[1], w + j[2], h + j[3]],
+                         "score": float(rng.uniform(0.3, 1))})
+    for d in _noisy_detections(gt, seed=13):
+        dets.append(dict(d, score=d["score"] * 0.6))
+    coco = evaluation.coco_metrics(gt, dets)
+    voc = voc_metric.voc_metrics(gt, dets)
+    assert abs(voc["AP50"] - coco["AP50"]) < 0.02, (voc["AP50"], coco["AP50"])
+    assert abs(voc["AP75"] - coco["AP75"]) < 0.03, (voc["AP75"], coco["AP75"])
+
+
+def test_no_detections_and_table():
+    gt = _gt(num_images=3, seed=0)
+    m = voc_metric.voc_metrics(gt, [])
+    assert m["AP"] == 0.0 and m["AP50"] == 0.0
+    table = voc_metric.format_voc_table({"AP": 0.5, "AP50": 0.75, "AP75": float("nan")}, "t")
+    assert table.splitlines()[0] == "t" and table.splitlines()[-1] == "| 50.0 | 75.0 | - |"
