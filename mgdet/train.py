@@ -158,7 +158,7 @@ def build_datasets(cfg):
     train_ds = data_pipeline.make_dataset(
         source.dataset("train", shuffle=True), m.image_size, cfg.train.batch_size, d.max_objects,
         training=True, seed=d.seed, cache=d.cache, repeat=True,
-        augment={"mode": d.augment, "max_expand": d.max_expand})
+        augment={"mode": d.augment, "max_expand": d.max_expand}, difficult=d.difficult)
     eval_ds, gt_coco = build_eval_dataset(cfg, source)
     for split in ("train", "eval"):
         report = {k: v for k, v in source.report(split).items() if v}
