@@ -5,7 +5,7 @@ Installed as the ``mgdet`` command (``python cli.py`` in a checkout is the same)
     mgdet train                                  # default config, embedded dataset
     mgdet train --config retinanet_resnet18_voc --strategy iou   # a shipped config by name
     mgdet train --config my.yaml --print-config  # the merged config (with its base: files)
-    mgdet eval --config default --weights runs/default/best.weights.h5
+    mgdet eval --config default --weights runs/default     # its final.weights.h5
     mgdet export --config default --weights runs/default/final.weights.h5
     mgdet predict --model saved_models/default images/
     mgdet show-assign --config default --images 4
@@ -85,16 +85,25 @@ def _add_config_args(p, weights=False, weights_required=False):
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     if weights:
         p.add_argument("--weights", required=weights_required,
-                       help="weights file (.weights.h5) or training output folder")
+                       help="weights file (.weights.h5) or training output folder (its "
+                            "final.weights.h5)")
 
 
 def _resolve_weights(path):
-    """A run folder -> its best (else final) weights; a file -> itself."""
+    """A run folder -> its final weights; a file -> itself.
+
+    The final weights, not ``best.weights.h5``: a model picked on some images must not be
+    reported on them, and the best is only ever picked on the validation split held out of the
+    training images (``data.val_fraction``); name it explicitly to use it."""
     if path and os.path.isdir(path):
-        for name in ("best.weights.h5", "final.weights.h5"):
-            if os.path.isfile(os.path.join(path, name)):
-                return os.path.join(path, name)
-        raise FileNotFoundError(f"no best.weights.h5 or final.weights.h5 in {path}")
+        final = os.path.join(path, "final.weights.h5")
+        if os.path.isfile(final):
+            return final
+        hint = (f"; {os.path.join(path, 'best.weights.h5')} (best validation AP) exists: "
+                "pass it explicitly" if os.path.isfile(os.path.join(path, "best.weights.h5"))
+                else "")
+        raise FileNotFoundError(f"no final.weights.h5 in {path}: the run has not finished "
+                                f"(`cli.py train --resume` finishes it){hint}")
     if path and not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path} not found: give a .weights.h5 file written by "
                                 "`cli.py train` or its output folder")

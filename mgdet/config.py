@@ -26,6 +26,7 @@ DISTRIBUTE = ("none", "mirrored", "multi_worker")
 PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENT_MODES = ("ssd", "paper", "none")
+DIFFICULT = ("train", "ignore")  # data.difficult values
 
 
 class ConfigError(ValueError):
@@ -83,6 +84,12 @@ class DataConfig:
     max_expand: float = 4.0  # zoom-out: largest canvas / image ratio (1 disables zoom-out)
     cache: bool = False  # cache decoded images in memory
     max_pixels: int = 40_000_000  # refuse larger images (decompression bombs): counted skip in training, error in serving
+    # fraction of the training images held out (seeded by data.seed) to pick best.weights.h5;
+    # 0: no best selection (final weights only). The eval split never chooses a model.
+    val_fraction: float = 0.0
+    # VOC difficult / COCO crowd objects in training: train (kept as objects, as the authors) |
+    # ignore (dropped from the targets; evaluation ignores them either way)
+    difficult: str = "train"
 
 
 @dataclass(frozen=True)
@@ -222,6 +229,7 @@ RANGES = {
     "data.max_objects": (1, 10_000, False, False),
     "data.max_expand": (1, 16, False, False),
     "data.max_pixels": (1, 10**10, False, False),
+    "data.val_fraction": (0, 1, False, True),
     "train.epochs": (1, 10**6, False, False),
     "train.batch_size": (1, 65_536, False, False),
     "train.lr": (0, 100, True, False),
@@ -300,6 +308,7 @@ def validate(cfg):
     _check_choice(a.strategy, STRATEGIES, "assign.strategy")
     _check_choice(d.source, SOURCES, "data.source")
     _check_choice(d.augment, AUGMENT_MODES, "data.augment")
+    _check_choice(d.difficult, DIFFICULT, "data.difficult")
     _check_choice(t.optimizer, OPTIMIZERS, "train.optimizer")
     _check_choice(t.distribute, DISTRIBUTE, "train.distribute")
     _check_choice(t.precision, PRECISION, "train.precision")

@@ -3,7 +3,7 @@ predict``): JSON detections on stdout, pictures with boxes in ``out_dir``.
 
     run_predict("saved_models/default", ["images/"], "runs/predict")       # newest version
     run_predict("saved_models/default/3", ["a.jpg", "b.png"], "runs/predict")
-    run_predict("runs/default/best.weights.h5", ["images/"], "runs/predict")  # + config.json beside
+    run_predict("runs/default/final.weights.h5", ["images/"], "runs/predict")  # + config.json beside
 """
 import json
 import logging

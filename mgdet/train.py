@@ -57,38 +57,53 @@ class CheckpointCallback(keras.callbacks.Callback):
 
 
 class EvalCallback(keras.callbacks.Callback):
-    """COCO evaluation every ``every`` epochs and after the last (``epochs``): logs AP to
-    TensorBoard, keeps the best weights, and saves the best AP and the history in the run's
-    state file (``state``: ``mgdet.rundir.load_state``'s dict, restored on resume)."""
+    """COCO evaluation every ``every`` epochs and after the last (``epochs``).
+
+    The eval split (``dataset``, ``gt_coco``) is evaluated for reporting only (TensorBoard
+    ``eval/*``, the history). With a held-out validation split (``val``: ``(dataset, gt_coco)``
+    of ``data.val_fraction`` of the training images) that split is evaluated too
+    (``val/*``) and ``best.weights.h5`` keeps the weights of the best *validation* AP; without
+    one no best weights are kept. The best AP, its epoch and the history go to the run's state
+    file (``state``: ``mgdet.rundir.load_state``'s dict, restored on resume)."""
 
     def __init__(self, every, epochs, dataset, gt_coco, writer, out_dir, guard, state=None,
-                 label_to_category=None):
+                 label_to_category=None, val=None):
         super().__init__()
         self.every, self.epochs, self.dataset, self.gt_coco = every, epochs, dataset, gt_coco
         self.writer, self.out_dir, self.label_to_category = writer, out_dir, label_to_category
-        self.guard = guard
+        self.guard, self.val = guard, val
         state = state or rundir.load_state(out_dir, up_to_epoch=0)
         self.best, self.best_epoch = state["best_ap"], state["best_epoch"]
         self.history = list(state["history"])
-        self.last = None  # (epoch, metrics) of the latest evaluation
+        self.last = None  # (epoch, metrics) of the latest evaluation of the eval split
+
+    def _evaluate(self, dataset, gt_coco):
+        return evaluate(self.model, dataset, gt_coco, self.label_to_category, progress=False)
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 == self.epochs
         if self.guard.stop is not None or not self.every or ((epoch + 1) % self.every and not last):
             return
-        metrics = evaluate(self.model, self.dataset, self.gt_coco, self.label_to_category,
-                           progress=False)
-        self.last = (epoch + 1, metrics)
-        self.history.append({"epoch": epoch + 1, **_scalars(metrics)})
+        splits = {"eval": self._evaluate(self.dataset, self.gt_coco)}
+        if self.val is not None:
+            splits["val"] = self._evaluate(*self.val)
+        self.last = (epoch + 1, splits["eval"])
+        entry = {"epoch": epoch + 1, **_scalars(splits["eval"])}
+        if "val" in splits:
+            entry.update({f"val_{k}": v for k, v in _scalars(splits["val"]).items()})
+        self.history.append(entry)
         with self.writer.as_default(step=epoch + 1):
-            for key, value in _scalars(metrics).items():
-                tf.summary.scalar(f"eval/{key}", value)
-        print(f"\nepoch {epoch + 1}: " + ", ".join(
-            f"{k} {100 * metrics[k]:.1f}" for k in ("AP", "AP50", "AP75") if k in metrics))
+            for split, metrics in splits.items():
+                for key, value in _scalars(metrics).items():
+                    tf.summary.scalar(f"{split}/{key}", value)
+        print(f"\nepoch {epoch + 1}: " + "; ".join(
+            f"{split} " + ", ".join(f"{k} {100 * m[k]:.1f}" for k in ("AP", "AP50", "AP75") if k in m)
+            for split, m in splits.items()))
         if logs is not None:
-            logs.update({f"val_{k}": v for k, v in _scalars(metrics).items()})
-        if metrics.get("AP", -1) > self.best:
-            self.best, self.best_epoch = metrics["AP"], epoch + 1
+            for split, metrics in splits.items():
+                logs.update({f"{split}_{k}": v for k, v in _scalars(metrics).items()})
+        if "val" in splits and splits["val"].get("AP", -1) > self.best:
+            self.best, self.best_epoch = splits["val"]["AP"], epoch + 1
             atomic_save_weights(self.model, os.path.join(self.out_dir, BEST_WEIGHTS))
         rundir.save_state(self.out_dir, self.best, self.best_epoch, self.history)
 
@@ -107,13 +122,15 @@ def _scalars(metrics):
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
-def build_eval_dataset(cfg, source=None):
-    """Evaluation batches of the eval split and its COCO ground truth."""
+def build_eval_dataset(cfg, source=None, split="eval"):
+    """Evaluation batches of ``split`` ("eval", or "val": the images held out of the training
+    split by ``data.val_fraction``) and its COCO ground truth."""
     d, m = cfg.data, cfg.model
     source = source or get_source(d, image_size=m.image_size)
-    eval_ds = data_pipeline.make_dataset(source.dataset("eval"), m.image_size,
-                                         cfg.eval.batch_size, d.max_objects, training=False)
-    return eval_ds, source.ground_truth("eval")
+    eval_ds = data_pipeline.make_dataset(source.dataset(split), m.image_size,
+                                         cfg.eval.batch_size, d.max_objects, training=False,
+                                         name=split)
+    return eval_ds, source.ground_truth(split)
 
 
 def build_datasets(cfg):
@@ -121,7 +138,8 @@ def build_datasets(cfg):
     the number of steps per epoch.
 
     The training dataset repeats forever and an epoch is ``steps_per_epoch`` batches:
-    ``train.steps_per_epoch``, else the full batches in one pass over the usable examples. That
+    ``train.steps_per_epoch``, else the full batches in one pass over the usable examples (less
+    the ``data.val_fraction`` held out for model selection, :mod:`mgdet.data.holdout`). That
     number comes from the source's records, known after listing and header checks and before
     any image is decoded, so the training set is never decoded just to count it. An image that
     passes the header check and still fails to decode is skipped in the graph; the repeated
@@ -140,7 +158,7 @@ def build_datasets(cfg):
     train_ds = data_pipeline.make_dataset(
         source.dataset("train", shuffle=True), m.image_size, cfg.train.batch_size, d.max_objects,
         training=True, seed=d.seed, cache=d.cache, repeat=True,
-        augment={"mode": d.augment, "max_expand": d.max_expand})
+        augment={"mode": d.augment, "max_expand": d.max_expand}, difficult=d.difficult)
     eval_ds, gt_coco = build_eval_dataset(cfg, source)
     for split in ("train", "eval"):
         report = {k: v for k, v in source.report(split).items() if v}
@@ -177,7 +195,9 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     or, when that holds an earlier run, the next free ``runs/<name>-2``, ``-3``... ``resume``
     continues it from its last checkpoint (by default the newest run of that name), with its
     best AP and evaluation history. It receives ``checkpoints/`` (model, optimizer, epoch;
-    resumable), ``best.weights.h5`` (best AP), ``final.weights.h5``, ``config.json``,
+    resumable), ``best.weights.h5`` (best AP on the validation split held out of the training
+    images, only with ``data.val_fraction > 0``; the eval split never picks it),
+    ``final.weights.h5`` (what ``eval`` / ``export`` use by default), ``config.json``,
     ``eval.json``, ``train_state.json``, ``logs/`` (TensorBoard: losses, lr, positives, AP).
 
     Raises:
@@ -220,8 +240,10 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     completed = int(epoch_var.numpy())
     guard = faults.RunGuard(steps_per_epoch, lambda: save_checkpoint(manager, optimizer))
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "eval"))
+    val = build_eval_dataset(cfg, split="val") if cfg.data.val_fraction and chief else None
     eval_cb = EvalCallback(cfg.train.eval_every, cfg.train.epochs, eval_ds, gt_coco, writer,
-                           out_dir, guard, state=rundir.load_state(out_dir, up_to_epoch=completed))
+                           out_dir, guard, state=rundir.load_state(out_dir, up_to_epoch=completed),
+                           val=val)
     # Order matters: the guard first (it stops the run before anything is saved), evaluation
     # before the checkpoint (a run killed between them redoes that epoch and its evaluation).
     all_callbacks = [guard, LearningRateLogger(), eval_cb,
@@ -256,11 +278,13 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     result = {**_scalars(metrics), "train_seconds": train_seconds, "epochs": cfg.train.epochs,
               "steps": int(optimizer.iterations.numpy()), "strategy": cfg.assign.strategy,
               "history": eval_cb.history, "best_AP": eval_cb.best,
-              "best_epoch": eval_cb.best_epoch, "run_dir": out_dir}
+              "best_epoch": eval_cb.best_epoch, "best_on": "val" if val else None,
+              "run_dir": out_dir}
     write_json(os.path.join(out_dir, "eval.json"), result)
     print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics.get('num_images')} "
                                       f"held-out images (%)"))
-    print(f"outputs in {os.path.abspath(out_dir)}: best.weights.h5, final.weights.h5, eval.json, "
+    best = "best.weights.h5 (best validation AP), " if val else ""
+    print(f"outputs in {os.path.abspath(out_dir)}: final.weights.h5, {best}eval.json, "
           "checkpoints/, logs/ (TensorBoard)")
     return result
 

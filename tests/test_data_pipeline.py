@@ -34,14 +34,12 @@ def test_sanitize_drops_degenerate_and_clips():
                                 [1.2, 0.1, 1.5, 0.3]]),   # entirely outside: degenerate after clip
           "labels": tf.constant([1, 2, 3, 4, 5, 6]),
           "difficult": tf.constant([False, False, False, False, True, False])}
-    out = sanitize(ex, c, drop_ignored=False)
+    out = sanitize(ex, c)  # the difficult box is kept (training and evaluation alike)
     np.testing.assert_allclose(out["boxes"].numpy(), [[0.1, 0.1, 0.5, 0.5], [0.0, 0.5, 0.4, 1.0]])
     assert list(out["labels"].numpy()) == [1, 5] and list(out["difficult"].numpy()) == [False, True]
     v = c.values()
     assert v["boxes_degenerate"] == 4 and v["boxes_clipped"] == 1 and v["boxes_in"] == 6
-    out = sanitize(ex, c, drop_ignored=True)          # training: difficult dropped too
-    assert list(out["labels"].numpy()) == [1]
-    assert c.values()["boxes_ignored"] == 1
+    assert v["boxes_difficult"] == 1
 
 
 def test_batches_layout_padding_and_counts(capfd):

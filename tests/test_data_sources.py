@@ -104,7 +104,7 @@ def test_voc_end_to_end(voc_root):
     images, targets = batches[0]
     assert images.shape == (2, 64, 64, 3) and targets["boxes"].shape == (2, 4, 4)
     counted = stats.snapshot()["voc_train"]
-    assert counted["images"] == 3 and counted["boxes_ignored"] == 1  # the difficult cat
+    assert counted["images"] == 3 and counted["boxes_difficult"] == 1  # the difficult cat: kept
 
     ev = list(make_dataset(ds, 64, 2, max_objects=4, training=False, name="voc_eval"))
     assert [b[0].shape[0] for b in ev] == [2, 1]
@@ -208,7 +208,7 @@ def test_coco_end_to_end(coco_files):
     train = list(make_dataset(ds, 64, 3, 5, training=True, name="coco_train"))
     images, targets = train[0]
     assert images.shape == (3, 64, 64, 3)
-    assert int(targets["valid"].numpy().sum()) == 2  # crowd dropped for training
+    assert int(targets["valid"].numpy().sum()) == 3  # the crowd box is trained as an object
 
     cfg = types.SimpleNamespace(source="coco", root=root, train_sets=(), eval_sets=("train2017",))
     gt = load_ground_truth(cfg, "eval")

@@ -22,18 +22,21 @@ def tiny_config(tmp_path, *extra):
 
 def test_train_resume_continues_from_the_right_step(tmp_path):
     from mgdet.train import train
-    first = train(tiny_config(tmp_path, "train.epochs=1"), verbose=0)
-    assert first["steps"] == 4 and os.path.isdir(tmp_path / "checkpoints")
+    # 8 of the 32 training images are held out to pick the best weights: 24 train, 3 steps
+    first = train(tiny_config(tmp_path, "train.epochs=1", "data.val_fraction=0.25"), verbose=0)
+    assert first["steps"] == 3 and os.path.isdir(tmp_path / "checkpoints")
     for name in ("final.weights.h5", "best.weights.h5", "config.json", "eval.json"):
         assert (tmp_path / name).is_file(), name
     assert 0.0 <= first["AP"] <= 1.0 and len(first["history"]) == 1
     best = (tmp_path / "best.weights.h5").read_bytes()
     state = json.loads((tmp_path / "train_state.json").read_text())
-    assert state["best_epoch"] == 1 and state["best_ap"] == pytest.approx(first["AP"])
+    assert state["best_epoch"] == 1 and first["best_on"] == "val"
+    assert state["best_ap"] == pytest.approx(first["history"][0]["val_AP"])
     state["best_ap"] = 0.99  # as if epoch 1 had been excellent: epoch 2 must not replace it
     (tmp_path / "train_state.json").write_text(json.dumps(state))
-    resumed = train(tiny_config(tmp_path, "train.epochs=2"), resume=True, verbose=0)
-    assert resumed["steps"] == 8  # optimizer iterations restored: 4 + 4 more
+    resumed = train(tiny_config(tmp_path, "train.epochs=2", "data.val_fraction=0.25"),
+                    resume=True, verbose=0)
+    assert resumed["steps"] == 6  # optimizer iterations restored: 3 + 3 more
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]  # the history is kept
     assert resumed["best_AP"] == 0.99 and resumed["best_epoch"] == 1
     assert (tmp_path / "best.weights.h5").read_bytes() == best

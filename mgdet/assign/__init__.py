@@ -24,7 +24,7 @@ STRATEGIES = ("iou", "l2c", "c2l", "mg")
 _L2C_CLS = ("l2c", "mg")
 _C2L_REG = ("c2l", "mg")
 
-__all__ = ["Assignment", "assign", "validate", "STRATEGIES", "NEGATIVE", "IGNORED", "NO_GT", "own"]
+__all__ = ["Assignment", "assign", "ignore_objects", "validate", "STRATEGIES", "NEGATIVE", "IGNORED", "NO_GT", "own"]
 
 
 class Assignment(NamedTuple):
@@ -39,6 +39,32 @@ class Assignment(NamedTuple):
     cls_gt_index: tf.Tensor
     reg_positive: tf.Tensor
     reg_gt_index: tf.Tensor
+
+
+def ignore_objects(assignment, gt_ignore):
+    """Turn the anchors assigned to ignored objects (VOC ``difficult`` / COCO crowd with
+    ``data.difficult: ignore``) into ignored anchors: neither positive nor background.
+
+    Args:
+      assignment: :class:`Assignment` of a batch.
+      gt_ignore: bool ``[B, M]``, True for an object to ignore.
+    Returns:
+      the :class:`Assignment` where every anchor whose classification label (positive or
+      ignored) comes from an ignored object is ``IGNORED`` (weight 0 in the classification
+      loss), and no anchor regresses to an ignored object. Other anchors are unchanged.
+    """
+    gt_ignore = tf.cast(gt_ignore, tf.bool)
+
+    def from_ignored(index):
+        return (index >= 0) & tf.gather(gt_ignore, tf.maximum(index, 0), batch_dims=1)
+
+    cls_ignored = from_ignored(assignment.cls_gt_index)
+    reg_ignored = from_ignored(assignment.reg_gt_index)
+    return Assignment(
+        cls_labels=tf.where(cls_ignored, IGNORED, assignment.cls_labels),
+        cls_gt_index=assignment.cls_gt_index,
+        reg_positive=assignment.reg_positive & ~reg_ignored,
+        reg_gt_index=tf.where(reg_ignored, NO_GT, assignment.reg_gt_index))
 
 
 def validate(strategy, sigma=2.0, pos_iou=0.5, neg_iou=0.4):

@@ -42,6 +42,10 @@ def make_dataset(*args, **kwargs):
 def get_source(data_config, image_size=None):
     """The :class:`~mgdet.data.source.Source` named by ``data_config.source`` (default synthetic).
 
+    With ``data_config.val_fraction > 0`` the source is wrapped in a
+    :class:`mgdet.data.holdout.HeldOutSource`: ``"train"`` is then the training split less the
+    held-out ``"val"`` split (model selection), ``"eval"`` unchanged.
+
     Args:
       data_config: ``cfg.data`` (any object with the DataConfig attributes works).
       image_size: the model's input side (the synthetic source draws its images at that size).
@@ -52,7 +56,9 @@ def get_source(data_config, image_size=None):
     if name not in SOURCES:
         raise DataError(f"data.source {name!r} is not one of {', '.join(SOURCES)}")
     module, cls = SOURCES[name].split(":")
-    return getattr(importlib.import_module(module), cls)(data_config, image_size)
+    source = getattr(importlib.import_module(module), cls)(data_config, image_size)
+    from mgdet.data.holdout import with_validation
+    return with_validation(source, getattr(data_config, "val_fraction", 0) or 0, source.seed)
 
 
 def load_source(data_config, split="train", image_size=None, shuffle=None):

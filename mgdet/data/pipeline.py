@@ -8,10 +8,14 @@
               height, width) in the targets dict (what mgdet.evaluation expects).
 
 Per example, in the graph: non-finite and zero/negative-area boxes are dropped, out-of-image
-boxes are clipped to [0, 1], ``difficult`` / ``is_crowd`` boxes are dropped for training (kept
-for evaluation), then the training augmentation (``augment``: SSD's or the authors') or a plain
-resize (eval), then the boxes are
-padded — or truncated, keeping the first ``max_objects`` — to ``max_objects``. The counts land in
+boxes are clipped to [0, 1], then the training augmentation (``augment``: SSD's or the authors')
+or a plain resize (eval), then the boxes are
+padded — or truncated, keeping the first ``max_objects`` — to ``max_objects``. ``difficult`` /
+``is_crowd`` boxes are kept: in training as objects (``difficult="train"``, as the authors) or,
+with ``difficult="ignore"``, flagged in an extra ``"ignore"`` target (bool [B, M]) that makes the
+anchors they are assigned ignored (neither positive nor background, see
+:func:`mgdet.assign.ignore_objects`); evaluation keeps them flagged in the ground truth (ignored
+by the metric). The counts land in
 :mod:`mgdet.data.stats` under the pipeline's ``name``; truncation also prints one warning.
 """
 import logging
@@ -37,7 +41,8 @@ AUGMENT_MODES = {
 
 def augment_transform(augment):
     """The training transform chosen by ``augment`` (see :func:`make_dataset`), or None (resize
-    only): ``fn(image, boxes, labels, seed, output_size) -> (image, boxes, labels)``."""
+    only): ``fn(image, boxes, labels, seed, output_size) -> (image, boxes, labels)`` (with
+    ``extras={...}``, per-box tensors filtered like ``labels``, a fourth element: that dict)."""
     if augment is False or augment == "none":
         return None
     if augment is None or augment is True:
@@ -54,16 +59,29 @@ def augment_transform(augment):
     if unknown:
         raise DataError(f"make_dataset: unknown {mode!r} augment options {sorted(unknown)}")
     kwargs = {**defaults, **options}
-    return lambda image, boxes, labels, seed, size: fn(image, boxes, labels, seed, size, **kwargs)
+    return lambda image, boxes, labels, seed, size, **extra: fn(image, boxes, labels, seed, size,
+                                                                **kwargs, **extra)
 
 
-def sanitize(example, counters=None, drop_ignored=True):
-    """Drops degenerate boxes and clips the rest to the image (graph mode).
+DIFFICULT_MODES = ("train", "ignore")
+
+
+def ignore_flags(example):
+    """bool ``[K]``: the example's ``difficult`` or ``is_crowd`` boxes (all False without them)."""
+    flags = tf.zeros_like(tf.reshape(example["labels"], [-1]), dtype=tf.bool)
+    for key in ("difficult", "is_crowd"):
+        if key in example:
+            flags = flags | tf.cast(tf.reshape(example[key], [-1]), tf.bool)
+    return flags
+
+
+def sanitize(example, counters=None):
+    """Drops degenerate boxes and clips the rest to the image (graph mode); ``difficult`` /
+    ``is_crowd`` boxes are kept (counted as ``boxes_difficult``).
 
     Args:
       example: decoded example dict.
       counters: optional :class:`mgdet.data.stats.Counters` to count into.
-      drop_ignored: also drop ``difficult`` and ``is_crowd`` boxes (training).
     Returns:
       the example with filtered ``boxes``, ``labels`` (and ``difficult``/``is_crowd``/``area``).
     """
@@ -74,12 +92,6 @@ def sanitize(example, counters=None, drop_ignored=True):
     good = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     was_clipped = good & tf.reduce_any(tf.abs(clipped - safe) > 1e-6, axis=1)
     keep = good
-    ignored = tf.zeros_like(good)
-    if drop_ignored:
-        for key in ("difficult", "is_crowd"):
-            if key in example:
-                ignored = ignored | tf.cast(tf.reshape(example[key], [-1]), tf.bool)
-        keep = keep & tf.logical_not(ignored)
     out = dict(example)
     out["boxes"] = tf.boolean_mask(clipped, keep)
     out["labels"] = tf.boolean_mask(tf.reshape(tf.cast(example["labels"], tf.int32), [-1]), keep)
@@ -95,17 +107,18 @@ def sanitize(example, counters=None, drop_ignored=True):
         counters.increment("boxes_in", n_boxes),
         counters.increment("boxes_degenerate", tf.reduce_sum(tf.cast(~good, tf.int32))),
         counters.increment("boxes_clipped", tf.reduce_sum(tf.cast(was_clipped, tf.int32))),
+        counters.increment("boxes_difficult",
+                           tf.reduce_sum(tf.cast(good & ignore_flags(example), tf.int32))),
     ]
-    if drop_ignored:
-        updates.append(counters.increment("boxes_ignored", tf.reduce_sum(tf.cast(good & ignored, tf.int32))))
     with tf.control_dependencies(updates):
         return {k: tf.identity(v) for k, v in out.items()}
 
 
-def pad_targets(boxes, labels, max_objects, counters=None, name="pipeline"):
+def pad_targets(boxes, labels, max_objects, counters=None, name="pipeline", ignore=None):
     """Pads (or truncates to the first ``max_objects``) one image's boxes and labels.
 
-    Returns ``{"boxes": [M, 4], "labels": [M] (0 for padding), "valid": [M] bool}``.
+    Returns ``{"boxes": [M, 4], "labels": [M] (0 for padding), "valid": [M] bool}``, plus
+    ``"ignore": [M] bool`` (False for padding) when ``ignore`` ([K] bool) is given.
     """
     n = tf.shape(labels)[0]
     k = tf.minimum(n, max_objects)
@@ -115,6 +128,8 @@ def pad_targets(boxes, labels, max_objects, counters=None, name="pipeline"):
     out = {"boxes": tf.ensure_shape(boxes, [max_objects, 4]),
            "labels": tf.ensure_shape(labels, [max_objects]),
            "valid": tf.ensure_shape(valid, [max_objects])}
+    if ignore is not None:
+        out["ignore"] = tf.ensure_shape(tf.pad(ignore[:k], [[0, max_objects - k]]), [max_objects])
     if counters is None:
         return out
     truncated = n > max_objects
@@ -140,7 +155,8 @@ def _print_truncation(name, n, max_objects):
 
 def make_dataset(source_dataset, image_size, batch_size, max_objects=100, training=True, seed=0,
                  cache=False, shuffle_buffer=256, augment=None, name=None, drop_remainder=None,
-                 num_parallel_calls=tf.data.AUTOTUNE, prefetch=tf.data.AUTOTUNE, repeat=False):
+                 num_parallel_calls=tf.data.AUTOTUNE, prefetch=tf.data.AUTOTUNE, repeat=False,
+                 difficult="train"):
     """Batches a dataset of decoded examples for training or evaluation.
 
     Args:
@@ -148,8 +164,8 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
       image_size: model input side ``S`` (int).
       batch_size: images per batch (global batch under ``tf.distribute``).
       max_objects: ``M``, boxes per image after padding / truncation.
-      training: SSD augmentation, dropping of difficult / crowd boxes, shuffling,
-        ``drop_remainder``; otherwise plain resize and extra ``image_id`` / ``orig_size`` targets.
+      training: augmentation, shuffling, ``drop_remainder``; otherwise plain resize and extra
+        ``image_id`` / ``orig_size`` targets.
       seed: shuffle and augmentation seed (same seed -> same batches, epoch after epoch).
       cache: cache the sanitized decoded examples in memory (small datasets; pointless for the
         synthetic source, which is in memory already). When the dataset size is known the
@@ -164,6 +180,8 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
       name: counter group in :mod:`mgdet.data.stats` (default "train" / "eval").
       drop_remainder: default ``training``.
       repeat: repeat forever (for ``steps_per_epoch`` style loops).
+      difficult: training only: ``"train"`` keeps ``difficult`` / ``is_crowd`` boxes as objects
+        (the authors), ``"ignore"`` adds the ``"ignore"`` target flagging them.
     Returns:
       ``tf.data.Dataset`` of ``(images, targets)``, see module docstring.
     """
@@ -183,10 +201,14 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     counters = data_stats.counters(name)
     for key in ("images", "boxes_kept", "images_truncated"):
         counters.add(key, 0)  # create eagerly, outside any tf.function / strategy scope
+    if difficult not in DIFFICULT_MODES:
+        raise DataError(f"make_dataset: difficult must be one of {DIFFICULT_MODES}, got "
+                        f"{difficult!r}")
+    flag_ignored = training and difficult == "ignore"
     drop_remainder = training if drop_remainder is None else drop_remainder
     transform = augment_transform(augment) if training else None
 
-    ds = source_dataset.map(lambda ex: sanitize(ex, counters, drop_ignored=training),
+    ds = source_dataset.map(lambda ex: sanitize(ex, counters),
                             num_parallel_calls=num_parallel_calls, deterministic=True)
     if cache:
         ds = ds.cache()
@@ -201,12 +223,17 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
         ds = ds.repeat()
 
     def _train_map(ex, pair_seed):
-        if transform is not None:
+        extras = {"ignore": ignore_flags(ex)} if flag_ignored else {}
+        if transform is not None and extras:
+            image, boxes, labels, extras = transform(ex["image"], ex["boxes"], ex["labels"],
+                                                     pair_seed, image_size, extras=extras)
+        elif transform is not None:
             image, boxes, labels = transform(ex["image"], ex["boxes"], ex["labels"], pair_seed,
                                              image_size)
         else:
             image, boxes, labels = aug.resize(ex["image"], image_size), ex["boxes"], ex["labels"]
-        return image, pad_targets(boxes, labels, max_objects, counters, name)
+        return image, pad_targets(boxes, labels, max_objects, counters, name,
+                                  ignore=extras.get("ignore"))
 
     def _eval_map(ex):
         image = aug.resize(ex["image"], image_size)

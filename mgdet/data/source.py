@@ -9,12 +9,18 @@ A source reads one dataset format. It is built from ``cfg.data`` (a
     source.num_examples(split)      -> int, known before any image is decoded
     source.ground_truth(split)      -> COCO-format dict (category_id = label + 1)
     source.report(split)            -> {counter: int}: what listing skipped (empty if nothing can)
+    source.subset(split, indices, shuffle) / source.subset_ground_truth(split, indices)
+                                    -> the same for the examples at those positions of the
+                                       unshuffled split (the held-out validation split,
+                                       mgdet.data.holdout); generic here, cheap in subclasses
 
 File formats subclass :class:`RecordSource` and implement only ``records(split)`` (the parsed
 annotations, with a :class:`mgdet.data.common.SourceReport`) and ``class_names()``. Sources are
 looked up by ``data.source`` in :data:`mgdet.data.SOURCES`; a new format is one module holding
 one subclass plus its line in that table.
 """
+import numpy as np
+
 from mgdet.data.common import DEFAULT_MAX_PIXELS, DataError, records_to_dataset, to_coco
 
 SPLITS = ("train", "eval")
@@ -74,6 +80,30 @@ class Source:
     def report(self, split):
         return {}
 
+    def subset(self, split, indices, shuffle=False):
+        """Decoded examples at ``indices`` (positions in the unshuffled ``split``), in that
+        order, or reshuffled every epoch (seeded by ``data.seed``) when ``shuffle``.
+
+        Generic: one pass over the unshuffled split keeping those positions; subclasses that
+        list their examples before decoding override it with a cheaper selection.
+        """
+        import tensorflow as tf
+
+        indices = np.asarray(indices, np.int64)
+        n = self.num_examples(split)
+        keep = np.zeros(max(n, int(indices.max(initial=-1)) + 1), bool)
+        keep[indices] = True
+        keep = tf.constant(keep)
+        ds = self.dataset(split, shuffle=False).enumerate()
+        ds = ds.filter(lambda i, ex: keep[i]).map(lambda i, ex: ex)
+        if shuffle and len(indices):
+            ds = ds.shuffle(len(indices), seed=self.seed, reshuffle_each_iteration=True)
+        return ds
+
+    def subset_ground_truth(self, split, indices):
+        """COCO ground truth of :meth:`subset` (default: one pass over it)."""
+        return to_coco(self.subset(split, indices), self.class_names())
+
 
 class RecordSource(Source):
     """A file format: annotations parsed in Python (``records``), images decoded in tf.data.
@@ -100,6 +130,16 @@ class RecordSource(Source):
 
     def report(self, split):
         return self.records(split)[1].as_dict()
+
+    def _records_at(self, split, indices):
+        records = self.records(split)[0]
+        return [records[int(i)] for i in indices]
+
+    def subset(self, split, indices, shuffle=False):
+        return records_to_dataset(self._records_at(split, indices), shuffle, self.seed)
+
+    def subset_ground_truth(self, split, indices):
+        return to_coco(self._records_at(split, indices), self.class_names())
 
 
 def check_split(split):

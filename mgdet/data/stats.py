@@ -12,7 +12,7 @@ Groups:
                it can run a few elements ahead while one is still being read).
   ``<name>``   one group per :func:`mgdet.data.pipeline.make_dataset` call (``train``, ``eval``):
                images, images_empty, boxes_in, boxes_kept, boxes_degenerate, boxes_clipped,
-               boxes_difficult (dropped for training), boxes_truncated, images_truncated.
+               boxes_difficult (difficult / crowd, kept), boxes_truncated, images_truncated.
 
 Use :func:`snapshot` for a dict, :func:`summary` for one printable line, :class:`StatsCallback`
 to print what changed at each epoch end.

@@ -521,7 +521,7 @@ def generate(num_images, image_size=160, seed=0, split="train", workers=None):
 
 
 def synthetic_dataset(num_images, image_size=160, seed=0, split="train", shuffle=False,
-                      shuffle_seed=None):
+                      shuffle_seed=None, indices=None):
     """The synthetic dataset as a ``tf.data.Dataset`` of decoded examples.
 
     Args:
@@ -531,6 +531,7 @@ def synthetic_dataset(num_images, image_size=160, seed=0, split="train", shuffle
       seed: dataset seed; ``split`` ("train", "val"/"validation", "test") picks a disjoint stream.
       shuffle: shuffle the (cheap) image indices each epoch, before anything is materialized.
       shuffle_seed: seed of that shuffle (default ``seed``).
+      indices: only the images at these positions (default all), in that order.
     Returns:
       Dataset of ``{"image": uint8 [S, S, 3], "boxes": float32 [K, 4], "labels": int32 [K],
       "image_id": int64 []}``.
@@ -543,9 +544,11 @@ def synthetic_dataset(num_images, image_size=160, seed=0, split="train", shuffle
     labels = tf.convert_to_tensor(data.labels)
     row_splits = tf.convert_to_tensor(data.row_splits)
     ids = tf.convert_to_tensor(data.image_ids)
-    ds = tf.data.Dataset.range(len(data))
-    if shuffle and len(data):
-        ds = ds.shuffle(len(data), seed=seed if shuffle_seed is None else shuffle_seed,
+    if indices is None:
+        indices = np.arange(len(data), dtype=np.int64)
+    ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
+    if shuffle and len(indices):
+        ds = ds.shuffle(len(indices), seed=seed if shuffle_seed is None else shuffle_seed,
                         reshuffle_each_iteration=True)
 
     def _get(i):
@@ -617,3 +620,10 @@ class SyntheticSource(Source):
 
     def ground_truth(self, split):
         return generate(*self._args(split)).to_coco()
+
+    def subset(self, split, indices, shuffle=False):
+        return synthetic_dataset(*self._args(split), shuffle=shuffle, indices=indices)
+
+    def subset_ground_truth(self, split, indices):
+        examples = list(generate(*self._args(split)).coco_examples())
+        return to_coco([examples[int(i)] for i in indices], CLASS_NAMES)

@@ -196,7 +196,8 @@ class Detector(keras.Model):
         """Label assignment + losses of one (replica's) batch.
 
         Args:
-          targets: dict ``boxes`` [B, M, 4], ``labels`` [B, M], ``valid`` [B, M].
+          targets: dict ``boxes`` [B, M, 4], ``labels`` [B, M], ``valid`` [B, M], optional
+            ``ignore`` [B, M] (objects whose anchors are ignored, ``data.difficult: ignore``).
           deltas, logits: the model's outputs.
         Returns:
           ``mgdet.losses.detection_loss``'s dict (``total`` is this replica's share).
@@ -206,6 +207,8 @@ class Detector(keras.Model):
             self.strategy, self._anchors, gt_boxes, targets["labels"], targets["valid"],
             pred_deltas=tf.stop_gradient(deltas), pred_logits=tf.stop_gradient(logits),
             sigma=self.sigma, pos_iou=self.pos_iou, neg_iou=self.neg_iou)
+        if "ignore" in targets:
+            assignment = assign_ops.ignore_objects(assignment, targets["ignore"])
         return loss_ops.detection_loss(
             assignment, deltas, logits, self._anchors, gt_boxes, alpha=self.focal_alpha,
             gamma=self.focal_gamma, bl1_alpha=self.bl1_alpha, bl1_gamma=self.bl1_gamma,
