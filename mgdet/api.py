@@ -9,12 +9,14 @@ import os
 
 import numpy as np
 
-Datasets = collections.namedtuple("Datasets", "train eval class_names ground_truth")
+Datasets = collections.namedtuple("Datasets",
+                                  "train eval class_names ground_truth steps_per_epoch")
 Datasets.__doc__ = """Training and evaluation data of a config (:func:`build_datasets`).
 
 train / eval: ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3] in 0..255, targets)``;
 targets hold ``"boxes"`` [B, M, 4] (relative xyxy), ``"labels"`` [B, M], ``"valid"`` [B, M].
 class_names: one name per label. ground_truth: the eval split in COCO form (for pycocotools).
+steps_per_epoch: training batches per epoch (the training dataset repeats forever).
 """
 
 

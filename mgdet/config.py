@@ -299,6 +299,17 @@ def _check_paths(cfg):
                               "under runs/ or an absolute path, or pass --out-dir")
 
 
+def check_files(cfg):
+    """The files ``cfg`` will read before training exist (today: ``model.weights``); raises
+    ConfigError saying how to make a missing one. Not part of :func:`load_config`, so that a
+    config can be printed, evaluated or exported from a trained run without its ImageNet file."""
+    m = cfg.model
+    if m.weights is not None and not os.path.isfile(m.weights):
+        from mgdet.models.convert_weights import missing_weights_message
+        raise ConfigError("model.weights: " + missing_weights_message(m.weights, m.backbone))
+    return cfg
+
+
 def validate(cfg):
     """Every value of ``cfg``: choices, numeric ranges (finite), cross-field constraints and
     paths; raises ConfigError naming the key and the allowed values. Returns ``cfg``."""
@@ -318,9 +329,6 @@ def validate(cfg):
         raise ConfigError("model.arch 'rfbnet' is built on VGG16 only: set model.backbone: vgg16")
     if m.image_size % 64:
         raise ConfigError(f"model.image_size must be a positive multiple of 64, got {m.image_size}")
-    if m.weights is not None and not os.path.exists(m.weights):
-        from mgdet.models.convert_weights import missing_weights_message
-        raise ConfigError("model.weights: " + missing_weights_message(m.weights, m.backbone))
     if a.sigma <= 1:
         raise ConfigError(f"assign.sigma must be > 1 (paper Eq. 1), got {a.sigma}")
     if a.neg_iou > a.pos_iou:

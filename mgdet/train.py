@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from mgdet import build_model, distributed, faults
-from mgdet.config import ConfigError
+from mgdet.config import ConfigError, check_files
 from mgdet.data import get_source
 from mgdet.data import pipeline as data_pipeline
 from mgdet.data import stats as data_stats
@@ -206,6 +206,7 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
       mgdet.faults.TrainingPreempted: SIGTERM; a checkpoint was written at the step boundary.
     """
     strategy = build_strategy(cfg.train)  # first: multi_worker must precede other TF ops
+    check_files(cfg)  # before any work: a missing ImageNet file says how to make it
     chief = distributed.is_chief(strategy)
     chief_dir = None
     if chief or resume:  # other workers only read the chief's checkpoint (and never clear it)

@@ -20,14 +20,14 @@ def _write(path, text):
 def test_base_is_relative_to_the_file_deep_merged_and_lists_replaced(tmp_path):
     _write(tmp_path / "b" / "_base_" / "root.yaml",
            "name: root\nmodel: {arch: retinanet, width: 0.5}\n"
-           "data: {train_sets: [a, b], num_train: 10}\ntrain: {lr: 0.5}\n")
+           "data: {train_sets: [a, b], num_train: 40}\ntrain: {lr: 0.5}\n")
     _write(tmp_path / "b" / "_base_" / "mid.yaml",
            "base: root.yaml\nmodel: {width: 0.25}\ndata: {train_sets: [c]}\n")
     child = _write(tmp_path / "b" / "child.yaml",
                    "base: _base_/mid.yaml\ntrain: {epochs: 3}\n")
     values = read_config_file(child)
     assert values == {"model": {"arch": "retinanet", "width": 0.25},
-                      "data": {"train_sets": ["c"], "num_train": 10},
+                      "data": {"train_sets": ["c"], "num_train": 40},
                       "train": {"lr": 0.5, "epochs": 3}}  # a base's name is not inherited
     cfg = load_config(child, ["train.lr=0.1"])
     assert cfg.name == "child" and cfg.model.arch == "retinanet" and cfg.model.width == 0.25

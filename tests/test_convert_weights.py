@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import cli
-from mgdet.config import ConfigError, load_config
+from mgdet.config import ConfigError, check_files, load_config
 from mgdet.models import backbones as backbone_ops
 from mgdet.models import convert_weights as cw
 from mgdet.models.detector import IMAGENET_MEAN, IMAGENET_STD
@@ -191,7 +191,7 @@ def test_conversion_detects_the_network_and_refuses_others(tmp_path):
 def test_missing_or_unconverted_weights_say_how_to_make_them(tmp_path, capsys):
     missing = str(tmp_path / "weights" / "resnet18_imagenet.npz")
     with pytest.raises(ConfigError, match="convert-weights resnet18-f37072fd.pth"):
-        load_config(None, [f"model.weights={missing}"])
+        check_files(load_config(None, [f"model.weights={missing}"]))
     backbone = backbone_ops.build_backbone("vgg16", 0.125)
     backbone(np.zeros((1, 32, 32, 3), np.float32))
     with pytest.raises(FileNotFoundError, match="convert-weights vgg16_bn-6c64b313.pth"):
@@ -225,7 +225,7 @@ def test_paper_configs_name_the_converted_file_and_the_authors_augmentation(tmp_
         assert f"convert-weights {url.rsplit('/', 1)[1]} {named}" in text and url in text, path
         monkeypatch.chdir(tmp_path)   # no weights/ folder here
         with pytest.raises(ConfigError, match=f"convert-weights .* {named}"):
-            load_config(path)
+            check_files(load_config(path))
         monkeypatch.undo()
 
 
