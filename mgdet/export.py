@@ -351,8 +351,36 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
     return export_dir
 
 
+EXPORT_FORMATS = ("saved_model", "onnx", "tflite")
+DEFAULT_FILE_DIR = "exports"  # ONNX / TFLite files: exports/<name>/<name>[-<quantize>].<ext>
+
+
+def check_format(fmt, quantize):
+    """Refuse a format / quantization pair that does not exist (one line, before any work):
+    ``quantize`` (None = "none") applies to ``tflite`` only."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"export: --format must be one of {', '.join(EXPORT_FORMATS)}, got "
+                          f"{fmt!r}")
+    if quantize not in (None,) + TFLITE_QUANTIZE:
+        raise ConfigError(f"export: --quantize must be one of {', '.join(TFLITE_QUANTIZE)}, "
+                          f"got {quantize!r}")
+    if fmt != "tflite" and quantize not in (None, "none"):
+        raise ConfigError(f"export: --quantize {quantize} applies to --format tflite only "
+                          f"(--format {fmt} is float32); drop --quantize or use --format tflite")
+
+
+def export_file_path(name, fmt, quantize=None, base_dir=DEFAULT_FILE_DIR):
+    """Default file of an ONNX / TFLite export: ``exports/<name>/<name>.onnx``,
+    ``exports/<name>/<name>-<float32|float16|int8>.tflite``."""
+    if fmt == "onnx":
+        return os.path.join(base_dir, name, f"{name}.onnx")
+    kind = {None: "float32", "none": "float32"}.get(quantize, quantize)
+    return os.path.join(base_dir, name, f"{name}-{kind}.tflite")
+
+
 def run_export(config, weights, name=None, version=None, score_threshold=None, nms_iou=None,
-               max_detections=None, base_dir=DEFAULT_BASE_DIR):
+               max_detections=None, base_dir=DEFAULT_BASE_DIR, format="saved_model",
+               quantize=None, out=None, calibration_images=32):
     """``cli.py export``: build ``config``'s detector, load ``weights``, export it to
     ``<base_dir>/<name>/<version>/``.
 
@@ -364,15 +392,45 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
         An existing version is refused (``FileExistsError``).
       score_threshold, nms_iou, max_detections: default ``config.eval``'s.
       base_dir: the models folder.
+      format: ``saved_model`` (TF Serving, above), ``onnx`` (:func:`export_onnx`, the same
+        settings) or ``tflite`` (:func:`export_tflite`, no NMS).
+      quantize: TFLite only: ``none`` / ``float16`` / ``int8`` (calibrated on
+        ``calibration_images`` images of the config's training split).
+      out: the ONNX / TFLite file (default :func:`export_file_path`; an existing one is refused).
     Returns:
-      the version folder written.
+      the version folder or file written. A file export writes ``labels.txt`` beside it.
     """
     from mgdet.predict import load_detector
+    check_format(format, quantize)
+    if format == "saved_model" and out is not None or format != "saved_model" and version:
+        raise ConfigError(f"export: --{'out' if out else 'version'} does not apply to --format "
+                          f"{format} (--version numbers SavedModels, --out names ONNX / TFLite "
+                          "files)")
     e = config.eval
     name = name or config.name
     if name != os.path.basename(name) or name in (".", "..") or name.startswith(TMP_PREFIX):
         raise ConfigError(f"export: model name {name!r} must be a plain folder name (no '/' or "
                           f"'..'): it names {base_dir}/<name>")
+    settings = dict(
+        score_threshold=e.score_threshold if score_threshold is None else score_threshold,
+        nms_iou=e.nms_iou if nms_iou is None else nms_iou,
+        max_detections=e.max_detections if max_detections is None else max_detections)
+    if format != "saved_model":
+        path = out or export_file_path(name, format, quantize)
+        if os.path.exists(path):
+            raise FileExistsError(f"export: {path!r} already exists; give another --out or "
+                                  "remove it")
+        model, class_names = load_detector(config, weights)
+        if format == "onnx":
+            export_onnx(model, path, **settings)
+        else:
+            images = (representative_images(config, calibration_images)
+                      if quantize == "int8" else None)
+            export_tflite(model, path, quantize=quantize or "none", representative_images=images)
+        with open(os.path.join(os.path.dirname(os.path.abspath(path)), LABELS_FILE), "w",
+                  encoding="utf-8") as f:
+            f.write("\n".join(class_names) + "\n")
+        return path
     base = os.path.join(base_dir, name)
     if version is None:
         version = next_version(base)
@@ -381,12 +439,8 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
     export_dir = os.path.join(base, str(int(version)))
     _refuse_existing(export_dir)  # before loading anything
     model, class_names = load_detector(config, weights)
-    return export_saved_model(
-        model, export_dir, class_names,
-        score_threshold=e.score_threshold if score_threshold is None else score_threshold,
-        nms_iou=e.nms_iou if nms_iou is None else nms_iou,
-        max_detections=e.max_detections if max_detections is None else max_detections,
-        max_pixels=config.data.max_pixels)
+    return export_saved_model(model, export_dir, class_names, max_pixels=config.data.max_pixels,
+                              **settings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,15 +513,14 @@ def export_tflite(model, path, quantize="none", representative_images=None):
     if quantize not in TFLITE_QUANTIZE:
         raise ValueError(f"export_tflite: quantize must be one of {TFLITE_QUANTIZE}, got "
                          f"{quantize!r}")
+    images_in = list(representative_images or ()) if quantize == "int8" else None
+    if images_in == []:
+        raise ValueError("export_tflite: quantize='int8' needs representative_images (float32 "
+                         "[S, S, 3] images in 0..255, a few dozen)")
     size = _build(model)
     anchors = np.asarray(model.anchors, np.float32)
-    images_in = None
-    if quantize == "int8":
-        images_in = [np.asarray(x, np.float32).reshape(1, size, size, 3)
-                     for x in (representative_images or ())]
-        if not images_in:
-            raise ValueError("export_tflite: quantize='int8' needs representative_images "
-                             f"(float32 [{size}, {size}, 3] images, a few dozen)")
+    if images_in:
+        images_in = [np.asarray(x, np.float32).reshape(1, size, size, 3) for x in images_in]
 
     @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")])
     def raw(images):
