@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from mgdet import boxes as box_ops
 from mgdet import cli, export
+from tests.test_export import WITHOUT_MGDET
 
 SIZE = 64
 TINY = ["--set", f"model.image_size={SIZE}", "--set", "data.num_train=40",
@@ -66,16 +67,7 @@ def _keras_outputs(model, x):
     return box_ops.xyxy_to_yxyx(boxes).numpy(), tf.sigmoid(logits).numpy()
 
 
-_FRESH = textwrap.dedent("""
-    import sys, json
-    import importlib.abc
-
-    class _NoMgdet(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name == "mgdet" or name.startswith("mgdet."):
-                raise ImportError("the export must load without mgdet")
-    sys.meta_path.insert(0, _NoMgdet())
-
+_FRESH = WITHOUT_MGDET + textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     model_path, inputs, outputs = sys.argv[1:4]
