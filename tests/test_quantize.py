@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,11 +23,11 @@ from tests.test_export import WITHOUT_MGDET
 SIZE = 64
 TINY = ["--set", f"model.image_size={SIZE}", "--set", "data.num_train=40",
         "--set", "data.num_eval=4"]
-# int8 vs float (Keras) on a painted image, random weights: sigmoid scores within 0.1 at worst
-# and 0.03 on average (measured: 0.07 and p99 0.04; the int8 logits are 256 levels over their
-# calibrated range); boxes within 0.05 of the image side where the float score is > 0.2
-# (measured 0.03; regression deltas go through exp()).
-SCORE_ATOL, SCORE_MEAN_ATOL, BOX_ATOL = 0.1, 0.03, 0.05
+# int8 vs float (Keras) on a painted image, random weights: sigmoid scores within 0.15 at worst,
+# 0.05 for 99% of them and 0.03 on average (measured over initializations: 0.06-0.10, p99
+# 0.03-0.04; the int8 logits are 256 levels over their calibrated range); boxes within 0.05 of
+# the image side where the float score is > 0.2 (measured 0.03; deltas go through exp()).
+SCORE_ATOL, SCORE_P99_ATOL, SCORE_MEAN_ATOL, BOX_ATOL = 0.15, 0.05, 0.03, 0.05
 
 
 def _config():
@@ -46,6 +47,7 @@ def int8(tmp_path_factory):
     from mgdet.predict import load_detector
     tmp = tmp_path_factory.mktemp("quantize")
     cfg = _config()
+    keras.utils.set_random_seed(0)
     model, class_names = load_detector(cfg, None)
     # Random weights with scores spread over (0, 1) (the initial prior puts them all at 0.01).
     rng = np.random.default_rng(0)
@@ -107,7 +109,8 @@ def test_int8_tflite_detects_in_a_fresh_process_close_to_the_float_model(int8, t
     assert out["boxes"].shape == (1, n, 4) and out["boxes"].dtype == np.float32
     assert out["scores"].shape == (1, n, len(int8["class_names"])) and out["scores"].dtype == np.float32
     np.testing.assert_allclose(out["scores"], ref_scores, atol=SCORE_ATOL)
-    assert np.abs(out["scores"] - ref_scores).mean() < SCORE_MEAN_ATOL
+    error = np.abs(out["scores"] - ref_scores)
+    assert np.percentile(error, 99) < SCORE_P99_ATOL and error.mean() < SCORE_MEAN_ATOL
     confident = ref_scores[0].max(-1) > 0.2
     assert confident.sum() >= 5  # a non-trivial comparison
     np.testing.assert_allclose(out["boxes"][0, confident], ref_boxes[0, confident], atol=BOX_ATOL)
