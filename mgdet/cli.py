@@ -175,7 +175,8 @@ def cmd_export(args):
     from mgdet.export import run_export
     path = run_export(cfg, _resolve_weights(args.weights), name=args.name, version=args.version,
                       score_threshold=args.score_threshold, nms_iou=args.nms_iou,
-                      max_detections=args.max_detections)
+                      max_detections=args.max_detections, format=args.format,
+                      quantize=args.quantize, out=args.out)
     print(f"exported {path}")
 
 
@@ -238,8 +239,16 @@ def build_parser():
     p.add_argument("--out", help="JSON output (default: beside the weights, <stem>.eval.json)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="SavedModel for TF Serving: saved_models/<name>/<version>")
+    p = sub.add_parser("export", help="SavedModel for TF Serving (saved_models/<name>/<version>), "
+                       "ONNX or TFLite (exports/<name>/)")
     _add_config_args(p, weights=True)
+    p.add_argument("--format", default="saved_model", choices=["saved_model", "onnx", "tflite"],
+                   help="saved_model (default; TF Serving), onnx (tf2onnx), tflite (no NMS)")
+    p.add_argument("--quantize", choices=["none", "float16", "int8"],
+                   help="tflite only: float16 weights, or int8 network calibrated on 32 training "
+                   "images (default: none, float32)")
+    p.add_argument("--out", help="onnx / tflite file (default exports/<name>/<name>[-<quantize>]"
+                   ".<ext>)")
     p.add_argument("--name", help="model name (default: config name)")
     p.add_argument("--version", type=int, help="integer version (default: next free)")
     p.add_argument("--score-threshold", type=float,

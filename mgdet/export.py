@@ -351,8 +351,36 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
     return export_dir
 
 
+EXPORT_FORMATS = ("saved_model", "onnx", "tflite")
+DEFAULT_FILE_DIR = "exports"  # ONNX / TFLite files: exports/<name>/<name>[-<quantize>].<ext>
+
+
+def check_format(fmt, quantize):
+    """Refuse a format / quantization pair that does not exist (one line, before any work):
+    ``quantize`` (None = "none") applies to ``tflite`` only."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"export: --format must be one of {', '.join(EXPORT_FORMATS)}, got "
+                          f"{fmt!r}")
+    if quantize not in (None,) + TFLITE_QUANTIZE:
+        raise ConfigError(f"export: --quantize must be one of {', '.join(TFLITE_QUANTIZE)}, "
+                          f"got {quantize!r}")
+    if fmt != "tflite" and quantize not in (None, "none"):
+        raise ConfigError(f"export: --quantize {quantize} applies to --format tflite only "
+                          f"(--format {fmt} is float32); drop --quantize or use --format tflite")
+
+
+def export_file_path(name, fmt, quantize=None, base_dir=DEFAULT_FILE_DIR):
+    """Default file of an ONNX / TFLite export: ``exports/<name>/<name>.onnx``,
+    ``exports/<name>/<name>-<float32|float16|int8>.tflite``."""
+    if fmt == "onnx":
+        return os.path.join(base_dir, name, f"{name}.onnx")
+    kind = {None: "float32", "none": "float32"}.get(quantize, quantize)
+    return os.path.join(base_dir, name, f"{name}-{kind}.tflite")
+
+
 def run_export(config, weights, name=None, version=None, score_threshold=None, nms_iou=None,
-               max_detections=None, base_dir=DEFAULT_BASE_DIR):
+               max_detections=None, base_dir=DEFAULT_BASE_DIR, format="saved_model",
+               quantize=None, out=None, calibration_images=32):
     """``cli.py export``: build ``config``'s detector, load ``weights``, export it to
     ``<base_dir>/<name>/<version>/``.
 
@@ -364,15 +392,45 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
         An existing version is refused (``FileExistsError``).
       score_threshold, nms_iou, max_detections: default ``config.eval``'s.
       base_dir: the models folder.
+      format: ``saved_model`` (TF Serving, above), ``onnx`` (:func:`export_onnx`, the same
+        settings) or ``tflite`` (:func:`export_tflite`, no NMS).
+      quantize: TFLite only: ``none`` / ``float16`` / ``int8`` (calibrated on
+        ``calibration_images`` images of the config's training split).
+      out: the ONNX / TFLite file (default :func:`export_file_path`; an existing one is refused).
     Returns:
-      the version folder written.
+      the version folder or file written. A file export writes ``labels.txt`` beside it.
     """
     from mgdet.predict import load_detector
+    check_format(format, quantize)
+    if format == "saved_model" and out is not None or format != "saved_model" and version:
+        raise ConfigError(f"export: --{'out' if out else 'version'} does not apply to --format "
+                          f"{format} (--version numbers SavedModels, --out names ONNX / TFLite "
+                          "files)")
     e = config.eval
     name = name or config.name
     if name != os.path.basename(name) or name in (".", "..") or name.startswith(TMP_PREFIX):
         raise ConfigError(f"export: model name {name!r} must be a plain folder name (no '/' or "
                           f"'..'): it names {base_dir}/<name>")
+    settings = dict(
+        score_threshold=e.score_threshold if score_threshold is None else score_threshold,
+        nms_iou=e.nms_iou if nms_iou is None else nms_iou,
+        max_detections=e.max_detections if max_detections is None else max_detections)
+    if format != "saved_model":
+        path = out or export_file_path(name, format, quantize)
+        if os.path.exists(path):
+            raise FileExistsError(f"export: {path!r} already exists; give another --out or "
+                                  "remove it")
+        model, class_names = load_detector(config, weights)
+        if format == "onnx":
+            export_onnx(model, path, **settings)
+        else:
+            images = (representative_images(config, calibration_images)
+                      if quantize == "int8" else None)
+            export_tflite(model, path, quantize=quantize or "none", representative_images=images)
+        with open(os.path.join(os.path.dirname(os.path.abspath(path)), LABELS_FILE), "w",
+                  encoding="utf-8") as f:
+            f.write("\n".join(class_names) + "\n")
+        return path
     base = os.path.join(base_dir, name)
     if version is None:
         version = next_version(base)
@@ -381,12 +439,8 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
     export_dir = os.path.join(base, str(int(version)))
     _refuse_existing(export_dir)  # before loading anything
     model, class_names = load_detector(config, weights)
-    return export_saved_model(
-        model, export_dir, class_names,
-        score_threshold=e.score_threshold if score_threshold is None else score_threshold,
-        nms_iou=e.nms_iou if nms_iou is None else nms_iou,
-        max_detections=e.max_detections if max_detections is None else max_detections,
-        max_pixels=config.data.max_pixels)
+    return export_saved_model(model, export_dir, class_names, max_pixels=config.data.max_pixels,
+                              **settings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,23 +482,52 @@ def export_onnx(model, path, score_threshold=0.005, nms_iou=0.5, max_detections=
     return path
 
 
-def export_tflite(model, path):
-    """Float32 TFLite export of the network and box decoding (no NMS).
+TFLITE_QUANTIZE = ("none", "float16", "int8")
+DECODE_SCOPE = "mgdet_decode"  # name scope of the float box decoding and sigmoid in TFLite
+
+
+def export_tflite(model, path, quantize="none", representative_images=None):
+    """TFLite export of the network and box decoding (no NMS).
 
     Input ``images``: float32 ``[1, S, S, 3]`` RGB 0..255, already resized to the model's input.
     Outputs: ``boxes`` float32 ``[1, N, 4]`` (ymin, xmin, ymax, xmax) normalized and clipped, one
     per anchor; ``scores`` float32 ``[1, N, C]`` sigmoid scores. The class-wise NMS stays with the
     application: ``tf.image.combined_non_max_suppression`` is not a TFLite builtin (it would need
-    the Flex delegate, which the stock interpreter lacks). Returns ``path``.
+    the Flex delegate, which the stock interpreter lacks).
+
+    Args:
+      model: an mgdet Detector, built or not.
+      path: the ``.tflite`` file to write.
+      quantize: ``"none"`` (float32), ``"float16"`` (float16 weights, float32 compute) or
+        ``"int8"``: full-integer post-training quantization of the network (int8 weights and
+        activations, per-channel conv weights), calibrated on ``representative_images``. The
+        box decoding and the sigmoid (name scope ``mgdet_decode``) stay float32: the network's
+        int8 deltas and logits are dequantized before them, so boxes and scores keep float
+        resolution (int8 scores would be multiples of 1/256).
+      representative_images: for int8, an iterable of float32 images ``[S, S, 3]`` (or
+        ``[1, S, S, 3]``) in 0..255, preprocessed as training feeds the model (a few dozen;
+        :func:`representative_images` draws them from a config's training split).
+    Returns:
+      ``path``.
     """
+    if quantize not in TFLITE_QUANTIZE:
+        raise ValueError(f"export_tflite: quantize must be one of {TFLITE_QUANTIZE}, got "
+                         f"{quantize!r}")
+    images_in = list(representative_images or ()) if quantize == "int8" else None
+    if images_in == []:
+        raise ValueError("export_tflite: quantize='int8' needs representative_images (float32 "
+                         "[S, S, 3] images in 0..255, a few dozen)")
     size = _build(model)
     anchors = np.asarray(model.anchors, np.float32)
+    if images_in:
+        images_in = [np.asarray(x, np.float32).reshape(1, size, size, 3) for x in images_in]
 
     @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")])
     def raw(images):
         deltas, logits = model(images, training=False)
-        boxes = tf.clip_by_value(box_ops.decode(deltas, tf.constant(anchors)), 0.0, 1.0)
-        return {"boxes": box_ops.xyxy_to_yxyx(boxes), "scores": tf.sigmoid(logits)}
+        with tf.name_scope(DECODE_SCOPE):
+            boxes = tf.clip_by_value(box_ops.decode(deltas, tf.constant(anchors)), 0.0, 1.0)
+            return {"boxes": box_ops.xyxy_to_yxyx(boxes), "scores": tf.sigmoid(logits)}
 
     # Through a SavedModel of the raw variables: the converter then freezes them. From the
     # concrete function directly, Keras 3's variables stay READ_VARIABLE ops that the
@@ -457,8 +540,50 @@ def export_tflite(model, path):
                             signatures={"serving_default": raw.get_concrete_function()})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        data = converter.convert()
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        if quantize == "int8":
+            data = _int8_convert(converter, images_in)
+        else:
+            data = converter.convert()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
     return path
+
+
+def _int8_convert(converter, images):
+    """Full-integer quantization except the ops under :data:`DECODE_SCOPE` (and the outputs).
+
+    This is the selective quantization of ``tf.lite.experimental.QuantizationDebugger``
+    (``denylisted_nodes``) without its debug build: calibrate once, then quantize with the
+    decode ops' output tensors denylisted, so they run in float32.
+    """
+    from tensorflow.lite.python import convert as tflite_convert  # the debugger's own call
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ({"images": x} for x in images)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    calibrated = converter.convert()
+    names = [d["name"] for d in tf.lite.Interpreter(model_content=calibrated).get_tensor_details()]
+    float_nodes = [n for n in names
+                   if n.startswith(DECODE_SCOPE + "/") or n.startswith("StatefulPartitionedCall")]
+    return tflite_convert.mlir_quantize(calibrated, fully_quantize=False,
+                                        denylisted_nodes=float_nodes)
+
+
+def representative_images(config, num_images=32):
+    """The first ``num_images`` images of ``config``'s TRAINING split, preprocessed as training
+    feeds them to the model without augmentation (resized to ``S x S``, float32 0..255):
+    a list of ``[S, S, 3]`` arrays, the calibration set of the int8 TFLite export."""
+    from mgdet.data import get_source
+    from mgdet.data import pipeline as data_pipeline
+    d, m = config.data, config.model
+    source = get_source(d, image_size=m.image_size)
+    ds = data_pipeline.make_dataset(source.dataset("train"), m.image_size, 1, d.max_objects,
+                                    training=True, seed=d.seed, shuffle_buffer=0,
+                                    augment="none", name="calibration")
+    return [images[0].numpy() for images, _ in ds.take(int(num_images))]

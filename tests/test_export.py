@@ -74,7 +74,8 @@ def _assert_same(out, ref, atol=1e-4):
     np.testing.assert_array_equal(out["detection_classes"], ref["classes"])
 
 
-_FRESH = textwrap.dedent("""
+# The start of a script run in a fresh process in which importing mgdet fails.
+WITHOUT_MGDET = textwrap.dedent("""
     import sys, json
     import importlib.abc
 
@@ -83,7 +84,9 @@ _FRESH = textwrap.dedent("""
             if name == "mgdet" or name.startswith("mgdet."):
                 raise ImportError("the export must load without mgdet")
     sys.meta_path.insert(0, _NoMgdet())
+""")
 
+_FRESH = WITHOUT_MGDET + textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     export_dir, inputs, outputs = sys.argv[1:4]
