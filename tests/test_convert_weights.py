@@ -120,6 +120,15 @@ def _convert(tmp_path, state, name):
     return dst
 
 
+def _converted_backbone(tmp_path, state, torch_arch, arch, size):
+    """``state`` converted through the CLI and loaded into a fresh full-width ``arch``."""
+    path = _convert(tmp_path, state, torch_arch)
+    backbone = backbone_ops.build_backbone(arch, 1.0)
+    backbone(np.zeros((1, size, size, 3), np.float32))
+    assert backbone_ops.load_backbone_weights(backbone, path) == len(backbone.variables)
+    return backbone
+
+
 def _close(ours, reference):
     diff = np.abs(np.asarray(ours)[0] - reference).max()
     assert diff < TOL, diff
@@ -132,10 +141,7 @@ def test_input_normalization_is_torchvisions():
 
 def test_resnet18_converted_weights_compute_torchvisions_first_blocks(tmp_path):
     state = torchvision_resnet18_state(1)
-    path = _convert(tmp_path, state, "resnet18")
-    backbone = backbone_ops.build_backbone("resnet18", 1.0)
-    backbone(np.zeros((1, 64, 64, 3), np.float32))
-    assert backbone_ops.load_backbone_weights(backbone, path) == len(backbone.variables)
+    backbone = _converted_backbone(tmp_path, state, "resnet18", "resnet18", 64)
 
     x = _normalized_image(0, 64)
     stem = np.maximum(np_bn(np_conv(x, state["conv1.weight"], stride=2, pad=3), state, "bn1"), 0)
@@ -154,10 +160,7 @@ def test_resnet18_converted_weights_compute_torchvisions_first_blocks(tmp_path):
 
 def test_vgg16_bn_converted_weights_compute_torchvisions_first_blocks(tmp_path):
     state = torchvision_vgg16_bn_state(2)
-    path = _convert(tmp_path, state, "vgg16_bn")
-    backbone = backbone_ops.build_backbone("vgg16", 1.0)
-    backbone(np.zeros((1, 32, 32, 3), np.float32))
-    assert backbone_ops.load_backbone_weights(backbone, path) == len(backbone.variables)
+    backbone = _converted_backbone(tmp_path, state, "vgg16_bn", "vgg16", 32)
 
     y = _normalized_image(3, 32)
     ours = y[None].astype(np.float32)
