@@ -161,12 +161,12 @@ def test_killed_worker_fails_the_job_and_resume_continues(tmp_path, processes):
     shared, other = tmp_path / "shared", tmp_path / "worker1_out"
     tmp1, tmp2 = tmp_path / "tmp1", tmp_path / "tmp2"
     tmp1.mkdir(), tmp2.mkdir()
-    # 1. Two workers; worker 1 is killed once the chief has checkpointed epoch 1.
+    # 1. Two workers; worker 1 is killed once the chief has checkpointed epoch 1 (global step 4).
     configs = loopback_tf_configs(2)
     chief = processes.start(_train_argv(shared), {"TF_CONFIG": configs[0]}, "run1_chief")
     worker = processes.start(_train_argv(other), {"TF_CONFIG": configs[1], "TMPDIR": str(tmp1)},
                              "run1_worker1")
-    assert _wait_for(str(shared / "checkpoints" / "ckpt-1.index"), [chief, worker], DEADLINE_S), \
+    assert _wait_for(str(shared / "checkpoints" / "ckpt-4.index"), [chief, worker], DEADLINE_S), \
         processes.tail()
     worker.send_signal(signal.SIGKILL)
     killed_at = time.time()
@@ -186,7 +186,7 @@ def test_killed_worker_fails_the_job_and_resume_continues(tmp_path, processes):
                              {"TF_CONFIG": configs[1], "TMPDIR": str(tmp2)}, "run2_worker1")
     assert processes.wait([chief, worker]) == [0, 0], processes.tail()
     with open(processes.logs[-2]) as f:
-        assert "ckpt-1: epoch 1, step 4" in f.read()
+        assert "ckpt-4: epoch 1, step 4" in f.read()
     with open(shared / "eval.json") as f:
         result = json.load(f)
     assert result["steps"] == 12  # 4 restored + 8 more: no step lost or repeated
