@@ -131,6 +131,8 @@ def cmd_train(args):
         extra.append(f"train.distribute={args.distribute}")
     if args.devices:
         extra.append(f"train.devices={args.devices}")
+    if args.precision:
+        extra.append(f"train.precision={args.precision}")
     cfg = _config(args, extra)
     if args.print_config:
         from mgdet.config import config_to_yaml
@@ -225,6 +227,8 @@ def build_parser():
     p.add_argument("--distribute", choices=["none", "mirrored", "multi_worker"],
                    help="tf.distribute strategy (train.distribute)")
     p.add_argument("--devices", type=int, help="devices for --distribute mirrored (CPU: split)")
+    p.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                   help="compute precision (train.precision; default float32)")
     p.add_argument("--out-dir", help="output folder (default runs/<config name>, or the next free "
                    "runs/<name>-2, -3... when taken; with --resume: the newest run of that name)")
     p.add_argument("--overwrite", action="store_true",
