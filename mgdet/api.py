@@ -16,14 +16,20 @@ Datasets.__doc__ = """Training and evaluation data of a config (:func:`build_dat
 train / eval: ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3] in 0..255, targets)``;
 targets hold ``"boxes"`` [B, M, 4] (relative xyxy), ``"labels"`` [B, M], ``"valid"`` [B, M].
 class_names: one name per label. ground_truth: the eval split in COCO form (for pycocotools).
-steps_per_epoch: training batches per epoch (the training dataset repeats forever).
+steps_per_epoch: training batches per epoch. ``train`` is one epoch of exactly that many batches
+(``model.fit(data.train, epochs=n)`` trains n epochs); each pass draws a new shuffle and new
+augmentation, and an image that fails to decode is replaced from the next pass.
 """
 
 
 def build_datasets(cfg):
     """The training and evaluation datasets of ``cfg`` (:class:`Datasets`)."""
     from mgdet.train import build_datasets as build
-    return Datasets(*build(cfg))
+    train_ds, eval_ds, class_names, ground_truth, steps_per_epoch = build(cfg)
+    # the training stream repeats forever (mgdet.train passes steps_per_epoch to fit); one epoch
+    # of it here, so that a plain model.fit(data.train) ends
+    return Datasets(train_ds.take(steps_per_epoch), eval_ds, class_names, ground_truth,
+                    steps_per_epoch)
 
 
 def train(cfg, resume=False, out_dir=None, verbose="auto"):

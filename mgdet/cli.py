@@ -326,7 +326,6 @@ def _user_errors():
 def _run_command(args):
     """Run ``args.func``; map errors to one line on stderr and an exit status: 2 bad input,
     1 training diverged (NaN), 143 stopped by SIGTERM (checkpointed), 130 Ctrl-C."""
-    from mgdet.faults import SIGTERM_EXIT_CODE, TrainingDiverged, TrainingPreempted
     try:
         args.func(args)
     except _user_errors() as err:
@@ -334,18 +333,21 @@ def _run_command(args):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except TrainingPreempted as err:
-        print(str(err), file=sys.stderr)
-        return SIGTERM_EXIT_CODE
-    except TrainingDiverged as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted: the last completed epoch is checkpointed; continue with --resume",
               file=sys.stderr)
         return 130
+    except Exception as err:
+        # mgdet.faults imports Keras (and TF): looked up only once training has loaded it, so
+        # that TF is first imported by import_tensorflow, which silences its start-up noise.
+        faults = sys.modules.get("mgdet.faults")
+        if faults is not None and isinstance(err, faults.TrainingPreempted):
+            print(str(err), file=sys.stderr)
+            return faults.SIGTERM_EXIT_CODE
+        if faults is not None and isinstance(err, faults.TrainingDiverged) and not args.debug:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        raise
     return 0
 
 

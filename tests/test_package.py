@@ -135,13 +135,13 @@ def test_readme_python_api_blocks_run_end_to_end(tmp_path, monkeypatch):
     assert 0.0 <= namespace["metrics"]["AP"] <= 1.0 and namespace["metrics"]["steps"] == 4
     det = namespace["det"]
     assert det["boxes"].shape[1:] == (4,) and len(det["names"]) == len(det["scores"])
-    assert (tmp_path / "runs" / "notebook" / "saved_model" / "1" / "saved_model.pb").is_file()
+    assert (tmp_path / "exports" / "notebook" / "1" / "saved_model.pb").is_file()
     # predict() on the Keras model in memory gives the SavedModel's detections
     import mgdet
     import numpy as np
     image = namespace["images"][0].numpy()
     from_model = mgdet.predict(namespace["model"], image, score_threshold=0.05)[0]
-    from_export = mgdet.predict("runs/notebook/saved_model/1", image, score_threshold=0.05)[0]
+    from_export = mgdet.predict("exports/notebook/1", image, score_threshold=0.05)[0]
     assert len(from_model["scores"]) == len(from_export["scores"]) > 0
     np.testing.assert_allclose(np.sort(from_model["scores"]), np.sort(from_export["scores"]),
                                atol=1e-4)
