@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import machine, print_table, write_json  # noqa: E402
 
 KEYS = ("AP", "AP50", "AP75")
+SHORT = {"iou": "IoU-anchor", "mg": "MG", "l2c": "L2C", "c2l": "C2L"}
 NAMES = {"iou": "IoU-anchor", "mg": "Mutual Guidance", "l2c": "Localize to Classify",
          "c2l": "Classify to Localize"}
 
@@ -87,7 +88,7 @@ def chart(groups, path):
             values = [v[key] for v in seeds.values()]
             ax.bar(i, statistics.mean(values), color=colors.get(strategy, "#999999"), alpha=0.8)
             ax.plot([i] * len(values), values, "k.", markersize=4)
-            labels.append(f"{NAMES.get(strategy, strategy).split()[0]}\n{anchors}")
+            labels.append(f"{SHORT.get(strategy, strategy)}\n{anchors}")
         ax.set_xticks(range(len(groups)), labels, fontsize=8)
         ax.set_ylabel(f"{key} (%)")
         low = min(v[key] for _, _, seeds in groups for v in seeds.values())
