@@ -64,19 +64,24 @@ def __dir__():
     return sorted({n for n in globals() if not n.startswith("_")} | set(__all__))
 
 
-def build_model(config, num_classes=None):
+def build_model(config, num_classes=None, class_names=None, bounding_box_format="rel_xyxy"):
     """A detector from a :class:`mgdet.config.Config`.
 
     Args:
       config: the experiment config (``model``, ``assign``, ``loss``, ``eval`` sections).
-      num_classes: overrides ``config.model.num_classes`` (e.g. from the dataset).
+      num_classes: overrides ``config.model.num_classes`` (e.g. from the dataset); default
+        ``len(class_names)`` when names are given.
+      class_names: one name per class, saved with the model (a ``.keras`` file then names its
+        detections).
+      bounding_box_format: the boxes of training targets and ``model.predict`` outputs
+        (keras-hub's names, see :mod:`mgdet.targets`); default relative xyxy.
     Returns:
       an un-compiled :class:`mgdet.models.Detector`.
     """
     from mgdet.models import MODELS
 
     m, a, lo, e = config.model, config.assign, config.loss, config.eval
-    num_classes = num_classes or m.num_classes
+    num_classes = num_classes or (len(class_names) if class_names else None) or m.num_classes
     if not num_classes:
         raise ValueError("num_classes is unknown: set model.num_classes or pass num_classes")
     return MODELS[m.arch](
@@ -85,4 +90,5 @@ def build_model(config, num_classes=None):
         neg_iou=a.neg_iou, focal_alpha=lo.focal_alpha, focal_gamma=lo.focal_gamma,
         bl1_alpha=lo.bl1_alpha, bl1_gamma=lo.bl1_gamma, bl1_beta=lo.bl1_beta,
         score_threshold=e.score_threshold, nms_iou=e.nms_iou, max_detections=e.max_detections,
-        clip_anchors=m.clip_anchors)
+        clip_anchors=m.clip_anchors, class_names=class_names,
+        bounding_box_format=bounding_box_format)

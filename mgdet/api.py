@@ -51,7 +51,7 @@ def evaluate(model, cfg, per_class=False, progress=False):
     from mgdet.evaluation import evaluate as run
     from mgdet.train import build_eval_dataset
     if isinstance(model, (str, os.PathLike)):
-        from mgdet.cli import _resolve_weights as resolve_weights
+        from mgdet.predict import resolve_weights
         from mgdet.predict import load_detector
         model, _ = load_detector(cfg, resolve_weights(os.fspath(model)))
     dataset, ground_truth = build_eval_dataset(cfg)

@@ -89,27 +89,6 @@ def _add_config_args(p, weights=False, weights_required=False):
                             "final.weights.h5)")
 
 
-def _resolve_weights(path):
-    """A run folder -> its final weights; a file -> itself.
-
-    The final weights, not ``best.weights.h5``: a model picked on some images must not be
-    reported on them, and the best is only ever picked on the validation split held out of the
-    training images (``data.val_fraction``); name it explicitly to use it."""
-    if path and os.path.isdir(path):
-        final = os.path.join(path, "final.weights.h5")
-        if os.path.isfile(final):
-            return final
-        hint = (f"; {os.path.join(path, 'best.weights.h5')} (best validation AP) exists: "
-                "pass it explicitly" if os.path.isfile(os.path.join(path, "best.weights.h5"))
-                else "")
-        raise FileNotFoundError(f"no final.weights.h5 in {path}: the run has not finished "
-                                f"(`cli.py train --resume` finishes it){hint}")
-    if path and not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file {path} not found: give a .weights.h5 file written by "
-                                "`cli.py train` or its output folder")
-    return path
-
-
 def eval_output_path(weights):
     """Where ``eval`` writes its JSON: beside the weights it evaluated
     (``runs/x/best.weights.h5`` -> ``runs/x/best.eval.json``)."""
@@ -156,26 +135,37 @@ def cmd_eval(args):
     cfg = _config(args)
     from mgdet.evaluation import evaluate, format_table
     from mgdet.train import build_eval_dataset, json_safe
-    from mgdet.predict import load_detector
-    weights = _resolve_weights(args.weights)
+    from mgdet.predict import load_detector, resolve_weights
+    weights = resolve_weights(args.weights)
     model, _ = load_detector(cfg, weights)
     eval_ds, gt_coco = build_eval_dataset(cfg)  # the training split is not needed
-    metrics = evaluate(model, eval_ds, gt_coco, per_class=args.per_class)
-    print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics['num_images']} images (%)"))
+    metrics = evaluate(model, eval_ds, gt_coco, per_class=True, analysis=True)
+    shown = metrics if args.per_class else {k: v for k, v in metrics.items() if k != "per_class"}
+    print(format_table(shown, title=f"{cfg.name}: COCO metrics on {metrics['num_images']} images (%)"))
     if cfg.data.source in ("voc", "voc_xml") or "voc" in (cfg.data.tfds_name or ""):
         from mgdet.voc_metric import format_voc_table
         print(format_voc_table(metrics["voc07"], title="the authors' VOC07 metric (paper Table 1) (%)"))
     out = args.out or eval_output_path(weights)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    from mgdet.analysis import plot_confusion, plot_pr_curves
+    stem = out[:-len(".json")] if out.endswith(".json") else out
+    pictures = [plot_pr_curves(metrics["pr_curves"], stem + ".pr_curves.png",
+                               title=f"{cfg.name}: precision-recall at IoU 0.5 (AP50 per class)"),
+                plot_confusion(metrics["confusion"]["matrix"], metrics["confusion"]["names"],
+                               stem + ".confusion.png",
+                               title=f"{cfg.name}: confusion at IoU 0.5, score >= "
+                                     f"{metrics['confusion']['score_threshold']}")]
     with open(out, "w") as f:  # strict JSON: NaN (no objects of a size) becomes null
         json.dump(json_safe(metrics), f, indent=2)
-    print(f"wrote {out}")
+    print(f"wrote {out} (COCO metrics, AP per class, PR curves, confusion matrix), "
+          f"{', '.join(pictures)}")
 
 
 def cmd_export(args):
     cfg = _config(args)
     from mgdet.export import run_export
-    path = run_export(cfg, _resolve_weights(args.weights), name=args.name, version=args.version,
+    from mgdet.predict import resolve_weights
+    path = run_export(cfg, resolve_weights(args.weights), name=args.name, version=args.version,
                       score_threshold=args.score_threshold, nms_iou=args.nms_iou,
                       max_detections=args.max_detections, format=args.format,
                       quantize=args.quantize, out=args.out)
@@ -194,7 +184,8 @@ def cmd_predict(args):
 def cmd_show_assign(args):
     cfg = _config(args)
     from mgdet.viz import run_show_assign
-    results = run_show_assign(cfg, _resolve_weights(args.weights), num_images=args.images,
+    from mgdet.predict import resolve_weights
+    results = run_show_assign(cfg, resolve_weights(args.weights), num_images=args.images,
                               out_dir=args.out_dir)
     print(f"wrote {len(results)} pictures to {args.out_dir}")
 
@@ -239,8 +230,10 @@ def build_parser():
 
     p = sub.add_parser("eval", help="COCO metrics of trained weights on the eval split")
     _add_config_args(p, weights=True, weights_required=True)
-    p.add_argument("--per-class", action="store_true", help="add AP per class to the JSON")
-    p.add_argument("--out", help="JSON output (default: beside the weights, <stem>.eval.json)")
+    p.add_argument("--per-class", action="store_true",
+                   help="also print AP per class (the JSON always has it)")
+    p.add_argument("--out", help="JSON output (default: beside the weights, <stem>.eval.json); "
+                   "the PR-curve and confusion-matrix PNGs go beside it")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="SavedModel for TF Serving (saved_models/<name>/<version>), "

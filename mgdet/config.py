@@ -42,6 +42,9 @@ class ModelConfig:
     weights: Optional[str] = None  # backbone weights file (ImageNet); random init when None
     num_classes: Optional[int] = None  # None: taken from the dataset
     clip_anchors: bool = False  # True: anchors clipped at the image border (ablation only)
+    # fine-tuning: a trained detector (run folder, .weights.h5 with its config.json, or .keras)
+    # whose weights start this one; the class head is re-initialized if the class count differs
+    init_from: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -300,13 +303,16 @@ def _check_paths(cfg):
 
 
 def check_files(cfg):
-    """The files ``cfg`` will read before training exist (today: ``model.weights``); raises
+    """The files ``cfg`` will read before training exist (``model.weights``, ``model.init_from``); raises
     ConfigError saying how to make a missing one. Not part of :func:`load_config`, so that a
     config can be printed, evaluated or exported from a trained run without its ImageNet file."""
     m = cfg.model
     if m.weights is not None and not os.path.isfile(m.weights):
         from mgdet.models.convert_weights import missing_weights_message
         raise ConfigError("model.weights: " + missing_weights_message(m.weights, m.backbone))
+    if m.init_from is not None and not os.path.exists(m.init_from):
+        raise ConfigError(f"model.init_from {m.init_from!r} does not exist: give a training run "
+                          "folder, its .weights.h5 (with config.json beside it) or a .keras file")
     return cfg
 
 

@@ -32,6 +32,8 @@ COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 TABLE_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 VOC_KEY = "VOC07_mAP50"
+# the confusion matrix counts detections at or above this score matched at this IoU
+CONFUSION_IOU, CONFUSION_SCORE = 0.5, 0.25
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,7 +62,7 @@ def _coco_api(gt_coco):
     return coco
 
 
-def coco_metrics(gt_coco, detections, per_class=False):
+def coco_metrics(gt_coco, detections, per_class=False, curves=False):
     """COCO box metrics of ``detections`` against ``gt_coco`` (pycocotools ``COCOeval``, bbox).
 
     Args:
@@ -70,6 +72,7 @@ def coco_metrics(gt_coco, detections, per_class=False):
         pixels. Not modified. Image ids must belong to ``gt_coco``.
       per_class: also return ``"per_class"``: ``{category name: AP}`` (AP@[.5:.95], ``nan`` for
         a category without ground truth).
+      curves: also return ``"pr_curves"``: :func:`mgdet.analysis.pr_curves`.
     Returns:
       ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
       "ARl"}`` floats in [0, 1] (``nan`` where the ground truth has nothing to measure).
@@ -94,6 +97,8 @@ def coco_metrics(gt_coco, detections, per_class=False):
             if per_class:
                 result["per_class"] = {c["name"]: float("nan")
                                        for c in gt.loadCats(sorted(known_cats))}
+            if curves:
+                result["pr_curves"] = {}
             return result
         # pycocotools cannot load an empty result list. One zero-area detection matches nothing
         # (IoU 0), so it gives exactly the metrics of no detections: 0 where there is ground
@@ -109,6 +114,9 @@ def coco_metrics(gt_coco, detections, per_class=False):
     result = _stats_to_dict(ev.stats)
     if per_class:
         result["per_class"] = _per_class_ap(gt, ev)
+    if curves:
+        from mgdet.analysis import pr_curves
+        result["pr_curves"] = pr_curves(ev, gt)
     return result
 
 
@@ -261,7 +269,7 @@ def run_detector(model, dataset, label_to_category=None, progress=True, max_batc
 
 
 def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_class=False,
-             results_path=None, progress=True, max_batches=None):
+             results_path=None, progress=True, max_batches=None, analysis=False):
     """COCO metrics (and VOC07 mAP@0.5) of ``model`` on an eval dataset.
 
     Args:
@@ -277,6 +285,8 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
       results_path: also write the detections there as a COCO results JSON.
       progress: tqdm bar over batches.
       max_batches: evaluate on the first batches only (ground truth restricted to their images).
+      analysis: add ``"pr_curves"`` and ``"confusion"`` (``{"matrix", "names", "iou",
+        "score_threshold"}``), :mod:`mgdet.analysis`.
     Returns:
       dict: the :func:`coco_metrics` keys, ``"VOC07_mAP50"``, ``"num_images"``,
       ``"num_detections"``, ``"seconds"`` (detector loop wall time), ``"images_dropped"``:
@@ -305,7 +315,12 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
         os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
         with open(results_path, "w") as f:
             json.dump(detections, f)
-    metrics = coco_metrics(gt, detections, per_class=per_class)
+    metrics = coco_metrics(gt, detections, per_class=per_class, curves=analysis)
+    if analysis:
+        from mgdet.analysis import confusion_matrix
+        matrix, names = confusion_matrix(gt.dataset, detections, CONFUSION_IOU, CONFUSION_SCORE)
+        metrics["confusion"] = {"matrix": matrix.tolist(), "names": names, "iou": CONFUSION_IOU,
+                                "score_threshold": CONFUSION_SCORE}
     if voc07:
         metrics["voc07"] = voc_metric.voc_metrics(gt.dataset, detections)  # the paper's VOC07
         metrics[VOC_KEY] = voc07_map(gt, detections)["mAP"]

@@ -54,6 +54,28 @@ def _config_beside(weights):
     return config_from_dict(values), names
 
 
+def resolve_weights(path):
+    """A run folder -> its ``final.weights.h5``; a file -> itself (FileNotFoundError, saying
+    what to give, when neither exists).
+
+    The final weights, not ``best.weights.h5``: a model picked on some images must not be
+    reported on them, and the best is only ever picked on the validation split held out of the
+    training images (``data.val_fraction``); name it explicitly to use it."""
+    if path and os.path.isdir(path):
+        final = os.path.join(path, "final.weights.h5")
+        if os.path.isfile(final):
+            return final
+        hint = (f"; {os.path.join(path, 'best.weights.h5')} (best validation AP) exists: "
+                "pass it explicitly" if os.path.isfile(os.path.join(path, "best.weights.h5"))
+                else "")
+        raise FileNotFoundError(f"no final.weights.h5 in {path}: the run has not finished "
+                                f"(`cli.py train --resume` finishes it){hint}")
+    if path and not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path} not found: give a .weights.h5 file written by "
+                                "`cli.py train` or its output folder")
+    return path
+
+
 def class_names_of(config, weights=None):
     """Class names of a config's dataset: the run's ``config.json`` beside ``weights``, else
     ``data.class_names``, else the dataset's own (``mgdet.data``)."""
@@ -102,7 +124,7 @@ def load_detector(config=None, weights=None, class_names=None, **eval_overrides)
     class_names = list(class_names) if class_names else class_names_of(config, weights)
     # trained weights replace the backbone's ImageNet starting weights: do not read those
     model = build_model(replace(config, model={"weights": None}) if weights else config,
-                        num_classes=len(class_names))
+                        class_names=class_names)
     size = config.model.image_size
     model(tf.zeros([1, size, size, 3], tf.float32), training=False)  # create the variables
     if weights:
@@ -142,12 +164,13 @@ def _saved_model_class_names(loaded, path):
 class _KerasRunner:
     def __init__(self, path, config=None, model=None):
         import keras
-        if model is not None:
-            self.model, self.class_names = model, None
-        elif path.endswith(".keras"):
-            import mgdet.models  # noqa: F401  (registers the detector classes for deserialization)
-            self.model = keras.saving.load_model(path, compile=False)
-            self.class_names = None
+        if model is not None or path.endswith(".keras"):
+            if model is None:
+                import mgdet.models  # noqa: F401  (registers the detector classes)
+                model = keras.saving.load_model(path, compile=False)
+            self.model = model
+            names = getattr(model, "class_names", None)  # saved with the model, if given
+            self.class_names = list(names) if names else None
         else:
             self.model, self.class_names = load_detector(config, path)
         self.size = int(self.model.image_size)

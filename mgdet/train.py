@@ -10,6 +10,7 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mgdet import build_model, distributed, faults
@@ -19,6 +20,7 @@ from mgdet.data import pipeline as data_pipeline
 from mgdet.data import stats as data_stats
 from mgdet.distributed import build_strategy, split_cpu  # noqa: F401 (re-exported)
 from mgdet.evaluation import evaluate, format_table
+from mgdet.models import transfer
 from mgdet.optim import build_optimizer
 from mgdet.rundir import CHECKPOINT_DIR, json_safe, write_json  # noqa: F401  (json_safe: API)
 from mgdet import rundir
@@ -56,11 +58,15 @@ class CheckpointCallback(keras.callbacks.Callback):
         save_checkpoint(self.manager, self.model.optimizer)
 
 
+NUM_PICTURES, PICTURE_SCORE = 4, 0.3  # eval images with detections in TensorBoard
+
+
 class EvalCallback(keras.callbacks.Callback):
     """COCO evaluation every ``every`` epochs and after the last (``epochs``).
 
     The eval split (``dataset``, ``gt_coco``) is evaluated for reporting only (TensorBoard
-    ``eval/*``, the history). With a held-out validation split (``val``: ``(dataset, gt_coco)``
+    ``eval/*`` with AP per class and the first eval images with their detections, the history,
+    which keeps AP per class too). With a held-out validation split (``val``: ``(dataset, gt_coco)``
     of ``data.val_fraction`` of the training images) that split is evaluated too
     (``val/*``) and ``best.weights.h5`` keeps the weights of the best *validation* AP; without
     one no best weights are kept. The best AP, its epoch and the history go to the run's state
@@ -76,9 +82,29 @@ class EvalCallback(keras.callbacks.Callback):
         self.best, self.best_epoch = state["best_ap"], state["best_epoch"]
         self.history = list(state["history"])
         self.last = None  # (epoch, metrics) of the latest evaluation of the eval split
+        self._picture_images = None
 
     def _evaluate(self, dataset, gt_coco):
-        return evaluate(self.model, dataset, gt_coco, self.label_to_category, progress=False)
+        return evaluate(self.model, dataset, gt_coco, self.label_to_category, progress=False,
+                        per_class=True)
+
+    def _pictures(self):
+        """The first ``NUM_PICTURES`` eval images with the model's detections (score >= 0.3)
+        drawn, uint8 [K, S, S, 3], for TensorBoard."""
+        from mgdet.drawing import draw_detections
+        if self._picture_images is None:
+            images = next(iter(self.dataset))[0][:NUM_PICTURES]
+            self._picture_images = tf.cast(tf.clip_by_value(images, 0, 255), tf.uint8)
+        out = self.model.detect(self._picture_images)
+        names = getattr(self.model, "class_names", None)
+        drawn = []
+        for k in range(int(self._picture_images.shape[0])):
+            n = int(out["num_detections"][k])
+            drawn.append(np.asarray(draw_detections(
+                self._picture_images[k].numpy(), out["boxes"][k, :n].numpy(),
+                out["scores"][k, :n].numpy(), out["classes"][k, :n].numpy(), names,
+                score_threshold=PICTURE_SCORE)))
+        return np.stack(drawn)
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 == self.epochs
@@ -88,7 +114,8 @@ class EvalCallback(keras.callbacks.Callback):
         if self.val is not None:
             splits["val"] = self._evaluate(*self.val)
         self.last = (epoch + 1, splits["eval"])
-        entry = {"epoch": epoch + 1, **_scalars(splits["eval"])}
+        entry = {"epoch": epoch + 1, **_scalars(splits["eval"]),
+                 "per_class": splits["eval"].get("per_class", {})}
         if "val" in splits:
             entry.update({f"val_{k}": v for k, v in _scalars(splits["val"]).items()})
         self.history.append(entry)
@@ -96,6 +123,11 @@ class EvalCallback(keras.callbacks.Callback):
             for split, metrics in splits.items():
                 for key, value in _scalars(metrics).items():
                     tf.summary.scalar(f"{split}/{key}", value)
+                for name, value in metrics.get("per_class", {}).items():
+                    if np.isfinite(value):
+                        tf.summary.scalar(f"{split}_AP_per_class/{name}", value)
+            if hasattr(self.model, "detect"):  # a detector (not a bare Keras model)
+                tf.summary.image("eval/detections", self._pictures(), max_outputs=NUM_PICTURES)
         print(f"\nepoch {epoch + 1}: " + "; ".join(
             f"{split} " + ", ".join(f"{k} {100 * m[k]:.1f}" for k in ("AP", "AP50", "AP75") if k in m)
             for split, m in splits.items()))
@@ -221,11 +253,15 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     train_ds = distributed.shard(train_ds, strategy)
     total_steps = steps_per_epoch * cfg.train.epochs
     with strategy.scope():
-        model = build_model(cfg, num_classes=len(class_names))
+        model = build_model(cfg, class_names=class_names)
         optimizer = build_optimizer(cfg.train, total_steps)
         model.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
         optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    if cfg.model.init_from and not resume:  # fine-tuning; a resumed run has its own weights
+        kept = transfer.init_from(model, cfg.model.init_from)
+        print(f"initialized from {cfg.model.init_from}"
+              + (f" (class head re-initialized for {len(class_names)} classes)" if kept else ""))
     write_json(os.path.join(out_dir, "config.json"), {**cfg.to_dict(), "class_names": class_names})
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=2)
@@ -275,8 +311,9 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     if eval_cb.last is not None and eval_cb.last[0] == cfg.train.epochs:
         metrics = eval_cb.last[1]  # the last epoch was just evaluated with these weights
     else:
-        metrics = evaluate(model, eval_ds, gt_coco)
-    result = {**_scalars(metrics), "train_seconds": train_seconds, "epochs": cfg.train.epochs,
+        metrics = evaluate(model, eval_ds, gt_coco, per_class=True)
+    result = {**_scalars(metrics), "per_class": metrics["per_class"],
+              "train_seconds": train_seconds, "epochs": cfg.train.epochs,
               "steps": int(optimizer.iterations.numpy()), "strategy": cfg.assign.strategy,
               "history": eval_cb.history, "best_AP": eval_cb.best,
               "best_epoch": eval_cb.best_epoch, "best_on": "val" if val else None,

@@ -162,13 +162,13 @@ def test_without_a_validation_split_no_best_is_kept(tmp_path, monkeypatch):
 
 
 def test_run_folder_resolves_to_final_weights(tmp_path):
-    from mgdet.cli import _resolve_weights
+    from mgdet.predict import resolve_weights
     (tmp_path / "best.weights.h5").write_text("best")
     with pytest.raises(FileNotFoundError, match="no final.weights.h5.*best.weights.h5.*explicitly"):
-        _resolve_weights(str(tmp_path))
+        resolve_weights(str(tmp_path))
     (tmp_path / "final.weights.h5").write_text("final")
-    assert _resolve_weights(str(tmp_path)) == str(tmp_path / "final.weights.h5")
-    assert _resolve_weights(str(tmp_path / "best.weights.h5")) == str(tmp_path / "best.weights.h5")
+    assert resolve_weights(str(tmp_path)) == str(tmp_path / "final.weights.h5")
+    assert resolve_weights(str(tmp_path / "best.weights.h5")) == str(tmp_path / "best.weights.h5")
 
 
 def test_val_fraction_is_validated():

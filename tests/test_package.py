@@ -1,5 +1,6 @@
 """The package as a user meets it: the installed `mgdet` command outside the checkout, the public
 API, the README's Python blocks, the command line's help, logging and outputs."""
+import json
 import logging
 import os
 import re
@@ -8,7 +9,9 @@ import subprocess
 import sys
 import sysconfig
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ["--set", "train.epochs=1", "--set", "data.num_train=16", "--set", "data.num_eval=8",
@@ -64,6 +67,17 @@ def test_installed_mgdet_trains_the_default_config_outside_the_checkout(tmp_path
     assert f"outputs in {out}" in run.stdout  # says where its outputs are
     for noise in ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard"):
         assert noise not in run.stderr, noise  # TF's C++ start-up log is quiet by default
+    assert "per_class" in json.loads((out / "eval.json").read_text())
+    # eval: JSON with AP per class, PR curves and the confusion matrix, and their pictures
+    evaluated = subprocess.run(command + ["eval", "--weights", str(out)] + SMOKE, cwd=work,
+                               env=env, capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads((out / "final.eval.json").read_text())
+    assert len(report["per_class"]) == 7 and len(report["pr_curves"]) == 7
+    assert np.array(report["confusion"]["matrix"]).shape == (8, 8)
+    for picture in ("final.eval.pr_curves.png", "final.eval.confusion.png"):
+        with Image.open(out / picture) as im:
+            assert im.size[0] > 300, picture
 
 
 def test_public_api_is_small_lazy_and_callable():

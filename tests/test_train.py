@@ -28,6 +28,10 @@ def test_train_resume_continues_from_the_right_step(tmp_path):
     for name in ("final.weights.h5", "best.weights.h5", "config.json", "eval.json"):
         assert (tmp_path / name).is_file(), name
     assert 0.0 <= first["AP"] <= 1.0 and len(first["history"]) == 1
+    assert set(first["per_class"]) == set(first["history"][0]["per_class"]) and len(
+        first["per_class"]) == 7  # AP per class in eval.json, and in the history
+    tags = _tensorboard_tags(tmp_path / "logs" / "eval")
+    assert {"eval/AP", "val/AP", "eval_AP_per_class/circle", "eval/detections"} <= tags, tags
     best = (tmp_path / "best.weights.h5").read_bytes()
     state = json.loads((tmp_path / "train_state.json").read_text())
     assert state["best_epoch"] == 1 and first["best_on"] == "val"
@@ -43,6 +47,15 @@ def test_train_resume_continues_from_the_right_step(tmp_path):
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert [h["epoch"] for h in saved["history"]] == [1, 2] and saved["best_AP"] == 0.99
     assert os.path.isdir(tmp_path / "logs")
+
+
+def _tensorboard_tags(folder):
+    """Every summary tag written under ``folder`` (TensorBoard event files)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0, "images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    return set(tags.get("tensors", [])) | set(tags.get("scalars", [])) | set(tags.get("images", []))
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

@@ -26,6 +26,7 @@ from mgdet import anchors as anchor_ops
 from mgdet import assign as assign_ops
 from mgdet import distributed
 from mgdet import losses as loss_ops
+from mgdet import targets as target_ops
 from mgdet.models.backbones import BACKBONES, build_backbone, load_backbone_weights
 from mgdet.models.heads import DetectionHead
 from mgdet.postprocess import postprocess
@@ -75,6 +76,13 @@ class Detector(keras.Model):
         per-replica statistics (fewer all-reduces). No effect on one device.
       clip_anchors: clip anchor corners to the image (not the authors' anchors; for the
         old-vs-new anchors ablation). False: anchors as in the authors' code.
+      bounding_box_format: the boxes of training targets and of :meth:`predict` outputs, one of
+        ``mgdet.targets.BOX_FORMATS`` (keras-hub's names; absolute ones are pixels of the S x S
+        input). Default ``rel_xyxy``, what mgdet's own pipeline makes. Targets may also be
+        keras-hub's ``{"boxes", "labels" or "classes"}`` with ``-1`` padding
+        (:func:`mgdet.targets.standardize_targets`).
+      class_names: one name per class (saved with the model, so that a ``.keras`` file names
+        its detections); None: unnamed.
     """
 
     arch = None
@@ -84,7 +92,7 @@ class Detector(keras.Model):
                  sigma=2.0, pos_iou=0.5, neg_iou=0.4, focal_alpha=0.25, focal_gamma=2.0,
                  bl1_alpha=0.5, bl1_gamma=1.5, bl1_beta=0.11, score_threshold=0.005,
                  nms_iou=0.5, max_detections=300, weights=None, sync_bn=True, clip_anchors=False,
-                 **kwargs):
+                 bounding_box_format="rel_xyxy", class_names=None, **kwargs):
         kwargs.setdefault("name", self.arch or "detector")
         super().__init__(**kwargs)
         if type(self) is Detector or self.arch is None:
@@ -110,6 +118,12 @@ class Detector(keras.Model):
             raise ValueError(f"sync_bn must be True or False, got {sync_bn!r}")
         if not isinstance(clip_anchors, bool):
             raise ValueError(f"clip_anchors must be True or False, got {clip_anchors!r}")
+        target_ops.check_box_format(bounding_box_format)
+        if class_names is not None:
+            class_names = tuple(str(n) for n in class_names)
+            if len(class_names) != int(num_classes):
+                raise ValueError(f"class_names has {len(class_names)} names for num_classes "
+                                 f"{num_classes}")
         if weights is not None and not isinstance(weights, (str, os.PathLike)):
             raise ValueError(f"weights must be a path to an .npz file or None, got {weights!r}")
 
@@ -130,6 +144,8 @@ class Detector(keras.Model):
         self.num_levels = anchor_ops.num_levels(self.image_size)
         self.feature_sizes = anchor_ops.feature_sizes(self.image_size)
         self.clip_anchors = clip_anchors
+        self.bounding_box_format = bounding_box_format
+        self.class_names = class_names
         self._anchors = anchor_ops.generate_anchors(self.image_size, clip=clip_anchors)  # [N, 4]
 
         self.backbone = build_backbone(backbone, self.width)
@@ -233,14 +249,15 @@ class Detector(keras.Model):
             tracker.update_state(value)
         return distributed.reducible_logs({t.name: t.result() for t in self._trackers})
 
-    @staticmethod
-    def _unpack(data):
+    def _unpack(self, data):
+        """``(images, targets)`` of a batch, targets in the detector's own form."""
         if isinstance(data, (tuple, list)):
             if len(data) < 2:
                 raise ValueError("training data must be (images, targets) pairs, got a "
                                  f"{len(data)}-tuple")
-            return data[0], data[1]
-        raise ValueError("training data must be (images, {'boxes', 'labels', 'valid'}) pairs, "
+            return data[0], target_ops.standardize_targets(data[1], self.bounding_box_format,
+                                                           self.image_size)
+        raise ValueError("training data must be (images, {'boxes', 'labels'}) pairs, "
                          f"got {type(data).__name__}")
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -286,9 +303,12 @@ class Detector(keras.Model):
                            self.max_detections)
 
     def predict_step(self, data):
-        """Final detections: see :meth:`detect`."""
+        """Final detections (:meth:`detect`), boxes in ``bounding_box_format``."""
         images = data[0] if isinstance(data, (tuple, list)) else data
-        return self._detect(images)
+        out = self._detect(images)
+        out["boxes"] = target_ops.convert_boxes(out["boxes"], target_ops.OWN_FORMAT,
+                                                self.bounding_box_format, self.image_size)
+        return out
 
     def detect(self, images):
         """Detections of a batch (compiled once per input signature).
@@ -320,6 +340,8 @@ class Detector(keras.Model):
             "score_threshold": self.score_threshold, "nms_iou": self.nms_iou,
             "max_detections": self.max_detections, "sync_bn": self.sync_bn,
             "clip_anchors": self.clip_anchors,
+            "bounding_box_format": self.bounding_box_format,
+            "class_names": list(self.class_names) if self.class_names else None,
         }
 
     @classmethod

@@ -1,0 +1,60 @@
+"""Fine-tuning: start a detector from a trained one (``model.init_from``).
+
+    init_from(model, "runs/default")          # the run's final.weights.h5 and config.json
+    init_from(model, "runs/default/best.weights.h5")
+    init_from(model, "detector.keras")
+
+Every weight is copied (backbone, neck, box regression head) except the classification head when
+the numbers of classes differ: that head keeps its fresh initialization (N(0, 0.01), bias at the
+0.01 prior), as when training a new detector on new classes. The architecture, backbone, width
+and number of pyramid levels must match; a mismatch is one error naming both.
+"""
+import os
+
+from mgdet.config import ConfigError
+
+
+def load_source_detector(path):
+    """The trained detector at ``path``: a run folder (its ``final.weights.h5``), a
+    ``.weights.h5`` file with its run's ``config.json`` beside it, or a ``.keras`` file."""
+    if os.path.isfile(path) and path.endswith(".keras"):
+        import keras
+
+        import mgdet.models  # noqa: F401  (registers the detector classes)
+        return keras.saving.load_model(path, compile=False)
+    from mgdet.predict import load_detector, resolve_weights
+    try:
+        weights = resolve_weights(path)
+        return load_detector(None, weights)[0]
+    except FileNotFoundError as err:
+        raise ConfigError(f"model.init_from {path!r}: {err}") from None
+
+
+def _describe(model):
+    return (f"{type(model).__name__} {model.backbone_name} width {model.width} with "
+            f"{model.num_levels} levels")
+
+
+def init_from(model, source):
+    """Copy the weights of ``source`` (a detector, or a path for :func:`load_source_detector`)
+    into ``model`` (built). Returns the names of the weights left at their initialization
+    (the classification head's when the class counts differ, else none)."""
+    if isinstance(source, (str, os.PathLike)):
+        source = load_source_detector(os.fspath(source))
+    same = (type(source) is type(model) and source.backbone_name == model.backbone_name
+            and source.width == model.width and source.num_levels == model.num_levels)
+    if not same:
+        raise ConfigError(f"model.init_from: the trained detector is a {_describe(source)}, the "
+                          f"config builds a {_describe(model)}: they must match (only the number "
+                          "of classes and the image size may differ)")
+    for part in ("backbone", "neck"):
+        getattr(model, part).set_weights(getattr(source, part).get_weights())
+    kept_init = []
+    for dst, src in zip(model.head.box_convs, source.head.box_convs):
+        dst.set_weights(src.get_weights())
+    for dst, src in zip(model.head.cls_convs, source.head.cls_convs):
+        if model.num_classes == source.num_classes:
+            dst.set_weights(src.get_weights())
+        else:
+            kept_init += [v.path for v in dst.weights]
+    return kept_init

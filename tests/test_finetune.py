@@ -1,0 +1,92 @@
+"""Fine-tuning (``model.init_from``): every weight of a trained detector is copied except the
+classification head when the class count differs; mismatched architectures are one clear error;
+``train`` starts from the trained run."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from mgdet import build_model
+from mgdet.config import ConfigError, replace
+from mgdet.models.heads import PRIOR_PROBABILITY
+from mgdet.models.transfer import init_from
+from tests.test_train import tiny_config
+
+
+def _trained_run(folder, cfg, names, seed):
+    """A run folder as ``train`` leaves it: final.weights.h5 + config.json (random weights)."""
+    keras.utils.set_random_seed(seed)
+    model = build_model(cfg, class_names=names)
+    for v in model.weights:  # moving statistics too: every weight differs from a fresh model
+        v.assign(np.random.default_rng(seed).normal(0, 0.1, v.shape).astype(v.dtype))
+    os.makedirs(folder, exist_ok=True)
+    model.save_weights(os.path.join(folder, "final.weights.h5"))
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({**cfg.to_dict(), "class_names": list(names)}, f)
+    return model
+
+
+def _weights_of(layer):
+    return [w.numpy() for w in layer.weights]
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_new_classes_copy_everything_but_the_class_head(tmp_path):
+    cfg = tiny_config(tmp_path)
+    source = _trained_run(tmp_path / "run", cfg, ("a", "b", "c"), seed=1)
+    keras.utils.set_random_seed(2)
+    model = build_model(cfg, class_names=("x", "y", "z", "w", "v"))
+    fresh_cls = [_weights_of(c) for c in model.head.cls_convs]
+    kept = init_from(model, str(tmp_path / "run"))
+    assert _same(_weights_of(model.backbone), _weights_of(source.backbone))
+    assert _same(_weights_of(model.neck), _weights_of(source.neck))
+    for dst, src in zip(model.head.box_convs, source.head.box_convs):
+        assert _same(_weights_of(dst), _weights_of(src))
+    for dst, fresh in zip(model.head.cls_convs, fresh_cls):
+        assert _same(_weights_of(dst), fresh)  # left at its initialization
+        bias = dst.weights[1].numpy()
+        np.testing.assert_allclose(1 / (1 + np.exp(-bias)), PRIOR_PROBABILITY, rtol=1e-5)
+    assert len(kept) == 2 * len(model.head.cls_convs)
+
+
+def test_same_classes_copy_every_weight_from_a_weights_file(tmp_path):
+    cfg = tiny_config(tmp_path)
+    source = _trained_run(tmp_path / "run", cfg, ("a", "b", "c"), seed=3)
+    model = build_model(cfg, class_names=("a", "b", "c"))
+    assert init_from(model, str(tmp_path / "run" / "final.weights.h5")) == []
+    assert _same(_weights_of(model), _weights_of(source))
+
+
+def test_a_different_backbone_or_a_missing_run_is_one_clear_error(tmp_path):
+    cfg = tiny_config(tmp_path)
+    _trained_run(tmp_path / "run", cfg, ("a", "b", "c"), seed=4)
+    other = build_model(replace(cfg, model={"arch": "retinanet"}), num_classes=3)
+    with pytest.raises(ConfigError, match="the trained detector is a FSSD resnet18"):
+        init_from(other, str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="no final.weights.h5"):
+        init_from(other, str(tmp_path))
+    from mgdet.config import check_files
+    with pytest.raises(ConfigError, match="model.init_from .* does not exist"):
+        check_files(replace(cfg, model={"init_from": str(tmp_path / "nowhere")}))
+
+
+def test_train_starts_from_the_trained_run(tmp_path, capsys):
+    """A run on new classes with a vanishing learning rate ends with the
+    source's backbone: the weights came from init_from, not from a fresh initialization."""
+    from mgdet.train import train
+    source = _trained_run(tmp_path / "src", tiny_config(tmp_path), ("a", "b", "c"), seed=5)
+    cfg = tiny_config(tmp_path / "ft", "train.epochs=1", "train.lr=1e-12", "train.min_lr=1e-13",
+                      "train.warmup_steps=0",
+                      f"model.init_from={tmp_path / 'src'}")  # the synthetic data: 7 classes
+    train(cfg, verbose=0)
+    assert "class head re-initialized for 7 classes" in capsys.readouterr().out
+    tuned = build_model(replace(cfg, model={"init_from": None}), num_classes=7)
+    tuned.load_weights(str(tmp_path / "ft" / "final.weights.h5"))
+    kernels = [(a, b) for a, b in zip(tuned.backbone.weights, source.backbone.weights)
+               if "kernel" in a.path]
+    assert kernels and all(np.allclose(a.numpy(), b.numpy(), atol=1e-6) for a, b in kernels)
