@@ -1,6 +1,6 @@
 """Training on several workers (MultiWorkerMirroredStrategy) with real worker processes on
 127.0.0.1, on ports picked at run time: 2 workers train exactly as one process on the same
-global batch, the chief alone writes and evaluates, a killed worker fails the job within a
+global batch and split each of its batches between them, the chief alone writes and evaluates, a killed worker fails the job within a
 timeout and ``--resume`` on every worker continues from the last checkpoint.
 
 Every process runs under a deadline and is killed in the fixture's teardown.
@@ -106,7 +106,21 @@ _STEPS = textwrap.dedent(r'''
         model.compile(optimizer=SGDWithL2(l2=5e-4, learning_rate=0.05, momentum=0.9))
     initial = model.get_weights()
     history = model.fit(dataset, epochs=1, verbose=0).history
-    np.savez(out, replicas=strategy.num_replicas_in_sync,
+    # the training input pipeline itself (synthetic source, augmentation, shuffle, repeat):
+    # a digest of every image this worker receives in the first epoch, step by step
+    import hashlib
+    from mgdet.config import load_config
+    from mgdet.train import build_datasets
+    cfg = load_config("default", ["model.image_size=64", "data.num_train=32", "data.num_eval=8",
+                                  "data.max_objects=10", "train.batch_size=8"])
+    train_ds, _, _, _, steps = build_datasets(cfg)
+    batches = iter(strategy.experimental_distribute_dataset(distributed.shard(train_ds, strategy)))
+    seen = []
+    for _ in range(steps):
+        local = strategy.experimental_local_results(next(batches)[0])
+        seen.append([hashlib.sha1(np.asarray(im).tobytes()).hexdigest()
+                     for part in local for im in np.asarray(part)])
+    np.savez(out, replicas=strategy.num_replicas_in_sync, seen=np.array(seen),
              loss=history["loss"][-1], num_pos_cls=history["num_pos_cls"][-1],
              **{f"initial_{i}": w for i, w in enumerate(initial)},
              **{f"final_{i}": w for i, w in enumerate(model.get_weights())})
@@ -138,6 +152,15 @@ def test_two_workers_train_as_one_process_on_the_global_batch(tmp_path, processe
         assert diff <= 1e-5, diff
         for key in ("loss", "num_pos_cls"):  # logs: global values, as in one process
             assert float(worker[key]) == pytest.approx(float(single[key]), rel=1e-4), key
+    # input sharding: each worker gets its half of every global batch of one process's epoch,
+    # so the shares are disjoint, complete, and both workers run the same number of steps
+    epoch = single["seen"]
+    assert epoch.shape == (4, 8) and len(set(epoch.ravel())) == 32
+    w0, w1 = workers[0]["seen"], workers[1]["seen"]
+    assert w0.shape == w1.shape == (4, 4)
+    for step in range(4):
+        assert not set(w0[step]) & set(w1[step])
+        assert set(w0[step]) | set(w1[step]) == set(epoch[step])
 
 
 def _train_argv(out_dir, *extra):
