@@ -319,8 +319,9 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
               "best_epoch": eval_cb.best_epoch, "best_on": "val" if val else None,
               "run_dir": out_dir}
     write_json(os.path.join(out_dir, "eval.json"), result)
-    print(format_table(metrics, title=f"{cfg.name}: COCO metrics on {metrics.get('num_images')} "
-                                      f"held-out images (%)"))
+    print(format_table({k: v for k, v in metrics.items() if k != "per_class"},  # in eval.json
+                       title=f"{cfg.name}: COCO metrics on {metrics.get('num_images')} "
+                             f"held-out images (%)"))
     best = "best.weights.h5 (best validation AP), " if val else ""
     print(f"outputs in {os.path.abspath(out_dir)}: final.weights.h5, {best}eval.json, "
           "checkpoints/, logs/ (TensorBoard)")
