@@ -66,15 +66,15 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "synthetic"  # synthetic | voc | coco | tfds | coco_json | voc_xml
+    source: str = "synthetic"  # synthetic | voc | coco | tfds | coco_json | voc_xml | yolo
     root: Optional[str] = None  # VOCdevkit folder, COCO folder, or folder of VOC XML files
     train_sets: Tuple[str, ...] = ()  # voc: "2007/trainval"...; coco: "train2017"; tfds: splits
     eval_sets: Tuple[str, ...] = ()  # voc: "2007/test"; coco: "val2017"; tfds: "test"
     train_ann: Optional[str] = None  # coco_json: annotation file of the training images
-    train_images: Optional[str] = None  # coco_json / voc_xml: image folder
+    train_images: Optional[str] = None  # coco_json / voc_xml / yolo: image folder
     eval_ann: Optional[str] = None
     eval_images: Optional[str] = None
-    class_names: Tuple[str, ...] = ()  # voc_xml: the classes, in label order
+    class_names: Tuple[str, ...] = ()  # voc_xml / yolo: the classes, in label order
     tfds_name: Optional[str] = None  # tfds: voc/2007, voc/2012 or coco/2017
     data_dir: Optional[str] = None  # tfds data_dir
     num_train: int = 2000  # synthetic: training images

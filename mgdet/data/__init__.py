@@ -14,7 +14,7 @@ batches::
 
 Sources (``data.source``): ``synthetic`` (the embedded default), ``voc`` (VOCdevkit), ``coco``
 (COCO folder), ``coco_json`` (any COCO-format JSON + image folder), ``voc_xml`` (a folder of
-VOC-style XML files + images), ``tfds`` (voc/2007, voc/2012, coco/2017 from a TFDS data_dir).
+VOC-style XML files + images), ``yolo`` (ultralytics' YOLO-txt folders), ``tfds`` (voc/2007, voc/2012, coco/2017 from a TFDS data_dir).
 A new format is one module with one ``Source`` subclass, plus its line in :data:`SOURCES`.
 """
 import importlib
@@ -29,6 +29,7 @@ SOURCES = {
     "coco": "mgdet.data.coco:CocoSource",
     "coco_json": "mgdet.data.coco:CocoJsonSource",
     "voc_xml": "mgdet.data.voc:VocXmlSource",
+    "yolo": "mgdet.data.yolo:YoloSource",
     "tfds": "mgdet.data.tfds_source:TfdsSource",
 }
 
