@@ -10,7 +10,8 @@ without importing mgdet. Signatures:
 ``serving_bytes``
   input ``image_bytes``: string ``[batch]``, encoded JPEG / PNG (also BMP / GIF, first frame, and
   WebP), decoded with ``tf.io.decode_image`` one by one (images of different sizes may share a
-  batch). The image size is read from the header first (``tf.io.extract_jpeg_shape``, the PNG
+  batch), with the JPEG's EXIF orientation applied as in training (:mod:`mgdet.data.exif`). The
+  image size is read from the header first (``tf.io.extract_jpeg_shape``, the PNG
   IHDR, the GIF / BMP / WebP headers): an image of more than ``max_pixels`` pixels (export
   setting, default ``data.max_pixels`` = 40 MP) is refused with ``InvalidArgumentError`` before
   anything is decoded, so a small file that claims a huge size (decompression bomb) costs no
@@ -50,6 +51,7 @@ import tensorflow as tf
 
 from mgdet import boxes as box_ops
 from mgdet.config import ConfigError
+from mgdet.data.exif import decode_oriented
 
 DEFAULT_BASE_DIR = "saved_models"
 LABELS_FILE = "labels.txt"
@@ -211,9 +213,8 @@ class _DetectorServing(tf.Module):
 
         def decode_one(data):
             with tf.control_dependencies([_check_pixels(data, max_pixels)]):
-                image = tf.io.decode_image(data, channels=3, dtype=tf.uint8,
-                                           expand_animations=False)
-            return _resize_to(tf.ensure_shape(image, [None, None, 3]), size)
+                image = decode_oriented(data)  # EXIF orientation applied, as in training
+            return _resize_to(image, size)
 
         def serve_bytes(image_bytes):
             images = tf.map_fn(decode_one, image_bytes,

@@ -227,9 +227,11 @@ def list_images(inputs):
 
 
 def _read_image(path):
+    """uint8 [H, W, 3] of an image file as displayed (EXIF orientation applied)."""
     import tensorflow as tf
-    data = tf.io.read_file(path)
-    return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False).numpy()
+
+    from mgdet.data.exif import decode_oriented
+    return decode_oriented(tf.io.read_file(path)).numpy()
 
 
 # --------------------------------------------------------------------------------------------

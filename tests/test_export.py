@@ -496,3 +496,24 @@ def test_onnx_export_equals_keras(exported, tmp_path):
     names = [o.name for o in session.get_outputs()]
     out = dict(zip(names, session.run(None, {"images": images})))
     _assert_same(out, _keras_detect(exported["model"], images))
+
+
+def test_serving_bytes_applies_the_exif_orientation(exported):
+    """A JPEG stored sideways with EXIF orientation 6 gives, through serving_bytes, the
+    detections of its displayed pixels sent to serving_default (and not those of the stored
+    pixels)."""
+    from tests.test_exif import jpeg_with_orientation
+    data = jpeg_with_orientation(6)
+    loaded = tf.saved_model.load(exported["path"])
+    out = {k: v.numpy() for k, v in loaded.signatures["serving_bytes"](
+        image_bytes=tf.constant([data])).items()}
+    displayed = tf.image.rot90(tf.io.decode_jpeg(data), 3)  # 90 degrees clockwise
+    ref = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
+        images=displayed[None]).items()}
+    stored = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
+        images=tf.io.decode_jpeg(data)[None]).items()}
+    assert ref["num_detections"][0] > 0
+    np.testing.assert_array_equal(out["num_detections"], ref["num_detections"])
+    np.testing.assert_allclose(out["detection_boxes"], ref["detection_boxes"], atol=1e-6)
+    np.testing.assert_allclose(out["detection_scores"], ref["detection_scores"], atol=1e-6)
+    assert not np.allclose(out["detection_scores"], stored["detection_scores"], atol=1e-4)

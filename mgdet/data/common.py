@@ -141,6 +141,7 @@ def sanitize_pixel_boxes(boxes_xyxy, width, height, report=None):
 # anything else is skipped while listing.
 DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
 DEFAULT_MAX_PIXELS = 40_000_000
+EXIF_ORIENTATION = 0x0112  # the tag mgdet.data.exif applies when decoding
 
 
 def _has_end_marker(path, size, marker):
@@ -164,7 +165,8 @@ def probe_image(path, max_pixels=None):
     more than ``max_pixels`` pixels are refused before anything allocates them.
 
     Returns:
-      ``(None, (width, height))`` for a usable image, else ``(kind, reason)`` with kind
+      ``(None, (width, height))`` for a usable image (as displayed: swapped when its EXIF
+      orientation turns it by 90 degrees), else ``(kind, reason)`` with kind
       ``"missing"``, ``"unreadable"`` or ``"too_large"`` and a short reason.
     """
     import warnings
@@ -182,6 +184,8 @@ def probe_image(path, max_pixels=None):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 fmt, (width, height) = im.format, im.size
+                if fmt in ("JPEG", "MPO") and im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                    width, height = height, width  # displayed turned by 90 degrees
     except Image.DecompressionBombError as e:
         return "too_large", str(e).split(", could be")[0]
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
@@ -245,12 +249,14 @@ def decode_records(ds):
     """Reads and decodes ``path`` into ``image`` (uint8 [H, W, 3]) inside the graph.
 
     ``tf.io.decode_image(channels=3, expand_animations=False)``: grey and RGBA images become RGB,
-    the first frame of a GIF is used. An image that fails to decode is skipped by
+    the first frame of a GIF is used; the EXIF orientation is applied
+    (:mod:`mgdet.data.exif`). An image that fails to decode is skipped by
     ``Dataset.ignore_errors`` (TF logs the error) and counted: ``images_failed_decode`` of the
     ``decode`` group in :mod:`mgdet.data.stats`.
     """
     import tensorflow as tf
     from mgdet.data import stats
+    from mgdet.data.exif import decode_oriented
 
     counters = stats.counters("decode")
     counters.add("images_listed", 0)  # create the variables eagerly, outside any tf.function
@@ -262,9 +268,7 @@ def decode_records(ds):
 
     def _decode(ex):
         out = {k: v for k, v in ex.items() if k != "path"}
-        image = tf.io.decode_image(tf.io.read_file(ex["path"]), channels=3, dtype=tf.uint8,
-                                   expand_animations=False)
-        out["image"] = tf.ensure_shape(image, [None, None, 3])
+        out["image"] = decode_oriented(tf.io.read_file(ex["path"]))  # EXIF orientation applied
         return out
 
     def _count_decoded(ex):
