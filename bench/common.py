@@ -67,3 +67,31 @@ def write_json(path, payload):
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)
     print(f"wrote {path}")
+
+
+def forward_gflop(model, image_size):
+    """GFLOP of one forward pass of a Keras detector on one ``image_size``² image, counted by
+    the TF profiler (``float_operation``) on the frozen inference graph: multiply-adds count 2.
+    A training step is about 3x that per image (forward, and backward through activations and
+    weights)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+    fn = tf.function(lambda x: model(x, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3], tf.float32))
+    frozen = convert_variables_to_constants_v2(concrete)
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    profile = tf.compat.v1.profiler.profile(graph=frozen.graph, options=opts)
+    return profile.total_float_ops / 1e9
+
+
+def peak_gflops(path=None):
+    """This machine's measured 3x3-convolution throughput (GFLOP/s) in fp32 and bf16 from
+    ``bench/peak.py``'s JSON, or None where it was not measured."""
+    path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "peak.json")
+    try:
+        with open(path) as f:
+            return json.load(f)["gflops"]
+    except (OSError, ValueError, KeyError):
+        return None

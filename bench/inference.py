@@ -4,7 +4,8 @@ resize + network + decode + NMS in the graph) and the Keras ``detect``/``predict
     python bench/inference.py [--pairs fssd:resnet18 ...] [--batches 1 8] [--image-size 320]
 
 Median and p90 latency in ms (and SavedModel images/s) at batch 1 and 8, 320x320, 20 classes,
-random weights. Note: at initialization every score is the prior 0.01, above the paper's 0.005
+random weights, with the forward GFLOP per image (TF profiler) and the achieved GFLOP/s against
+``bench/peak.py``'s fp32 conv peak. Note: at initialization every score is the prior 0.01, above the paper's 0.005
 threshold, so NMS sees all N x C candidates — the worst case; a trained model's NMS input is much
 smaller. Each pair runs in its own subprocess. Prints a table and writes bench/results/inference.json.
 """
@@ -30,7 +31,10 @@ def measure_pair(arch, backbone, batches, image_size, classes, reps, score_thres
     from mgdet.models import MODELS
     model = MODELS[arch](num_classes=classes, backbone=backbone, image_size=image_size,
                          score_threshold=score_threshold)
-    row = {"pair": f"{arch}:{backbone}"}
+    from bench.common import forward_gflop, peak_gflops
+    gflop = forward_gflop(model, image_size)
+    peak = peak_gflops()
+    row = {"pair": f"{arch}:{backbone}", "gflop_per_image": gflop}
     with tempfile.TemporaryDirectory() as tmp:
         path = export_saved_model(model, os.path.join(tmp, "1"), [f"c{i}" for i in range(classes)],
                                   score_threshold=score_threshold)
@@ -42,6 +46,9 @@ def measure_pair(arch, backbone, batches, image_size, classes, reps, score_thres
                           warmup=2, reps=reps)
             row[f"savedmodel_b{b}_median"], row[f"savedmodel_b{b}_p90"] = t["median_ms"], t["p90_ms"]
             row[f"savedmodel_b{b}_img_s"] = 1000.0 * b / t["median_ms"]
+            row[f"savedmodel_b{b}_gflops"] = gflop * row[f"savedmodel_b{b}_img_s"]
+            if peak:  # network only: resize, decoding and NMS do no convolution
+                row[f"savedmodel_b{b}_of_peak"] = row[f"savedmodel_b{b}_gflops"] / peak["fp32"]
             float_images = tf.constant(images, tf.float32)
             t = time_call(lambda: model.detect(float_images)["num_detections"].numpy(),
                           warmup=2, reps=reps)
@@ -78,11 +85,13 @@ def main(argv=None):
             continue
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    cols = [("pair", "detector", None)]
+    cols = [("pair", "detector", None), ("gflop_per_image", "GFLOP/img", "{:.1f}")]
     for b in args.batches:
         cols += [(f"savedmodel_b{b}_median", f"SavedModel b{b} median ms", "{:.1f}"),
                  (f"savedmodel_b{b}_p90", "p90", "{:.1f}"),
                  (f"savedmodel_b{b}_img_s", "img/s", "{:.1f}"),
+                 (f"savedmodel_b{b}_gflops", "GFLOP/s", "{:.0f}"),
+                 (f"savedmodel_b{b}_of_peak", "of fp32 conv peak", "{:.0%}"),
                  (f"keras_b{b}_median", f"Keras b{b} median ms", "{:.1f}"),
                  (f"keras_b{b}_p90", "p90", "{:.1f}")]
     print(f"\n{args.image_size}x{args.image_size}, {args.classes} classes, score >= "

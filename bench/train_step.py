@@ -7,7 +7,9 @@ each: images/s of the compiled train step (forward, assignment, losses, backward
 under ``iou`` and under ``mg``, measured interleaved in the same process (iou step, mg step, ...)
 so that both see the same machine load; the ratio mg/iou of the median step times; and the
 process's peak resident memory, and on a GPU the device's peak allocation (each pair runs in
-its own subprocess). Prints a table and writes bench/results/train_step.json.
+its own subprocess); the forward GFLOP per image (TF profiler) and the achieved GFLOP/s of the
+MG step (3x forward), against the conv peak of ``bench/peak.py`` when it has been run. Prints a
+table and writes bench/results/train_step.json.
 """
 import argparse
 import json
@@ -57,6 +59,8 @@ def measure_pair(arch, backbone, batch, image_size, objects, num_classes, steps,
         fn = tf.function(model.train_step, jit_compile=jit)
         steps_fn[strategy] = (model, fn)
     params = sum(int(tf.size(v)) for v in steps_fn["mg"][0].trainable_variables)
+    from bench.common import forward_gflop
+    gflop = forward_gflop(steps_fn["mg"][0], image_size)  # per image, forward
     t_compile = {}
     for strategy, (_, fn) in steps_fn.items():
         t0 = time.perf_counter()
@@ -78,6 +82,9 @@ def measure_pair(arch, backbone, batch, image_size, objects, num_classes, steps,
             "iou_step_s": med["iou"], "mg_step_s": med["mg"],
             "iou_img_s": batch / med["iou"], "mg_img_s": batch / med["mg"],
             "mg/iou": med["mg"] / med["iou"], "compile_s": t_compile,
+            "gflop_fwd_per_image": gflop,
+            # a training step: forward + backward (activations and weights) ~ 3x the forward
+            "mg_gflops": 3 * gflop * batch / med["mg"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
             "peak_gpu_mb": gpu_peak_mb}
 
@@ -104,7 +111,8 @@ def main(argv=None):
                                       args.classes, args.steps, args.width, args.precision,
                                       args.jit)))
         return
-    from bench.common import machine, print_table, write_json
+    from bench.common import machine, peak_gflops, print_table, write_json
+    peak = peak_gflops()
     rows = []
     for pair in args.pairs:
         cmd = [sys.executable, os.path.abspath(__file__), "--one", "--pairs", pair,
@@ -117,6 +125,9 @@ def main(argv=None):
             print(f"{pair}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
             continue
         row = json.loads(out.stdout.strip().splitlines()[-1])
+        if peak:  # how close to this machine's measured conv throughput (bench/peak.py)
+            row["of_peak"] = row["mg_gflops"] / peak["bf16" if "bfloat16" in args.precision
+                                                      else "fp32"]
         rows.append(row)
         print(f"{pair}: iou {row['iou_img_s']:.2f} img/s, mg {row['mg_img_s']:.2f} img/s, "
               f"mg/iou {row['mg/iou']:.3f}, peak {row['peak_rss_mb']:.0f} MB", flush=True)
@@ -126,6 +137,9 @@ def main(argv=None):
     print_table(rows, [("pair", "detector", None), ("params", "params", "{:,}"),
                        ("iou_img_s", "iou img/s", "{:.2f}"), ("mg_img_s", "mg img/s", "{:.2f}"),
                        ("mg/iou", "mg/iou step time", "{:.3f}"),
+                       ("gflop_fwd_per_image", "GFLOP/img fwd", "{:.1f}"),
+                       ("mg_gflops", "train GFLOP/s", "{:.0f}"),
+                       ("of_peak", "of conv peak", "{:.0%}"),
                        ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
                        ("peak_gpu_mb", "peak GPU MB", "{:.0f}")])
     write_json(args.out, {"machine": machine(), "args": vars(args), "rows": rows})
