@@ -6,8 +6,8 @@ Runs the MG train step of one detector (random weights, 20 classes, 5 objects pe
 subprocess per precision with ``ONEDNN_VERBOSE=1``, skips the warm-up steps, and sums oneDNN's
 own execution times of the timed steps by (primitive, implementation, source data type):
 whether the convolutions really run in bf16 on this CPU (``avx512_core_bf16`` / ``amx``
-implementations), how much time reorders (layout and type conversions) take, and what is left
-outside oneDNN (the step's wall time minus oneDNN's). Prints the CPU model and flags and a table
+implementations) and how much time reorders (layout and type conversions) take. The times of
+the primitives add up to more than the step's wall time: TensorFlow runs independent ops at once. Prints the CPU model and flags and a table
 per precision, and writes bench/results/onednn_profile.json.
 """
 import argparse
@@ -109,8 +109,8 @@ def main():
         rows = summarize(timed, args.steps)
         onednn_ms = sum(r["ms_per_step"] for r in rows)
         print(f"\n{args.pair}, {args.image_size} px, batch {args.batch}, {precision}: step "
-              f"{wall_ms:.0f} ms, of which oneDNN primitives {onednn_ms:.0f} ms "
-              f"({onednn_ms / wall_ms:.0%}; verbose logging adds overhead to the wall time)")
+              f"{wall_ms:.0f} ms (verbose logging included); oneDNN primitives {onednn_ms:.0f} "
+              "ms added up (more than the step: TensorFlow runs independent ops at once)")
         print_table(rows[:12], [("primitive", "primitive", None),
                                 ("implementation", "implementation", None),
                                 ("src", "src type", None),

@@ -3,7 +3,7 @@
     python bench/peak.py [--reps 15]
 
 Times ``tf.nn.conv2d`` (graph mode, NHWC, batch 8, 80x80, 128 -> 128 channels: a mid-network
-layer of the 320-px detectors at the C3 level, 7.55 GFLOP counting a multiply-add as 2) and the
+layer of the 320-px detectors at the C3 level, 15.1 GFLOP counting a multiply-add as 2) and the
 same in bfloat16; medians over ``--reps`` interleaved calls. The other benchmarks divide their
 achieved GFLOP/s by these figures. Prints the CPU model and flags and writes
 bench/results/peak.json.

@@ -110,14 +110,13 @@ class TFLiteDetector:
 
 def accuracy(args):
     """COCO AP (%) on the eval split: the Keras model, its float32 and int8 TFLite exports."""
-    from mgdet.cli import _resolve_weights
     from mgdet.config import load_config
     from mgdet.evaluation import evaluate
     from mgdet.export import export_tflite, representative_images
-    from mgdet.predict import load_detector
+    from mgdet.predict import load_detector, resolve_weights
     from mgdet.train import build_eval_dataset
     cfg = load_config(args.config, args.set or [])
-    model, _ = load_detector(cfg, _resolve_weights(args.weights))
+    model, _ = load_detector(cfg, resolve_weights(args.weights))
     eval_ds, gt = build_eval_dataset(cfg)
     e = cfg.eval
     rows = [{"variant": "Keras fp32", **_ap(evaluate(model, eval_ds, gt, progress=False))}]

@@ -48,13 +48,24 @@ def big_endian_exif_jpeg(orientation):
     return plain[:app0_end] + app1 + plain[app0_end:]
 
 
+def xmp_first_exif_jpeg(orientation, xmp_bytes=9000):
+    """A JPEG with an ICC-like APP2 and a large XMP APP1 (whose text holds the Exif identifier
+    too) before the EXIF APP1: the tag is found by walking the segments, not by a byte search."""
+    exif_jpeg = jpeg_with_orientation(orientation)
+    xmp = b"http://ns.adobe.com/xap/1.0/\0" + b"<x:xmpmeta> Exif\0\0II*\0 " + b" " * xmp_bytes
+    app1_xmp = b"\xff\xe1" + struct.pack(">H", len(xmp) + 2) + xmp
+    app2 = b"\xff\xe2" + struct.pack(">H", 2 + 600) + b"ICC_PROFILE\0" + b"\0" * 588
+    return exif_jpeg[:2] + app2 + app1_xmp + exif_jpeg[2:]
+
+
 def pil_displayed(data):
     with Image.open(io.BytesIO(data)) as im:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-@pytest.mark.parametrize("maker", [jpeg_with_orientation, big_endian_exif_jpeg])
+@pytest.mark.parametrize("maker", [jpeg_with_orientation, big_endian_exif_jpeg,
+                                   xmp_first_exif_jpeg])
 def test_every_orientation_matches_pil(orientation, maker):
     data = maker(orientation)
     assert int(exif_orientation(tf.constant(data))) == orientation

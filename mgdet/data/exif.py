@@ -9,66 +9,91 @@ labelling tools show it; training, evaluation, ``predict`` and the SavedModel's 
 decode through these two functions. Pure graph ops (no ``py_function``): they run in tf.data and
 inside an exported SavedModel.
 
-The tag is read from the first :data:`SCAN_BYTES` bytes of a JPEG: the APP1 segment (``FF E1``,
-then ``Exif\\0\\0`` starting within the first :data:`SEARCH_BYTES`), its TIFF header (``II``
-little- or ``MM`` big-endian), IFD0's entries, tag 0x0112 (SHORT). Anything else (no EXIF, not a JPEG, a malformed or truncated segment, a value
+The tag is read from the first :data:`SCAN_BYTES` bytes of a JPEG by walking its marker
+segments from SOI to the first APP1 ``Exif\\0\\0`` segment (an XMP APP1 or an ICC APP2 before
+it is stepped over), then its TIFF header (``II`` little- or ``MM`` big-endian), IFD0's entries,
+tag 0x0112 (SHORT). Anything else (no EXIF, not a JPEG, a malformed or truncated segment, a value
 outside 1..8) reads as 1, the identity.
 """
 import tensorflow as tf
 
-SCAN_BYTES = 65536  # the APP1 segment is at most 64 KiB and comes first after SOI
-SEARCH_BYTES = 4096  # where its "Exif" identifier may start (after SOI and an APP0, say)
-MAX_ENTRIES = 64  # IFD0 entries scanned for the tag
+SCAN_BYTES = 128 * 1024  # the APP1 segment (at most 64 KiB) follows SOI and a few small APPn
+MAX_SEGMENTS = 64  # JPEG marker segments walked before giving up
+MAX_ENTRIES = 256  # IFD0 entries searched for the tag
 ORIENTATION_TAG = 0x0112
-_EXIF_ID = b"Exif\x00\x00"
 
 
-def _read(raw, pos, nbytes, little):
-    """Unsigned ``nbytes``-byte integers at positions ``pos`` (int32, any shape) of the uint8
-    vector ``raw``; positions past the end read as 0."""
-    n = tf.shape(raw)[0]
-    padded = tf.concat([raw, [0]], 0)  # a gather index for an empty input too
-    value = tf.zeros_like(pos)
-    for k in range(nbytes):
-        at = pos + k
-        byte = tf.where((at >= 0) & (at < n), tf.gather(padded, tf.clip_by_value(at, 0, n)), 0)
-        shift = 8 * k if little else 8 * (nbytes - 1 - k)
-        value += tf.bitwise.left_shift(byte, shift)
-    return value
+def _reader(data):
+    """``read(index, nbytes, little_endian)``: unsigned integers at byte offsets of ``data``
+    (int64, any shape of ``index``), reading zeros past the end; and the number of real bytes."""
+    head = tf.strings.substr(data, 0, SCAN_BYTES)
+    size = tf.cast(tf.strings.length(head), tf.int64)
+    raw = tf.cast(tf.io.decode_raw(head + b"\0" * 16, tf.uint8), tf.int64)  # never empty
+    last = tf.cast(tf.shape(raw)[0], tf.int64) - 1
+
+    def read(index, nbytes=1, little_endian=False):
+        index = tf.convert_to_tensor(index, tf.int64)
+        parts = [tf.gather(raw, tf.clip_by_value(index + k, 0, last)) for k in range(nbytes)]
+        big = parts[0]
+        for p in parts[1:]:
+            big = big * 256 + p
+        little = parts[-1]
+        for p in parts[-2::-1]:
+            little = little * 256 + p
+        return tf.where(tf.convert_to_tensor(little_endian), little, big)
+
+    return read, size
 
 
 def exif_orientation(data):
-    """The EXIF orientation (int32 scalar, 1..8) of encoded image bytes ``data`` (string scalar);
-    1 when there is none."""
-    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 0, SCAN_BYTES), tf.uint8), tf.int32)
-    raw = tf.reshape(raw, [-1])
-    n = tf.shape(raw)[0]
-    pattern = tf.constant(list(_EXIF_ID), tf.int32)
-    starts = tf.range(tf.clip_by_value(n - 5, 0, SEARCH_BYTES))
-    found = tf.ones_like(starts, tf.bool)
-    for k in range(len(_EXIF_ID)):
-        found &= _read(raw, starts + k, 1, True) == pattern[k]
-    # the identifier must open an APP1 segment: FF E1 and a 2-byte length just before it
-    found &= (_read(raw, starts - 4, 1, True) == 0xFF) & (_read(raw, starts - 3, 1, True) == 0xE1)
-    is_jpeg = (n >= 4) & (_read(raw, tf.constant(0), 2, False) == 0xFFD8)
-    has_exif = tf.reduce_any(found) & is_jpeg
-    first = tf.argmax(tf.cast(tf.concat([found, [False]], 0), tf.int32))  # 0 when none
-    tiff = tf.cast(first, tf.int32) + len(_EXIF_ID)
-    order = _read(raw, tiff, 2, False)
-    little = order == 0x4949  # "II"
-    has_exif &= little | (order == 0x4D4D)  # "MM"
+    """The EXIF Orientation (1..8) of an encoded image, from its bytes, without decoding it.
 
-    def read(pos, nbytes):
-        return tf.where(little, _read(raw, pos, nbytes, True), _read(raw, pos, nbytes, False))
+    Args:
+      data: string scalar, the encoded file.
+    Returns:
+      int32 scalar: the tag's value when ``data`` is a JPEG whose first APP1 ``Exif`` segment
+      (within the first :data:`SCAN_BYTES`) has a well-formed TIFF header (``II`` or ``MM``) and
+      IFD0 holds tag 0x0112 with a value in 1..8; otherwise 1 (no tag, not a JPEG, truncated or
+      garbage EXIF).
+    """
+    data = tf.convert_to_tensor(data, tf.string)
+    read, size = _reader(data)
+    exif_magic = tf.constant([0x45, 0x78, 0x69, 0x66, 0, 0], tf.int64)  # "Exif\0\0"
 
-    ifd = tiff + read(tiff + 4, 4)
-    count = read(ifd, 2)
-    entries = ifd + 2 + 12 * tf.range(MAX_ENTRIES)
-    match = ((tf.range(MAX_ENTRIES) < count) & (read(entries, 2) == ORIENTATION_TAG)
-             & (entries + 10 <= n))
-    value = tf.gather(read(entries + 8, 2), tf.cast(tf.argmax(tf.cast(match, tf.int32)), tf.int32))
-    ok = has_exif & tf.reduce_any(match) & (value >= 1) & (value <= 8)
-    return tf.where(ok, value, 1)
+    # Walk the marker segments after SOI: 0 = searching, 1 = found APP1 Exif, 2 = stop.
+    def cond(i, pos, state):
+        return tf.logical_and(tf.equal(state, 0), i < MAX_SEGMENTS)
+
+    def body(i, pos, state):
+        marker, kind = read(pos), read(pos + 1)
+        is_marker = tf.equal(marker, 0xFF)
+        magic = read(pos + 4 + tf.range(6, dtype=tf.int64))
+        found = is_marker & tf.equal(kind, 0xE1) & tf.reduce_all(tf.equal(magic, exif_magic))
+        fill = is_marker & tf.equal(kind, 0xFF)       # fill byte before a marker
+        stop = ~is_marker | tf.equal(kind, 0xDA) | tf.equal(kind, 0xD9) | (pos + 4 > size)
+        state = tf.where(found, 1, tf.where(stop, 2, 0))
+        step = tf.where(fill, tf.constant(1, tf.int64), 2 + read(pos + 2, 2))
+        return i + 1, tf.where(tf.equal(state, 0), pos + step, pos), state
+
+    is_jpeg = tf.reduce_all(tf.equal(read(tf.range(3, dtype=tf.int64)), [0xFF, 0xD8, 0xFF]))
+    _, pos, state = tf.while_loop(
+        cond, body, (tf.constant(0), tf.constant(2, tf.int64),
+                     tf.where(is_jpeg, 0, 2)), maximum_iterations=MAX_SEGMENTS)
+
+    tiff = pos + 10                                   # after FF E1, length, "Exif\0\0"
+    order = read(tiff, 2)
+    little = tf.equal(order, 0x4949)                  # "II"
+    valid = (tf.equal(state, 1) & (little | tf.equal(order, 0x4D4D))
+             & tf.equal(read(tiff + 2, 2, little), 42))
+    ifd = tiff + read(tiff + 4, 4, little)
+    count = read(ifd, 2, little)
+    entry = ifd + 2 + 12 * tf.range(MAX_ENTRIES, dtype=tf.int64)
+    match = ((tf.range(MAX_ENTRIES, dtype=tf.int64) < count) & (entry + 12 <= size)
+             & tf.equal(read(entry, 2, little), ORIENTATION_TAG))
+    first = tf.argmax(tf.cast(match, tf.int32), output_type=tf.int64)
+    value = read(tf.gather(entry, first) + 8, 2, little)   # SHORT, left-justified in the entry
+    ok = valid & tf.reduce_any(match) & (value >= 1) & (value <= 8)
+    return tf.cast(tf.where(ok, value, 1), tf.int32)
 
 
 def apply_orientation(image, orientation):
