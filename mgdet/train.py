@@ -93,15 +93,17 @@ class EvalCallback(keras.callbacks.Callback):
         drawn, uint8 [K, S, S, 3], for TensorBoard."""
         from mgdet.drawing import draw_detections
         if self._picture_images is None:
-            images = next(iter(self.dataset))[0][:NUM_PICTURES]
-            self._picture_images = tf.cast(tf.clip_by_value(images, 0, 255), tf.uint8)
+            # the whole first batch: detect() is already traced for its shape (a slice of it
+            # would trace it again); the first NUM_PICTURES are drawn
+            self._picture_images = next(iter(self.dataset))[0]  # float32, as evaluation's
         out = self.model.detect(self._picture_images)
+        pixels = tf.cast(tf.clip_by_value(self._picture_images, 0, 255), tf.uint8)
         names = getattr(self.model, "class_names", None)
         drawn = []
-        for k in range(int(self._picture_images.shape[0])):
+        for k in range(min(NUM_PICTURES, int(self._picture_images.shape[0]))):
             n = int(out["num_detections"][k])
             drawn.append(np.asarray(draw_detections(
-                self._picture_images[k].numpy(), out["boxes"][k, :n].numpy(),
+                pixels[k].numpy(), out["boxes"][k, :n].numpy(),
                 out["scores"][k, :n].numpy(), out["classes"][k, :n].numpy(), names,
                 score_threshold=PICTURE_SCORE)))
         return np.stack(drawn)
