@@ -13,6 +13,8 @@ and their pictures (``mgdet eval`` writes both PNGs beside its JSON).
 """
 import numpy as np
 
+from mgdet.voc_metric import _iou, _xyxy
+
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
 
@@ -25,19 +27,6 @@ def pr_curves(ev, gt):
         p = precision[:, k].astype(float)
         curves[gt.loadCats([cat_id])[0]["name"]] = np.where(p < 0, np.nan, p).tolist()
     return curves
-
-
-def _iou_xywh(a, b):
-    """IoU matrix [len(a), len(b)] of COCO ``[x, y, w, h]`` boxes."""
-    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
-    ax2, ay2, bx2, by2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    w = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]),
-                0, None)
-    h = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]),
-                0, None)
-    inter = w * h
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def confusion_matrix(gt_coco, detections, iou_threshold=0.5, score_threshold=0.25):
@@ -65,7 +54,8 @@ def confusion_matrix(gt_coco, detections, iou_threshold=0.5, score_threshold=0.2
         anns, found = objects.get(image["id"], []), dets.get(image["id"], [])
         real = [a for a in anns if not a.get("iscrowd", 0)]
         crowd = [a for a in anns if a.get("iscrowd", 0)]
-        iou = _iou_xywh([a["bbox"] for a in real], [d["bbox"] for d in found])
+        found_xyxy = _xyxy([d["bbox"] for d in found])
+        iou = _iou(_xyxy([a["bbox"] for a in real]), found_xyxy)  # [objects, detections]
         # highest IoU first; a tie goes to the higher-scoring detection
         pairs = sorted(((iou[i, j], i, j) for i, j in zip(*np.nonzero(iou >= iou_threshold))),
                        key=lambda t: (-t[0], -found[t[2]]["score"]))
@@ -78,7 +68,7 @@ def confusion_matrix(gt_coco, detections, iou_threshold=0.5, score_threshold=0.2
         for i, a in enumerate(real):
             if i not in used_gt:
                 matrix[index[a["category_id"]], bg] += 1
-        covered = (_iou_xywh([a["bbox"] for a in crowd], [d["bbox"] for d in found])
+        covered = (_iou(_xyxy([a["bbox"] for a in crowd]), found_xyxy)
                    >= iou_threshold).any(axis=0) if crowd else np.zeros(len(found), bool)
         for j, d in enumerate(found):
             if j not in used_det and not covered[j]:
