@@ -27,6 +27,7 @@ PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENT_MODES = ("ssd", "paper", "none")
 DIFFICULT = ("train", "ignore")  # data.difficult values
+WORKER_SHARDING = ("batches", "files")  # data.worker_sharding values
 
 
 class ConfigError(ValueError):
@@ -93,6 +94,11 @@ class DataConfig:
     # VOC difficult / COCO crowd objects in training: train (kept as objects, as the authors) |
     # ignore (dropped from the targets; evaluation ignores them either way)
     difficult: str = "train"
+    # several workers (--distribute multi_worker): batches (every worker reads the same global
+    # batches and keeps its replicas' share: exactly one process's training) | files (each
+    # worker reads, decodes and shuffles only its 1/N of the training images: input work
+    # divided by N, batches no longer those of one process)
+    worker_sharding: str = "batches"
 
 
 @dataclass(frozen=True)
@@ -326,6 +332,7 @@ def validate(cfg):
     _check_choice(d.source, SOURCES, "data.source")
     _check_choice(d.augment, AUGMENT_MODES, "data.augment")
     _check_choice(d.difficult, DIFFICULT, "data.difficult")
+    _check_choice(d.worker_sharding, WORKER_SHARDING, "data.worker_sharding")
     _check_choice(t.optimizer, OPTIMIZERS, "train.optimizer")
     _check_choice(t.distribute, DISTRIBUTE, "train.distribute")
     _check_choice(t.precision, PRECISION, "train.precision")

@@ -10,7 +10,9 @@ Several hosts follow TensorFlow's multi-worker Keras recipe:
   (:func:`write_dir`), so every process still runs the same code (checkpoint saving included);
 - each worker reads the same, identically seeded global batches and keeps its replicas' share of
   each one (``AutoShardPolicy.DATA``, :func:`shard`): the shares are disjoint, every worker runs
-  the same number of steps, and N workers see exactly the batches one process would.
+  the same number of steps, and N workers see exactly the batches one process would; or, with
+  ``data.worker_sharding: files``, each worker reads and decodes only its 1/N of the training
+  images (:func:`input_shard`) and keeps all it reads.
 
     strategy = build_strategy(cfg.train)        # first, before other TF ops
     out = write_dir(cfg.out_dir, strategy)      # cfg.out_dir on the chief, a temp dir elsewhere
@@ -147,14 +149,40 @@ def write_dir(out_dir, strategy):
     return path
 
 
-def shard(dataset, strategy):
-    """``dataset`` (global batches, identical on every worker) set to be split by data across
-    workers: each keeps its replicas' slices of every global batch, so the shares are disjoint
-    and all workers run the same number of steps. Unchanged outside a multi-worker job."""
+def input_shard(strategy):
+    """``(index, count)`` of this worker among the ``count`` workers that read input (the chief
+    first, then the workers in order), or None outside a multi-worker job."""
+    task_type, task_id = task(strategy)
+    if task_type is None:
+        return None
+    jobs = strategy.cluster_resolver.cluster_spec().as_dict()
+    chiefs = len(jobs.get("chief", []))
+    count = chiefs + len(jobs.get("worker", []))
+    return (0 if task_type == "chief" else chiefs + task_id), count
+
+
+def shard(dataset, strategy, sharding="batches"):
+    """Set how a multi-worker job splits the training ``dataset`` (of global batches) between
+    the workers. Unchanged outside a multi-worker job.
+
+    - ``"batches"``: every worker reads the same, identically seeded global batches and keeps
+      its replicas' slices of each (``AutoShardPolicy.DATA``): the shares are disjoint and
+      N workers train on exactly the batches of one process.
+    - ``"files"``: each worker's ``dataset`` already reads only its own share of the files
+      (:func:`input_shard`, applied before decoding by ``build_datasets``), so nothing more is
+      split (``AutoShardPolicy.OFF``): each step, every replica takes the next
+      ``global batch / replicas`` images of its worker's stream.
+
+    Either way every worker runs the same number of steps (the training stream repeats).
+    """
     if not is_multi_worker(strategy):
         return dataset
+    if sharding not in ("batches", "files"):
+        raise ValueError(f"sharding must be 'batches' or 'files', got {sharding!r}")
+    policy = tf.data.experimental.AutoShardPolicy
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = (
+        policy.DATA if sharding == "batches" else policy.OFF)
     return dataset.with_options(options)
 
 

@@ -167,7 +167,7 @@ def build_eval_dataset(cfg, source=None, split="eval"):
     return eval_ds, source.ground_truth(split)
 
 
-def build_datasets(cfg):
+def build_datasets(cfg, worker=None):
     """Training and evaluation datasets, class names, COCO ground truth of the eval split and
     the number of steps per epoch.
 
@@ -179,6 +179,11 @@ def build_datasets(cfg):
     passes the header check and still fails to decode is skipped in the graph; the repeated
     stream then fills the epoch from the next pass, so every epoch trains exactly
     ``steps_per_epoch`` full batches (a dataset of asserted cardinality would fail instead).
+
+    ``worker``: ``(index, count)`` from :func:`mgdet.distributed.input_shard` to read only this
+    worker's share of the training images, every ``count``-th one from ``index``, chosen before
+    decoding (``data.worker_sharding: files``); the batches keep the global batch size and the
+    steps per epoch those of the whole split.
     """
     d, m = cfg.data, cfg.model
     source = get_source(d, image_size=m.image_size)
@@ -189,8 +194,14 @@ def build_datasets(cfg):
         raise ConfigError(f"the training set yields no full batch: {source.num_examples('train')} "
                           f"usable images for train.batch_size {cfg.train.batch_size}; lower "
                           "train.batch_size or add images")
+    if worker is not None and worker[1] > 1:
+        index, count = worker
+        examples = source.subset("train", np.arange(index, source.num_examples("train"), count),
+                                 shuffle=True)
+    else:
+        examples = source.dataset("train", shuffle=True)
     train_ds = data_pipeline.make_dataset(
-        source.dataset("train", shuffle=True), m.image_size, cfg.train.batch_size, d.max_objects,
+        examples, m.image_size, cfg.train.batch_size, d.max_objects,
         training=True, seed=d.seed, cache=d.cache, repeat=True,
         augment={"mode": d.augment, "max_expand": d.max_expand}, difficult=d.difficult)
     eval_ds, gt_coco = build_eval_dataset(cfg, source)
@@ -251,8 +262,10 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.train.precision)
-    train_ds, eval_ds, class_names, gt_coco, steps_per_epoch = build_datasets(cfg)
-    train_ds = distributed.shard(train_ds, strategy)
+    sharding = cfg.data.worker_sharding
+    worker = distributed.input_shard(strategy) if sharding == "files" else None
+    train_ds, eval_ds, class_names, gt_coco, steps_per_epoch = build_datasets(cfg, worker)
+    train_ds = distributed.shard(train_ds, strategy, sharding)
     total_steps = steps_per_epoch * cfg.train.epochs
     with strategy.scope():
         model = build_model(cfg, class_names=class_names)

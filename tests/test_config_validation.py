@@ -37,6 +37,7 @@ def test_every_numeric_field_refuses_non_finite_and_out_of_range(key):
     ("model.image_size=64000", "model.image_size"), ("model.width=inf", "model.width"),
     ("loss.focal_alpha=5", "loss.focal_alpha"), ("loss.focal_gamma=-3", "loss.focal_gamma"),
     ("train.clip_norm=0", "train.clip_norm"),
+    ("data.worker_sharding=shards", "data.worker_sharding"),
 ])
 def test_values_from_the_issue_are_refused(override, key):
     assert f"'{key}'" in _refused(override)

@@ -109,6 +109,19 @@ def test_record_and_generic_sources_split_alike(tmp_path):
     assert _check_split(HeldOutSource(_Generic(records), 0.5, seed=2), range(10, 16)) == by_records
 
 
+def test_a_worker_share_of_the_held_out_train_split(tmp_path):
+    """``subset`` of a HeldOutSource (data.worker_sharding: files with data.val_fraction):
+    positions within its "train" split, picked before decoding, never a "val" image."""
+    records = _Records(str(tmp_path))
+    for inner in (records, _Generic(records)):  # picked from the records / in the generic pass
+        source = HeldOutSource(inner, 0.5, seed=2)
+        train = [10 + int(i) for i in source.train_indices]
+        shares = [_ids(source.subset("train", np.arange(k, len(train), 2), shuffle=True))
+                  for k in (0, 1)]
+        assert shares == [sorted(train[0::2]), sorted(train[1::2])]
+        assert not set(shares[0] + shares[1]) & set(_ids(source.dataset("val")))
+
+
 class _Weights:
     """A model stand-in whose weights file records the epoch it was saved at."""
 

@@ -80,12 +80,13 @@ def processes(tmp_path):
 
 # One model, 3 training steps on 3 fixed global batches of 4 painted images: in one process
 # (argv[1] == "single") or as one worker of a TF_CONFIG cluster ("worker"); writes the initial
-# and final weights to argv[2] (.npz).
+# and final weights to argv[2] (.npz). argv[3]: a COCO-format JSON of 32 JPEG files, read with
+# data.worker_sharding: files.
 _STEPS = textwrap.dedent(r'''
     import sys
     import numpy as np
     from mgdet import distributed
-    role, out = sys.argv[1:3]
+    role, out, coco_json = sys.argv[1:4]
     if role == "worker":
         strategy = distributed.multi_worker_strategy()  # before any other TF op
     import keras
@@ -115,12 +116,28 @@ _STEPS = textwrap.dedent(r'''
                                   "data.max_objects=10", "train.batch_size=8"])
     train_ds, _, _, _, steps = build_datasets(cfg)
     batches = iter(strategy.experimental_distribute_dataset(distributed.shard(train_ds, strategy)))
-    seen = []
-    for _ in range(steps):
-        local = strategy.experimental_local_results(next(batches)[0])
-        seen.append([hashlib.sha1(np.asarray(im).tobytes()).hexdigest()
-                     for part in local for im in np.asarray(part)])
+
+    def digests(batches, steps):
+        out = []
+        for _ in range(steps):
+            local = strategy.experimental_local_results(next(batches)[0])
+            out.append([hashlib.sha1(np.asarray(im).tobytes()).hexdigest()
+                        for part in local for im in np.asarray(part)])
+        return out
+
+    seen = digests(batches, steps)
+    # data.worker_sharding: files, on JPEG files (no augmentation: an image's digest names its
+    # file): each worker reads and decodes only its own share of the files
+    cfg = load_config("default", ["model.image_size=64", "data.source=coco_json",
+                                  f"data.train_ann={coco_json}", f"data.eval_ann={coco_json}",
+                                  "data.augment=none", "data.max_objects=10",
+                                  "train.batch_size=8", "data.worker_sharding=files"])
+    worker = distributed.input_shard(strategy)
+    files_ds, _, _, _, file_steps = build_datasets(cfg, worker)
+    files_ds = distributed.shard(files_ds, strategy, "files")
+    files_seen = digests(iter(strategy.experimental_distribute_dataset(files_ds)), file_steps)
     np.savez(out, replicas=strategy.num_replicas_in_sync, seen=np.array(seen),
+             files_seen=np.array(files_seen), worker=np.array(worker or (0, 1)),
              loss=history["loss"][-1], num_pos_cls=history["num_pos_cls"][-1],
              **{f"initial_{i}": w for i, w in enumerate(initial)},
              **{f"final_{i}": w for i, w in enumerate(model.get_weights())})
@@ -131,11 +148,29 @@ def _weights(npz, prefix):
     return [npz[f"{prefix}_{i}"] for i in range(len([k for k in npz if k.startswith(prefix)]))]
 
 
+def _coco_files(folder, count=32, side=64):
+    """A COCO-format JSON of ``count`` distinct JPEG files, one box each."""
+    from tests.data_files import jpeg
+    images, anns = [], []
+    for i in range(count):
+        name = f"{i:03d}.jpg"
+        jpeg(os.path.join(folder, name), side, side, seed=i)
+        images.append({"id": i + 1, "file_name": name, "width": side, "height": side})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
+                     "bbox": [4, 4, 20 + i % 30, 24], "area": (20.0 + i % 30) * 24})
+    path = os.path.join(folder, "instances.json")
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": anns,
+                   "categories": [{"id": 1, "name": "thing"}]}, f)
+    return path
+
+
 def test_two_workers_train_as_one_process_on_the_global_batch(tmp_path, processes):
     outs = [str(tmp_path / f"{name}.npz") for name in ("single", "worker0", "worker1")]
-    processes.start(["-c", _STEPS, "single", outs[0]], {}, "single")
+    coco_json = _coco_files(str(tmp_path))
+    processes.start(["-c", _STEPS, "single", outs[0], coco_json], {}, "single")
     for i, tf_config in enumerate(loopback_tf_configs(2)):
-        processes.start(["-c", _STEPS, "worker", outs[i + 1]], {"TF_CONFIG": tf_config},
+        processes.start(["-c", _STEPS, "worker", outs[i + 1], coco_json], {"TF_CONFIG": tf_config},
                         f"worker{i}")
     assert processes.wait() == [0, 0, 0], processes.tail()
     single, *workers = [np.load(path) for path in outs]
@@ -161,6 +196,15 @@ def test_two_workers_train_as_one_process_on_the_global_batch(tmp_path, processe
     for step in range(4):
         assert not set(w0[step]) & set(w1[step])
         assert set(w0[step]) | set(w1[step]) == set(epoch[step])
+    # data.worker_sharding: files: worker i reads files i, i + 2, ...: over the epoch's 4 steps
+    # each sees 4 images a step, 16 distinct ones, the two halves disjoint and together the 32
+    # files of one process's epoch (so no worker read a file of the other's half)
+    assert [tuple(w["worker"]) for w in workers] == [(0, 2), (1, 2)]
+    all_files = set(single["files_seen"].ravel())
+    assert single["files_seen"].shape == (4, 8) and len(all_files) == 32
+    f0, f1 = (set(w["files_seen"].ravel()) for w in workers)
+    assert workers[0]["files_seen"].shape == workers[1]["files_seen"].shape == (4, 4)
+    assert len(f0) == len(f1) == 16 and not f0 & f1 and f0 | f1 == all_files
 
 
 def _train_argv(out_dir, *extra):

@@ -56,6 +56,12 @@ class HeldOutSource(Source):
             return self.source.dataset(split, shuffle)
         return self.source.subset("train", self._indices(split), shuffle)
 
+    def subset(self, split, indices, shuffle=False):
+        if split == "eval":
+            return self.source.subset(split, indices, shuffle)
+        return self.source.subset("train", self._indices(split)[np.asarray(indices, np.int64)],
+                                  shuffle)
+
     def num_examples(self, split):
         if split == "eval":
             return self.source.num_examples(split)
