@@ -150,15 +150,27 @@ def write_dir(out_dir, strategy):
 
 
 def input_shard(strategy):
-    """``(index, count)`` of this worker among the ``count`` workers that read input (the chief
-    first, then the workers in order), or None outside a multi-worker job."""
+    """``(index, count)`` of this process among the ``count`` tasks that read training input,
+    or None outside a multi-worker job (see :func:`reader_index`)."""
     task_type, task_id = task(strategy)
     if task_type is None:
         return None
-    jobs = strategy.cluster_resolver.cluster_spec().as_dict()
-    chiefs = len(jobs.get("chief", []))
-    count = chiefs + len(jobs.get("worker", []))
-    return (0 if task_type == "chief" else chiefs + task_id), count
+    return reader_index(strategy.cluster_resolver.cluster_spec().as_dict(), task_type, task_id)
+
+
+def reader_index(cluster, task_type, task_id):
+    """``(index, count)`` of task ``task_type:task_id`` among the tasks of ``cluster`` (a
+    ``TF_CONFIG`` cluster dict) that read training input: the ``chief`` task first when there
+    is one, then the ``worker`` tasks in order. Other jobs (``ps``, ``evaluator``) read none.
+
+    Raises ValueError for a task that reads no input or is not in the cluster.
+    """
+    chiefs, workers = len(cluster.get("chief", [])), len(cluster.get("worker", []))
+    if task_type == "chief" and 0 <= task_id < chiefs:
+        return task_id, chiefs + workers
+    if task_type == "worker" and 0 <= task_id < workers:
+        return chiefs + task_id, chiefs + workers
+    raise ValueError(f"task {task_type}:{task_id} reads no training input in cluster {cluster}")
 
 
 def shard(dataset, strategy, sharding="batches"):

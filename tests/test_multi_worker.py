@@ -275,6 +275,18 @@ def test_bad_tf_config_is_one_clear_error(monkeypatch, value, match):
         tf_config()
 
 
+def test_reader_index_puts_the_chief_first_and_counts_only_readers():
+    from mgdet.distributed import reader_index
+    workers = {"worker": ["a:1", "b:1", "c:1"]}
+    assert [reader_index(workers, "worker", i) for i in range(3)] == [(0, 3), (1, 3), (2, 3)]
+    cluster = {"chief": ["c:1"], "worker": ["a:1", "b:1"], "ps": ["p:1"], "evaluator": ["e:1"]}
+    assert reader_index(cluster, "chief", 0) == (0, 3)
+    assert [reader_index(cluster, "worker", i) for i in range(2)] == [(1, 3), (2, 3)]
+    for task_type, task_id in (("ps", 0), ("evaluator", 0), ("worker", 2), ("chief", 1)):
+        with pytest.raises(ValueError, match="reads no training input"):
+            reader_index(cluster, task_type, task_id)
+
+
 def test_loopback_tf_configs_name_every_task_once():
     configs = [json.loads(c) for c in loopback_tf_configs(3)]
     workers = configs[0]["cluster"]["worker"]
