@@ -28,7 +28,7 @@ import tempfile
 
 import tensorflow as tf
 
-from mgdet.config import ConfigError
+from mgdet.config import WORKER_SHARDING, ConfigError
 
 # The errors a collective raises when a peer worker died or stopped answering.
 PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError,
@@ -189,8 +189,8 @@ def shard(dataset, strategy, sharding="batches"):
     """
     if not is_multi_worker(strategy):
         return dataset
-    if sharding not in ("batches", "files"):
-        raise ValueError(f"sharding must be 'batches' or 'files', got {sharding!r}")
+    if sharding not in WORKER_SHARDING:
+        raise ValueError(f"sharding must be one of {WORKER_SHARDING}, got {sharding!r}")
     policy = tf.data.experimental.AutoShardPolicy
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (

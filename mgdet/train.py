@@ -188,16 +188,15 @@ def build_datasets(cfg, worker=None):
     d, m = cfg.data, cfg.model
     source = get_source(d, image_size=m.image_size)
     class_names = source.class_names()
-    steps_per_epoch = cfg.train.steps_per_epoch or (
-        source.num_examples("train") // cfg.train.batch_size)
+    num_train = source.num_examples("train")
+    steps_per_epoch = cfg.train.steps_per_epoch or num_train // cfg.train.batch_size
     if steps_per_epoch < 1:
-        raise ConfigError(f"the training set yields no full batch: {source.num_examples('train')} "
+        raise ConfigError(f"the training set yields no full batch: {num_train} "
                           f"usable images for train.batch_size {cfg.train.batch_size}; lower "
                           "train.batch_size or add images")
     if worker is not None and worker[1] > 1:
         index, count = worker
-        examples = source.subset("train", np.arange(index, source.num_examples("train"), count),
-                                 shuffle=True)
+        examples = source.subset("train", np.arange(index, num_train, count), shuffle=True)
     else:
         examples = source.dataset("train", shuffle=True)
     train_ds = data_pipeline.make_dataset(
