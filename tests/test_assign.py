@@ -298,6 +298,19 @@ def test_own_matches_reference_on_ties(jit):
             np.testing.assert_array_equal(owner[i][kept], want.argmax(0)[kept])
 
 
+def test_best_anchors_is_the_first_maximum_on_long_rows():
+    """best_anchors (TF's multi-threaded ArgMax kernel outside XLA) returns the lowest anchor index
+    among exact ties on rows as long as a model's anchors, where the kernel splits its work."""
+    rng = np.random.default_rng(24)
+    for n in (7, 3000, 12750, 20000):
+        q = rng.integers(0, 4, (3, 9, n)).astype(np.float32) / 8.0
+        for i, j in np.ndindex(3, 9):  # the maximum, 1, at 2-4 places spread over the row
+            q[i, j, rng.choice(n, min(n, int(rng.integers(2, 5))), replace=False)] = 1.0
+        q[0, 0] = 0.0  # an all-zero row: anchor 0
+        got = ownership.best_anchors(tf.constant(q)).numpy()
+        np.testing.assert_array_equal(got, np.argmax(q, axis=-1), err_msg=f"n={n}")
+
+
 def test_candidate_ranks_equal_full_sort_ranks():
     """The bounded ranking (candidates only, top_k of their count) gives every rank below the
     requested count exactly as a sort of all anchors does, ties included."""

@@ -15,8 +15,9 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from mgdet import boxes as box_ops
-from mgdet.assign.ownership import (IGNORED, NEGATIVE, NO_GT, candidate_key, count_by_iou,
-                                    mask_invalid, own, own_masked, rank_from_order, sort_keys)
+from mgdet.assign.ownership import (IGNORED, NEGATIVE, NO_GT, best_anchors, candidate_key,
+                                    count_by_iou, mask_invalid, own, own_masked, rank_from_order,
+                                    sort_keys)
 from mgdet.assign.strategies import (LOG_ZERO, amplified_log_quality, iou_anchor_labels,
                                      ranked_cls_labels, ranked_reg_positives, regressed_iou)
 
@@ -105,8 +106,10 @@ def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, p
     gt_valid = tf.cast(gt_valid, tf.bool)
     anchors = tf.cast(anchors, tf.float32)
     l2c, c2l = strategy in _L2C_CLS, strategy in _C2L_REG
-    # Three XLA clusters and the sorts between them:
+    # Three XLA clusters and TF kernels between them:
     # 1. the dense [B, M, N] quality matrices, written once;
+    # then each object's best anchor in each (TF's multi-threaded ArgMax kernel: on CPU 0.4x the
+    # time of XLA's arg-max along the minor axis);
     # 2. own() of each, the counts Np/Ni and the sort keys of each object's candidates: reductions
     #    over a stored matrix (when XLA fuses the quality computation into own()'s arg-max
     #    reductions instead, it recomputes every IoU and log inside a scalar loop: 2-3x slower on
@@ -115,7 +118,8 @@ def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, p
     #    bounded by the candidate count instead of a sort of all N anchors), ranks and labels.
     qualities = _quality_matrices(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_logits,
                                   float(sigma), l2c, c2l)
-    owned = _own(qualities, gt_valid, gt_labels, float(pos_iou), float(neg_iou), l2c, c2l)
+    best = {k: best_anchors(q) for k, q in qualities.items()}
+    owned = _own(qualities, best, gt_valid, gt_labels, float(pos_iou), float(neg_iou), l2c, c2l)
     orders = {k: sort_keys(owned[k + "_key"], owned[k + "_candidate"])
               for k in ("l2c", "c2l") if k + "_key" in owned}
     return _labels_from_ranks(owned, orders, gt_labels)
@@ -137,18 +141,20 @@ def _quality_matrices(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _own(qualities, gt_valid, gt_labels, pos_iou, neg_iou, l2c, c2l):
-    """``own()`` of each quality matrix, the static labels, Np/Ni and the ranking sort keys."""
-    owned_iou, owner = own_masked(qualities["iou"], gt_valid)
+def _own(qualities, best, gt_valid, gt_labels, pos_iou, neg_iou, l2c, c2l):
+    """``own()`` of each quality matrix given its objects' ``best`` anchors, the static labels,
+    Np/Ni and the ranking sort keys."""
+    owned_iou, owner = own_masked(qualities["iou"], gt_valid, best_anchor=best["iou"])
     cls_labels, cls_gt = iou_anchor_labels(owned_iou, owner, gt_labels, pos_iou, neg_iou)
     out = {"cls_labels": cls_labels, "cls_gt": cls_gt}
     if not (l2c or c2l):
         return out
     out["num_pos"], out["num_ignored"] = count_by_iou(owned_iou, owner, gt_valid, pos_iou, neg_iou)
     if l2c:
-        out["l2c"] = own_masked(qualities["l2c"], gt_valid)
+        out["l2c"] = own_masked(qualities["l2c"], gt_valid, best_anchor=best["l2c"])
     if c2l:
-        owned_log, owner_c = own_masked(qualities["c2l"], gt_valid, empty=LOG_ZERO, forced=0.0)
+        owned_log, owner_c = own_masked(qualities["c2l"], gt_valid, empty=LOG_ZERO, forced=0.0,
+                                        best_anchor=best["c2l"])
         out["c2l"] = (tf.exp(owned_log), owner_c)
     ranked = {"l2c": out["num_pos"] + out["num_ignored"], "c2l": out["num_pos"]}
     for k in ("l2c", "c2l"):

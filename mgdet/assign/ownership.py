@@ -38,16 +38,22 @@ def mask_invalid(quality, gt_valid, empty=0.0):
     return tf.where(tf.cast(gt_valid, tf.bool)[..., None], quality, empty)
 
 
-def own_masked(q, gt_valid, empty=0.0, forced=1.0):
+def own_masked(q, gt_valid, empty=0.0, forced=1.0, best_anchor=None):
     """:func:`own` of a quality matrix already passed through :func:`mask_invalid`.
 
-    Two arg-max reductions of the unforced matrix and a gather (on CPU, XLA runs each reduction
-    as one pass over the stored matrix; a forced copy would cost one more write and read), then
-    the force is applied to the ``[B, N]`` result: at most M anchors per image change.
+    Two arg-max reductions of the unforced matrix and a gather (a forced copy would cost one
+    more write and read), then the force is applied to the ``[B, N]`` result: at most M anchors
+    per image change.
+
+    Args:
+      q, gt_valid, empty, forced: as :func:`own`.
+      best_anchor: ``[B, M]`` int32 :func:`best_anchors` of ``q``, computed by the caller, or
+        None to compute it here.
     """
     valid = tf.cast(gt_valid, tf.bool)
     b, m, n = tf.shape(q)[0], tf.shape(q)[1], tf.shape(q)[2]
-    best_anchor = tf.argmax(q, axis=-1, output_type=tf.int32)  # [B, M], first maximum
+    if best_anchor is None:
+        best_anchor = best_anchors(q)
     col_owner = tf.argmax(q, axis=1, output_type=tf.int32)  # [B, N], lowest object on ties
     col_max = tf.gather(tf.transpose(q, [0, 2, 1]), col_owner[..., None], batch_dims=2)[..., 0]
     # forcing object of each anchor (the lowest one when several force it), m where none
@@ -63,6 +69,17 @@ def own_masked(q, gt_valid, empty=0.0, forced=1.0):
                             tf.where(col_max == forced, tf.minimum(col_owner, forced_by), forced_by))
     owner = tf.where(is_forced, forced_owner, col_owner)
     return tf.where(is_forced, tf.maximum(col_max, forced), col_max), owner
+
+
+def best_anchors(q):
+    """Each object's best anchor: ``[B, M, N]`` -> ``[B, M]`` int32 arg-max over the anchors,
+    the lowest anchor index on ties.
+
+    Outside XLA this is TensorFlow's ArgMax kernel, which splits the rows over the CPU's threads
+    and on CPU takes about 0.4x the time of XLA's arg-max along the minor axis (a scalar loop);
+    both return the first maximum (``tests/test_assign.py`` checks it on matrices full of ties).
+    """
+    return tf.argmax(q, axis=-1, output_type=tf.int32)
 
 
 def per_object_count(mask, owner, num_objects):
