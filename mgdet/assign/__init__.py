@@ -125,7 +125,7 @@ def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, p
     return _labels_from_ranks(owned, orders, gt_labels)
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
+@tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
 def _quality_matrices(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_logits, sigma,
                       l2c, c2l):
     """``[B, M, N]`` qualities: IoU(g, a), and IoU(g, decode(t, a)) if ``l2c``, and the log of the
@@ -140,7 +140,7 @@ def _quality_matrices(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_
     return out
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
+@tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
 def _own(qualities, best, gt_valid, gt_labels, pos_iou, neg_iou, l2c, c2l):
     """``own()`` of each quality matrix given its objects' ``best`` anchors, the static labels,
     Np/Ni and the ranking sort keys."""
@@ -163,7 +163,7 @@ def _own(qualities, best, gt_valid, gt_labels, pos_iou, neg_iou, l2c, c2l):
     return out
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
+@tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
 def _labels_from_ranks(owned, orders, gt_labels):
     """The :class:`Assignment` from the owned form and the sorted orders."""
     cls_labels, cls_gt = owned["cls_labels"], owned["cls_gt"]

@@ -208,7 +208,10 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     drop_remainder = training if drop_remainder is None else drop_remainder
     transform = augment_transform(augment) if training else None
 
-    ds = source_dataset.map(lambda ex: sanitize(ex, counters),
+    # The map functions are plain TF (explicit tf.cond/while_loop): autograph would only spend
+    # start-up time converting them.
+    plain = tf.autograph.experimental.do_not_convert
+    ds = source_dataset.map(plain(lambda ex: sanitize(ex, counters)),
                             num_parallel_calls=num_parallel_calls, deterministic=True)
     if cache:
         ds = ds.cache()
@@ -245,9 +248,9 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     if training:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds))
-        ds = ds.map(_train_map, num_parallel_calls=num_parallel_calls, deterministic=True)
+        ds = ds.map(plain(_train_map), num_parallel_calls=num_parallel_calls, deterministic=True)
     else:
-        ds = ds.map(_eval_map, num_parallel_calls=num_parallel_calls, deterministic=True)
+        ds = ds.map(plain(_eval_map), num_parallel_calls=num_parallel_calls, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if prefetch:
         ds = ds.prefetch(prefetch)

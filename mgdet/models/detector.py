@@ -276,6 +276,7 @@ class Detector(keras.Model):
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         images, targets = self._unpack(data)
         with tf.GradientTape() as tape:
@@ -290,6 +291,7 @@ class Detector(keras.Model):
         self.optimizer.apply(gradients, variables)
         return self._update_metrics(losses)
 
+    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         images, targets = self._unpack(data)
         deltas, logits = self(images, training=False)
@@ -321,7 +323,8 @@ class Detector(keras.Model):
           K = ``max_detections``, rows past ``num_detections`` are zeros.
         """
         if self._detect_function is None:
-            self._detect_function = tf.function(self._detect, reduce_retracing=True)
+            self._detect_function = tf.function(self._detect, reduce_retracing=True,
+                                                autograph=False)
         return self._detect_function(images)
 
     # --- serialization -----------------------------------------------------------------------
