@@ -311,6 +311,26 @@ def test_best_anchors_is_the_first_maximum_on_long_rows():
         np.testing.assert_array_equal(got, np.argmax(q, axis=-1), err_msg=f"n={n}")
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_column_max_is_max_and_first_argmax_over_objects(jit):
+    """column_max (one int64 reduction of packed float bits and object index) returns the max over
+    the objects bit for bit and the lowest object holding it: on positive, negative (log-domain),
+    -0.0/+0.0, LOG_ZERO and tied values."""
+    rng = np.random.default_rng(25)
+    fn = tf.function(ownership.column_max, jit_compile=True) if jit else ownership.column_max
+    for m in (1, 2, 7, 40):
+        q = rng.integers(-4, 5, (3, m, 500)).astype(np.float32) / 4.0  # ties, +-0.0, +-1
+        q[rng.uniform(size=q.shape) < 0.2] = -1e30  # LOG_ZERO
+        q[rng.uniform(size=q.shape) < 0.2] = -0.0
+        q[0, :, :5] = [3.4e38, -3.4e38, 1.2e-38, -1.2e-38, -0.0]  # extremes (TF flushes denormals)
+        q[1] += rng.normal(0, 1e-3, q[1].shape).astype(np.float32) * (q[1] > -1e29)  # no ties
+        got_max, got_arg = (t.numpy() for t in fn(tf.constant(q)))
+        want_max = q.max(axis=1)
+        np.testing.assert_array_equal(got_max, want_max, err_msg=f"m={m}")
+        np.testing.assert_array_equal(np.signbit(got_max), np.signbit(want_max) & (want_max != 0))
+        np.testing.assert_array_equal(got_arg, np.argmax(q, axis=1), err_msg=f"m={m}")
+
+
 def test_candidate_ranks_equal_full_sort_ranks():
     """The bounded ranking (candidates only, top_k of their count) gives every rank below the
     requested count exactly as a sort of all anchors does, ties included."""

@@ -41,9 +41,9 @@ def mask_invalid(quality, gt_valid, empty=0.0):
 def own_masked(q, gt_valid, empty=0.0, forced=1.0, best_anchor=None):
     """:func:`own` of a quality matrix already passed through :func:`mask_invalid`.
 
-    Two arg-max reductions of the unforced matrix and a gather (a forced copy would cost one
-    more write and read), then the force is applied to the ``[B, N]`` result: at most M anchors
-    per image change.
+    Two reductions of the unforced matrix (a forced copy would cost one more write and read),
+    each one pass: :func:`best_anchors` and :func:`column_max`; then the force is applied to the
+    ``[B, N]`` result: at most M anchors per image change.
 
     Args:
       q, gt_valid, empty, forced: as :func:`own`.
@@ -54,8 +54,7 @@ def own_masked(q, gt_valid, empty=0.0, forced=1.0, best_anchor=None):
     b, m, n = tf.shape(q)[0], tf.shape(q)[1], tf.shape(q)[2]
     if best_anchor is None:
         best_anchor = best_anchors(q)
-    col_owner = tf.argmax(q, axis=1, output_type=tf.int32)  # [B, N], lowest object on ties
-    col_max = tf.gather(tf.transpose(q, [0, 2, 1]), col_owner[..., None], batch_dims=2)[..., 0]
+    col_max, col_owner = column_max(q)  # [B, N], lowest object on ties
     # forcing object of each anchor (the lowest one when several force it), m where none
     image = tf.broadcast_to(tf.range(b)[:, None], [b, m])
     forcing = tf.where(valid, tf.range(m)[None, :], m)  # [B, M]
@@ -69,6 +68,30 @@ def own_masked(q, gt_valid, empty=0.0, forced=1.0, best_anchor=None):
                             tf.where(col_max == forced, tf.minimum(col_owner, forced_by), forced_by))
     owner = tf.where(is_forced, forced_owner, col_owner)
     return tf.where(is_forced, tf.maximum(col_max, forced), col_max), owner
+
+
+def column_max(q):
+    """Each anchor's largest quality over the objects and the lowest object holding it, in one
+    pass: ``[B, M, N]`` float32 -> ``(max [B, N] float32, argmax [B, N] int32)``.
+
+    One int64 max-reduction over ``(order-preserving float bits << 32) | (M - 1 - object)``:
+    equal qualities compare on the low half, where the lowest object is largest. The float
+    order: non-negative floats order as their int32 bits, negative ones reversed (their low 31
+    bits flipped); -0.0 is made +0.0 first, so equal floats get equal keys. The max comes back
+    bit-exact from the high half. (XLA on CPU runs an arg-max as a reduction of value/index
+    pairs and the max as another pass; this is one vectorized integer reduction.)
+    """
+    m = tf.shape(q)[1]
+    q = tf.where(tf.equal(q, 0.0), tf.zeros_like(q), q)
+    bits = tf.bitcast(q, tf.int32)
+    flip = tf.constant(0x7FFFFFFF, tf.int32)
+    ordered = tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, flip), bits)
+    low = tf.cast(m - 1 - tf.range(m), tf.int64)[None, :, None]
+    top = tf.reduce_max(tf.bitwise.left_shift(tf.cast(ordered, tf.int64), 32) + low, axis=1)
+    owner = m - 1 - tf.cast(tf.bitwise.bitwise_and(top, 0xFFFFFFFF), tf.int32)
+    high = tf.cast(tf.bitwise.right_shift(top, 32), tf.int32)
+    high = tf.where(high < 0, tf.bitwise.bitwise_xor(high, flip), high)
+    return tf.bitcast(high, tf.float32), owner
 
 
 def best_anchors(q):
