@@ -154,6 +154,12 @@ def _weights(npz, prefix):
     return [npz[f"{prefix}_{i}"] for i in range(len([k for k in npz if k.startswith(prefix)]))]
 
 
+def _max_diff(npz_a, prefix_a, npz_b, prefix_b):
+    """Largest |a - b| over all the weights of two saved sets."""
+    return max(np.abs(a - b).max()
+               for a, b in zip(_weights(npz_a, prefix_a), _weights(npz_b, prefix_b)))
+
+
 def _coco_files(folder, count=36, side=64):
     """A COCO-format JSON of ``count`` distinct JPEG files, one box each."""
     from tests.data_files import jpeg
@@ -186,9 +192,7 @@ def test_two_and_three_workers_train_as_one_process_on_the_global_batch(tmp_path
                             {"TF_CONFIG": tf_config}, f"c{n}_worker{i}")
     assert processes.wait() == [0] * 6, processes.tail()
     single = np.load(single_out)
-    moved = max(np.abs(a - b).max()
-                for a, b in zip(_weights(single, "final"), _weights(single, "initial")))
-    assert moved > 1e-3  # the steps really changed the weights
+    assert _max_diff(single, "final", single, "initial") > 1e-3  # the steps changed the weights
     epoch, all_files = single["seen"], set(single["files_seen"].ravel())
     assert epoch.shape == (6, 6) and len(set(epoch.ravel())) == 36
     assert single["files_seen"].shape == (6, 6) and len(all_files) == 36
@@ -198,17 +202,16 @@ def test_two_and_three_workers_train_as_one_process_on_the_global_batch(tmp_path
         for worker in workers:
             for a, b in zip(_weights(single, "initial"), _weights(worker, "initial")):
                 np.testing.assert_array_equal(a, b)
-            diff = max(np.abs(a - b).max()
-                       for a, b in zip(_weights(single, "final"), _weights(worker, "final")))
+            diff = _max_diff(single, "final", worker, "final")
             print(f"max |w({n} workers) - w(1 process)| after 3 steps: {diff:.1e}")
             assert diff <= 1e-5, (n, diff)
             for key in ("loss", "num_pos_cls"):  # logs: global values, as in one process
                 assert float(worker[key]) == pytest.approx(float(single[key]), rel=1e-4), key
         # input sharding (batches): each worker gets its 6/n images of every global batch of
         # one process's epoch: the shares are disjoint and complete, the step counts equal
+        assert all(w["seen"].shape == (6, 6 // n) for w in workers)
         for step in range(6):
             shares = [set(w["seen"][step]) for w in workers]
-            assert all(w["seen"].shape == (6, 6 // n) for w in workers)
             assert sum(len(x) for x in shares) == 6 and set().union(*shares) == set(epoch[step])
         # data.worker_sharding: files: worker i reads files i, i + n, ...: over the epoch's 6
         # steps each sees 36/n distinct images, the shares disjoint and together the 36 files
