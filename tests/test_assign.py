@@ -331,6 +331,30 @@ def test_column_max_is_max_and_first_argmax_over_objects(jit):
         np.testing.assert_array_equal(got_arg, np.argmax(q, axis=1), err_msg=f"m={m}")
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_log_positive_is_within_one_ulp_of_float64_log(jit):
+    """C2L's log (plain arithmetic on the float's bits) against numpy's float64 log: uniform and
+    log-uniform inputs, subnormals, powers of two, both ends of the polynomial's interval, and
+    log(1) == 0 exactly with log(x) < 0 for every x < 1 (the forced value 0 stays the maximum)."""
+    from mgdet.assign.logf import log_positive
+    rng = np.random.default_rng(26)
+    one_minus = np.float32(1) - np.arange(1, 2000, dtype=np.float32) * np.float32(2.0 ** -24)
+    x = np.concatenate([
+        rng.uniform(0, 1, 200_000), np.exp(rng.uniform(-87, 88, 200_000)),
+        2.0 ** rng.uniform(-149, -126, 2000),  # subnormals (their bits, not their arithmetic)
+        2.0 ** np.arange(-149, 128), [np.sqrt(0.5), np.sqrt(2), 1.17549435e-38, 3.4e38],
+        np.nextafter(np.float32(np.sqrt(2)), [0, 4], dtype=np.float32), one_minus]).astype(np.float32)
+    x = x[x > 0]
+    fn = tf.function(log_positive, jit_compile=True) if jit else log_positive
+    got = fn(tf.constant(x)).numpy()
+    want = np.log(x.astype(np.float64))
+    ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    err = np.abs(got.astype(np.float64) - want) / ulp
+    assert err.max() <= 1.0, (err.max(), x[err.argmax()])
+    assert fn(tf.constant([1.0])).numpy()[0] == 0.0
+    assert np.all(fn(tf.constant(one_minus)).numpy() < 0)
+
+
 def test_candidate_ranks_equal_full_sort_ranks():
     """The bounded ranking (candidates only, top_k of their count) gives every rank below the
     requested count exactly as a sort of all anchors does, ties included."""
