@@ -23,30 +23,19 @@ def time_call(fn, warmup=2, reps=7):
 def machine():
     """A short description of where the numbers were measured."""
     import tensorflow as tf
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from mgdet.cpu import cpu_info
+    cpu = cpu_info()["model"] or platform.processor() or platform.machine()
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return {"cpu": cpu, "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "gpus": gpus,
             "tensorflow": tf.__version__, "python": platform.python_version(),
             "load_average": list(os.getloadavg())}
 
 
-def cpu_flags(wanted=("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
-                      "amx_int8", "amx_tile")):
+def cpu_flags():
     """Which of the flags that decide oneDNN's fp32/bf16/int8 kernels this CPU reports."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return {flag: flag in flags for flag in wanted}
+    from mgdet.cpu import FLAGS, cpu_info
+    flags = cpu_info()["flags"]
+    return {flag: flag in flags for flag in FLAGS}
 
 
 def print_table(rows, columns):

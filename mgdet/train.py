@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mgdet import build_model, distributed, faults
+from mgdet import build_model, cpu, distributed, faults
 from mgdet.config import ConfigError, check_files
 from mgdet.data import get_source
 from mgdet.data import pipeline as data_pipeline
@@ -260,6 +260,7 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.precision != "float32":
+        cpu.warn_if_slow_bf16(cfg.train.precision, bool(tf.config.list_physical_devices("GPU")))
         keras.mixed_precision.set_global_policy(cfg.train.precision)
     sharding = cfg.data.worker_sharding
     worker = distributed.input_shard(strategy) if sharding == "files" else None
