@@ -51,7 +51,8 @@ def amplified_log_quality(anchor_iou, gt_labels, pred_logits, sigma=2.0):
     Ownership and ranking only compare values, so ``own`` runs on the log (one transcendental
     instead of a ``pow``; ``own(q, valid, empty=LOG_ZERO, forced=0.0)``) and the owned values come
     back through ``exp`` on ``[B, N]`` only. IoU 0 maps to the finite floor ``LOG_ZERO``. The log
-    is :func:`mgdet.assign.logf.log_positive`: XLA's CPU ``log`` was a third of this matrix's time.
+    is :func:`mgdet.assign.logf.log_positive`, plain arithmetic that runs faster than XLA's CPU
+    ``log`` and is at least as accurate.
     """
     num_classes = tf.shape(pred_logits)[-1]
     labels = tf.clip_by_value(gt_labels, 0, num_classes - 1)  # padding rows may hold any label
