@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bench.common import machine, print_table, write_json  # noqa: E402
+from bench.common import cpu_line, machine, print_table, write_json  # noqa: E402
 from mgdet.anchors import generate_anchors  # noqa: E402
 from mgdet.assign import STRATEGIES, assign  # noqa: E402
 
@@ -67,8 +67,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     info = machine()
-    print(f"CPU: {info['cpu']}, {info['cores']} cores; flags: "
-          + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["cpu_flags"].items()))
+    print(cpu_line(info))
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in info['load_average'])}")
     anchors = generate_anchors(args.image_size)
     rng = np.random.default_rng(0)

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench.assign import random_inputs  # noqa: E402
-from bench.common import machine, print_table, write_json  # noqa: E402
+from bench.common import cpu_line, machine, print_table, write_json  # noqa: E402
 from mgdet import boxes as box_ops  # noqa: E402
 from mgdet.anchors import generate_anchors  # noqa: E402
 from mgdet.assign.ownership import own_masked  # noqa: E402
@@ -110,8 +110,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     info = machine()
-    print(f"CPU: {info['cpu']}, {info['cores']} cores; flags: "
-          + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["cpu_flags"].items()))
+    print(cpu_line(info))
     anchors = generate_anchors(args.image_size)
     boxes = random_inputs(np.random.default_rng(0), args.batch, args.objects, anchors.shape[0])[0]
     q = tf.function(lambda: box_ops.iou(boxes, anchors), jit_compile=True)()

@@ -21,21 +21,22 @@ def time_call(fn, warmup=2, reps=7):
 
 
 def machine():
-    """A short description of where the numbers were measured."""
+    """A short description of where the numbers were measured (``/proc/cpuinfo`` read once)."""
     import tensorflow as tf
-    from mgdet.cpu import cpu_info
-    cpu = cpu_info()["model"] or platform.processor() or platform.machine()
+    from mgdet.cpu import FLAGS, cpu_info
+    info = cpu_info()
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return {"cpu": cpu, "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "gpus": gpus,
+    return {"cpu": info["model"] or platform.processor() or platform.machine(),
+            "cpu_flags": {flag: flag in info["flags"] for flag in FLAGS},
+            "cores": os.cpu_count(), "gpus": gpus,
             "tensorflow": tf.__version__, "python": platform.python_version(),
             "load_average": list(os.getloadavg())}
 
 
-def cpu_flags():
-    """Which of the flags that decide oneDNN's fp32/bf16/int8 kernels this CPU reports."""
-    from mgdet.cpu import FLAGS, cpu_info
-    flags = cpu_info()["flags"]
-    return {flag: flag in flags for flag in FLAGS}
+def cpu_line(info):
+    """``CPU: <model>, <n> cores; flags: avx2 yes, ...`` from :func:`machine`'s result."""
+    return (f"CPU: {info['cpu']}, {info['cores']} cores; flags: "
+            + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["cpu_flags"].items()))
 
 
 def print_table(rows, columns):

@@ -89,10 +89,9 @@ def main():
     if args.one:
         run_steps(args.pair, args.batch, args.image_size, args.one, args.steps)
         return
-    from bench.common import machine, print_table, write_json
+    from bench.common import cpu_line, machine, print_table, write_json
     info = machine()
-    print(f"CPU: {info['cpu']}, {info['cores']} cores; flags: "
-          + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["cpu_flags"].items()))
+    print(cpu_line(info))
     result = {"machine": info, "args": vars(args), "precisions": {}}
     for precision in args.precisions:
         env = dict(os.environ, ONEDNN_VERBOSE="1", TF_ENABLE_ONEDNN_OPTS="1")

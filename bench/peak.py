@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from bench.common import machine, write_json  # noqa: E402
+from bench.common import cpu_line, machine, write_json  # noqa: E402
 
 SHAPE, CHANNELS, KERNEL = (8, 80, 80, 128), 128, 3
 
@@ -46,8 +46,7 @@ def main():
             times[name].append(time.perf_counter() - t0)
     info = machine()
     gflops = {name: gflop / statistics.median(t) for name, t in times.items()}
-    print(f"CPU: {info['cpu']}, {info['cores']} cores; flags: "
-          + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["cpu_flags"].items()))
+    print(cpu_line(info))
     print(f"3x3 conv {SHAPE} -> {CHANNELS} ch ({gflop:.2f} GFLOP): fp32 {gflops['fp32']:.0f} "
           f"GFLOP/s, bf16 {gflops['bf16']:.0f} GFLOP/s (bf16/fp32 {gflops['bf16'] / gflops['fp32']:.2f}x)")
     write_json(args.out, {"machine": info, "gflop_per_call": gflop, "gflops": gflops,

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from bench.common import machine, print_table, write_json  # noqa: E402
+from bench.common import cpu_line, machine, print_table, write_json  # noqa: E402
 
 
 class StepClock(keras.callbacks.Callback):
@@ -77,8 +77,7 @@ def main():
     cfg = load_config(args.config, [f"train.epochs={args.epochs}", "train.eval_every=1",
                                     f"train.out_dir={out_dir}"] + args.set)
     info = machine()
-    print(f"CPU: {info['cpu']}, {info['cores']} cores; flags: "
-          + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["cpu_flags"].items()))
+    print(cpu_line(info))
     clock = StepClock()
     start = time.perf_counter()
     result = train(cfg, verbose=0, callbacks=[clock])
