@@ -1,4 +1,4 @@
-"""Anchor boxes of the authors' released code (SPEC "Anchors and box coding").
+"""Anchor boxes of the authors' released code (docs/design.md, "Anchors").
 
 Level k (k = 0..L-1) has stride 2^(3+k), feature size ceil(S / 2^(3+k)) and base size
 s = base_size * 2^k pixels. Each cell holds 6 anchors, in this order:
@@ -13,7 +13,8 @@ corner-clipped anchors (kept only for the old-vs-new anchors ablation).
 Centres and half-sizes are rounded to multiples of 2^-22 (< 1e-6 of the image) so that every
 coordinate difference is exact in float32: anchors of one shape then have bit-identical widths
 and heights in every cell, and mathematically equal IoUs (a small object inside two neighbouring
-anchors, say) compare equal, so SPEC's tie rule (lower anchor index) really applies.
+anchors, say) compare equal, so the tie rule of docs/design.md ("Label assignment": lower
+anchor index) really applies.
 """
 import math
 

@@ -1,4 +1,4 @@
-"""SavedModel export for TensorFlow Serving (SPEC "Export and serving contract").
+"""SavedModel export for TensorFlow Serving (docs/design.md, "Serving and export").
 
 ``export_saved_model`` writes a plain ``tf.Module`` (the detector's variables + traced serving
 functions), so the export loads with ``tf.saved_model.load`` / ``saved_model_cli`` / TF Serving

@@ -1,4 +1,4 @@
-"""Losses of the paper's runs (SPEC "Losses"): sigmoid focal loss and balanced L1.
+"""Losses of the paper's runs (docs/design.md, "Losses"): sigmoid focal loss and balanced L1.
 
 ``tensorflow-addons`` (which had a focal loss) is end-of-life and does not work with Keras 3,
 and Keras has no balanced L1, so both are written here from their papers' formulas.

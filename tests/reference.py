@@ -1,5 +1,5 @@
-"""Independent numpy references written from SPEC's formulas: plain loops per image and per
-object, float64, no code shared with mgdet. Used only by the tests."""
+"""Independent numpy references written from docs/design.md's formulas: plain loops per image
+and per object, float64, no code shared with mgdet. Used only by the tests."""
 import math
 
 import numpy as np
@@ -59,7 +59,8 @@ def encode_ref(box, anchor, v=(0.1, 0.2)):
 
 
 def own_ref(q, valid):
-    """SPEC own(): force (first argmax per object), exclusive (lower object wins ties)."""
+    """own() of docs/design.md: force (first argmax per object), exclusive (lower object wins
+    ties)."""
     q = q.copy()
     q[~valid] = 0.0
     for j in np.flatnonzero(valid):

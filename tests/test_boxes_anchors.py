@@ -21,7 +21,8 @@ def test_anchor_counts_and_values(size, count):
 
 
 def _anchors_from_formula(size):
-    """SPEC's formula, vectorized: [L, f, f, 6] grid, sizes min(w, 1), corners unclipped."""
+    """docs/design.md's formula ("Anchors"), vectorized: [L, f, f, 6] grid, sizes min(w, 1),
+    corners unclipped."""
     out = []
     for k in range(4 if size < 512 else 5):
         f = -(-size // 2 ** (3 + k))

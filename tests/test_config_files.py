@@ -80,7 +80,7 @@ def test_shipped_configs_by_name_and_print_config_shows_the_merged_result():
 @pytest.mark.parametrize("name", [n for n in config_names() if n != "default"])
 def test_paper_configs_hold_the_papers_recipe(name):
     """Each paper config, merged from its bases, holds what its file name and the paper's
-    recipe (SPEC, "Training recipe") say."""
+    recipe (docs/design.md, "Training recipe") say."""
     arch, backbone, dataset = name.split("_")
     cfg = load_config(name)
     with open(os.path.join(ROOT, "configs", name + ".yaml")) as f:

@@ -1,4 +1,5 @@
-"""The shared core of every assignment: ``own()`` and per-object ranking (SPEC "Label assignment").
+"""The shared core of every assignment: ``own()`` and per-object ranking
+(docs/design.md, "Label assignment").
 
 ``own`` turns an ``[B, M, N]`` quality matrix (M objects, N anchors) into its *owned* form. Since
 after ``own`` every anchor keeps the value of one object only, the owned matrix is stored compactly
@@ -15,7 +16,7 @@ NO_GT = -1  # *_gt_index code: the anchor is matched to no object
 
 
 def own(quality, gt_valid, empty=0.0, forced=1.0):
-    """SPEC's ``own(Q)``: force, then exclusive.
+    """``own(Q)`` of docs/design.md ("Label assignment"): force, then exclusive.
 
     1. force: each valid object's best anchor (argmax over anchors, lowest index on ties) gets
        quality ``forced`` (1: every object gets at least one positive);
@@ -120,7 +121,8 @@ def per_object_count(mask, owner, num_objects):
 
 
 def count_by_iou(owned_iou, owner, gt_valid, pos_iou=0.5, neg_iou=0.4):
-    """Per-object sample counts from the anchors' owned IoU (SPEC's Np and Ni).
+    """Per-object sample counts from the anchors' owned IoU (Np and Ni of docs/design.md,
+    "Label assignment").
 
     Args:
       owned_iou, owner: ``[B, N]`` from :func:`own` of IoU(gt, anchors); gt_valid: ``[B, M]``.

@@ -1,4 +1,5 @@
-"""The paper's three quality matrices and the labels each gives (SPEC "Label assignment").
+"""The paper's three quality matrices and the labels each gives (docs/design.md,
+"Label assignment").
 
 - IoU-anchor (static baseline): quality = IoU(gt, anchor), thresholds pos_iou / neg_iou.
 - Localize to Classify (paper §3.2): quality = IoU(gt, decoded prediction); per object the first
