@@ -308,6 +308,31 @@ def test_run_export_loads_weights_and_overrides_settings(exported, tmp_path):
     assert int(loaded.metadata()["max_pixels"]) == 1234567
 
 
+def test_two_exports_of_one_name_at_once_get_two_versions(exported, tmp_path, monkeypatch):
+    """While one export writes, another of the same name completes (as two processes at once):
+    both read the next free version before either finished. Each must keep its own."""
+    from mgdet.config import load_config
+    weights = str(tmp_path / "w.weights.h5")
+    exported["model"].save_weights(weights)
+    cfg = load_config(None, {"name": "tiny", "model": {"image_size": SIZE, "width": 0.25},
+                             "data": {"class_names": CLASSES}})
+    base = str(tmp_path / "saved_models")
+    save, other = tf.saved_model.save, []
+
+    def save_while_another_export_completes(*args, **kwargs):
+        if not other:
+            other.append(None)
+            other[0] = export.run_export(cfg, weights, base_dir=base)
+        return save(*args, **kwargs)
+    monkeypatch.setattr(tf.saved_model, "save", save_while_another_export_completes)
+    first = export.run_export(cfg, weights, base_dir=base)
+    assert sorted([first, other[0]]) == [os.path.join(base, "tiny", "1"),
+                                         os.path.join(base, "tiny", "2")]
+    assert sorted(os.listdir(os.path.join(base, "tiny"))) == ["1", "2"]
+    for path in (first, other[0]):
+        assert tf.saved_model.load(path).signatures["serving_default"] is not None
+
+
 def _plant_tmp_folders(parent):
     """Temporary folders as exports leave them: killed (owner pid gone), killed by an older
     version (no owner file, an hour old), running (owner: this process)."""
