@@ -187,10 +187,6 @@ def cmd_eval(args):
 
 def cmd_export(args):
     from mgdet.predict import resolve_weights
-    if args.weights is None and not args.untrained:
-        from mgdet.config import ConfigError
-        raise ConfigError("export: no --weights given: pass a run folder or its .weights.h5 "
-                          "(--untrained exports the random initialization, for tests only)")
     weights = resolve_weights(args.weights)
     cfg = _trained_config(args, weights)
     from mgdet.export import run_export
@@ -202,7 +198,14 @@ def cmd_export(args):
 
 
 def cmd_predict(args):
-    cfg = _config(args) if args.config else None
+    cfg = None
+    if args.config or args.set:  # --set alone applies over the run's config.json
+        from mgdet.predict import run_config_path
+        if not args.config and not (os.path.exists(args.model) and run_config_path(args.model)):
+            from mgdet.config import ConfigError
+            raise ConfigError(f"predict: --set needs a config: give --config, or a run folder "
+                              f"or weights file with config.json beside it (not {args.model!r})")
+        cfg = _trained_config(args, args.model)
     import_tensorflow(args.verbose)
     from mgdet.predict import predict_out_dir, run_predict
     out_dir = predict_out_dir(args.out_dir)
@@ -221,11 +224,18 @@ def cmd_show_assign(args):
 
 
 def cmd_convert_weights(args):
+    import pickle
+
     from mgdet.models.convert_weights import WeightsError, convert
     try:
         arch, count = convert(args.src, args.dst, args.arch)
     except WeightsError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) refused Python objects
+        print(f"error: {args.src!r} holds Python objects besides tensors, which mgdet does not "
+              "load (they can run code): use torchvision's published weights file, or its "
+              ".safetensors form", file=sys.stderr)
         sys.exit(2)
     print(f"wrote {args.dst}: {count} arrays of torchvision's {arch} (model.backbone: {arch}); "
           f"use it as model.weights")

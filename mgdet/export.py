@@ -424,6 +424,15 @@ def export_file_path(name, fmt, quantize=None, base_dir=DEFAULT_FILE_DIR):
     return os.path.join(base_dir, name, f"{name}-{kind}.tflite")
 
 
+def _check_weights(weights, untrained):
+    """Weights are required; ``untrained`` (and only it) allows none."""
+    if weights is None and not untrained:
+        raise ConfigError("export: no --weights given: pass a run folder or its .weights.h5 "
+                          "(--untrained exports the random initialization, for tests only)")
+    if weights is not None and untrained:
+        raise ConfigError("export: --untrained and --weights contradict each other: drop one")
+
+
 def run_export(config, weights, name=None, version=None, score_threshold=None, nms_iou=None,
                max_detections=None, base_dir=DEFAULT_BASE_DIR, format="saved_model",
                quantize=None, out=None, calibration_images=32, untrained=False):
@@ -456,11 +465,6 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
         raise ConfigError(f"export: --{'out' if out else 'version'} does not apply to --format "
                           f"{format} (--version numbers SavedModels, --out names ONNX / TFLite "
                           "files)")
-    if weights is None and not untrained:
-        raise ConfigError("export: no --weights given: pass a run folder or its .weights.h5 "
-                          "(--untrained exports the random initialization, for tests only)")
-    if weights is not None and untrained:
-        raise ConfigError("export: --untrained and --weights contradict each other: drop one")
     e = config.eval
     name = name or config.name
     check_name(name, "export: model name", f"{base_dir}/<name>")
@@ -474,6 +478,7 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
         if os.path.exists(path):
             raise FileExistsError(f"export: {path!r} already exists; give another --out or "
                                   "remove it")
+        _check_weights(weights, untrained)
         model, class_names = load_detector(config, weights)
         if format == "onnx":
             export_onnx(model, path, **settings)
@@ -490,6 +495,7 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
         raise ConfigError(f"export: --version must be a positive integer, got {version}")
     export_dir = os.path.join(base, str(int(version) if version else next_version(base)))
     _refuse_existing(export_dir)  # before loading anything
+    _check_weights(weights, untrained)
     model, class_names = load_detector(config, weights)
     return export_saved_model(model, export_dir, class_names, max_pixels=config.data.max_pixels,
                               next_free=version is None, trained=weights is not None,

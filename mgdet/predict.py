@@ -161,6 +161,11 @@ def _model_settings(config):
 def load_weights_file(model, weights, config):
     """``model.load_weights(weights)``; a file that does not load is one
     :class:`ModelFileError` naming it, the model settings it was tried with and the fix."""
+    if not weights.endswith((".h5", ".keras")):
+        raise ModelFileError(f"weights file {weights!r} is not a .weights.h5 file: give the "
+                             "final.weights.h5 (or the folder) of an `mgdet train` run; "
+                             "torchvision backbone weights go through `mgdet convert-weights` "
+                             "into model.weights")
     try:
         model.load_weights(weights)
     except OSError as err:  # h5py: not an HDF5 file, truncated

@@ -23,6 +23,8 @@ from mgdet.rundir import write_json
 from tests.test_train import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The run's model on top of any config: these tests are about what comes after the config.
+RUN_MODEL = ["--set", "model.image_size=64", "--set", "model.width=0.125"]
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +94,7 @@ def test_export_without_weights_is_refused_unless_untrained(tmp_path, capsys, mo
     monkeypatch.chdir(tmp_path)
     assert "--untrained" in _one_line_error(capsys, "export")
     assert not (tmp_path / "saved_models").exists()
-    code, out, _ = _main(capsys, "export", "--untrained", "--set", "model.width=0.125",
-                         "--set", "model.image_size=64", "--name", "probe")
+    code, out, _ = _main(capsys, "export", "--untrained", *RUN_MODEL, "--name", "probe")
     assert code == 0 and "untrained" in out
     loaded = tf.saved_model.load(str(tmp_path / "saved_models" / "probe" / "1"))
     assert bool(loaded.metadata()["trained"]) is False
@@ -113,7 +114,7 @@ def test_a_runs_config_json_loads_back_with_its_class_names(run):
 def test_onnx_without_the_extra_is_one_line_naming_it(run, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # `import tf2onnx` raises ImportError
-    line = _one_line_error(capsys, "export", "--weights", run, "--format", "onnx")
+    line = _one_line_error(capsys, "export", "--weights", run, "--format", "onnx", *RUN_MODEL)
     assert 'pip install "mgdet[onnx]"' in line
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     onnx_section = readme[readme.index("### ONNX and TFLite"):]
@@ -212,7 +213,27 @@ def test_bad_weight_files_are_one_line(run, tmp_path, capsys):
     pickle = tmp_path / "model.pth"
     pickle.write_bytes(b"\x80\x04\x95 not weights")
     line = _one_line_error(capsys, "eval", "--weights", pickle, "--config", "default")
-    assert "model.pth" in line and "weights_only" not in line
+    assert "model.pth" in line and "convert-weights" in line
+
+
+def test_an_unsafe_torch_file_is_one_line(tmp_path, capsys, monkeypatch):
+    """torch.load(weights_only=True) refuses a .pth holding Python objects (torch is not
+    installed here: a stand-in raises its error, message and all)."""
+    import pickle
+    import types
+    message = ("Weights only load failed. ... Re-running `torch.load` with `weights_only` set to "
+               "`False` will likely succeed, but it can result in arbitrary code execution.")
+
+    def load(*args, **kwargs):
+        raise pickle.UnpicklingError(message)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load))
+    src = tmp_path / "resnet18.pth"
+    src.write_bytes(b"\x80\x02 pickled code")
+    with pytest.raises(SystemExit) as exit_info:  # convert-weights' own exit
+        cli.main(["convert-weights", str(src), str(tmp_path / "out.npz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1, err
+    assert "resnet18.pth" in err[0] and "weights_only" not in err[0] and ".safetensors" in err[0]
 
 
 def test_a_keras_file_refused_by_safe_mode_is_one_line(tmp_path, capsys):
@@ -228,12 +249,13 @@ def test_a_keras_file_refused_by_safe_mode_is_one_line(tmp_path, capsys):
 def test_export_options_out_of_range_are_one_line(run, tmp_path, capsys, monkeypatch, option,
                                                   value):
     monkeypatch.chdir(tmp_path)
-    assert option in _one_line_error(capsys, "export", "--weights", run, option, value)
+    assert option in _one_line_error(capsys, "export", "--weights", run, option, value,
+                                     *RUN_MODEL)
 
 
 def test_names_too_long_for_the_file_system_are_one_line(run, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    line = _one_line_error(capsys, "export", "--weights", run, "--name", "a" * 300)
+    line = _one_line_error(capsys, "export", "--weights", run, "--name", "a" * 300, *RUN_MODEL)
     assert "model name" in line and "300 characters" in line
     line = _one_line_error(capsys, "train", "--set", f"name={'b' * 300}", "--set",
                            "train.epochs=1", "--set", "data.num_train=8", "--set",

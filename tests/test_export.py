@@ -133,7 +133,7 @@ def test_fresh_process_without_mgdet_gives_the_keras_detections(exported, tmp_pa
     assert info["mgdet_imported"] is False
     assert info["meta"] == {"image_size": SIZE, "num_classes": 3, "max_detections": 40,
                             "max_pixels": 40_000_000, "score_threshold": pytest.approx(0.05),
-                            "nms_iou": pytest.approx(0.45)}
+                            "nms_iou": pytest.approx(0.45), "trained": True}
     out = np.load(tmp_path / "out.npz", allow_pickle=True)
     assert list(out["signatures"]) == ["serving_bytes", "serving_default"]
     assert [n.decode() for n in out["class_names"]] == CLASSES
