@@ -31,10 +31,11 @@ def _config(args, extra=()):
     return cfg
 
 
-def _trained_config(args, weights):
-    """The config of a command on trained ``weights`` (eval, export, show-assign): ``--config``
-    when given, else the ``config.json`` of the run that wrote the weights, else the default;
-    ``--set`` applies on top. Prints which one is used."""
+def _trained_config(args, weights, stream=None):
+    """The config of a command on trained ``weights`` (eval, export, show-assign, predict):
+    ``--config`` when given, else the ``config.json`` of the run that wrote the weights, else
+    the default; ``--set`` applies on top. Prints which one is used (to ``stream``, default
+    stdout)."""
     from mgdet.predict import run_config_path
     run_config = run_config_path(weights) if weights else None
     if args.config is not None:
@@ -47,7 +48,7 @@ def _trained_config(args, weights):
                                                "weights")
     cfg = _config(args)
     changed = f", with --set {' '.join(args.set)}" if args.set else ""
-    print(f"config: {args.config} ({origin}{changed})", flush=True)
+    print(f"config: {args.config} ({origin}{changed})", file=stream or sys.stdout, flush=True)
     return cfg
 
 
@@ -205,7 +206,7 @@ def cmd_predict(args):
             from mgdet.config import ConfigError
             raise ConfigError(f"predict: --set needs a config: give --config, or a run folder "
                               f"or weights file with config.json beside it (not {args.model!r})")
-        cfg = _trained_config(args, args.model)
+        cfg = _trained_config(args, args.model, sys.stderr)  # stdout: JSON lines
     import_tensorflow(args.verbose)
     from mgdet.predict import predict_out_dir, run_predict
     out_dir = predict_out_dir(args.out_dir)

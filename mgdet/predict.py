@@ -65,7 +65,8 @@ def _config_beside(weights):
     if path is None:
         return None, None
     from mgdet.config import load_config
-    config = load_config(path)
+    # the run's weights hold the trained backbone: its ImageNet starting file is not needed
+    config = load_config(path, {"model": {"weights": None}})
     return config, list(config.class_names) or None
 
 

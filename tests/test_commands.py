@@ -77,6 +77,8 @@ def test_eval_uses_the_runs_config_and_set_overrides_it(run, tmp_path, capsys):
                          "--set", "data.num_eval=5", "--out", tmp_path / "f.json")
     assert code == 0 and "with --set data.num_eval=5" in out
     assert json.loads((tmp_path / "f.json").read_text())["num_images"] == 5
+    import mgdet
+    assert mgdet.evaluate(str(run))["num_images"] == 8  # the Python API reads it too
 
 
 def test_export_uses_the_runs_config_and_name(run, tmp_path, capsys, monkeypatch):
