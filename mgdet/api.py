@@ -40,20 +40,24 @@ def train(cfg, resume=False, out_dir=None, verbose="auto"):
     return run(cfg, resume=resume, verbose=verbose, out_dir=out_dir)
 
 
-def evaluate(model, cfg, per_class=False, progress=False):
+def evaluate(model, cfg=None, per_class=False, progress=False):
     """COCO metrics (``"AP"``, ``"AP50"``, ... fractions in [0, 1]) on ``cfg``'s eval split.
 
     Args:
       model: a detector (:func:`mgdet.build_model`), or a ``.weights.h5`` file / run folder.
-      cfg: the :class:`mgdet.config.Config` whose eval split is used.
+      cfg: the :class:`mgdet.config.Config` whose eval split is used; None for a weights file
+        or run folder: the run's own ``config.json``.
       per_class: add ``"per_class"`` (AP per class name).
     """
     from mgdet.evaluation import evaluate as run
     from mgdet.train import build_eval_dataset
     if isinstance(model, (str, os.PathLike)):
-        from mgdet.predict import resolve_weights
-        from mgdet.predict import load_detector
-        model, _ = load_detector(cfg, resolve_weights(os.fspath(model)))
+        from mgdet.predict import _config_beside, load_detector, resolve_weights
+        weights = resolve_weights(os.fspath(model))
+        cfg = cfg or _config_beside(weights)[0]
+        model, _ = load_detector(cfg, weights)
+    if cfg is None:
+        raise ValueError("evaluate: give cfg (the config whose eval split is used) with a model")
     dataset, ground_truth = build_eval_dataset(cfg)
     return run(model, dataset, ground_truth, per_class=per_class, progress=progress)
 

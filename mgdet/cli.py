@@ -5,8 +5,8 @@ Installed as the ``mgdet`` command (``python cli.py`` in a checkout is the same)
     mgdet train                                  # default config, embedded dataset
     mgdet train --config retinanet_resnet18_voc --strategy iou   # a shipped config by name
     mgdet train --config my.yaml --print-config  # the merged config (with its base: files)
-    mgdet eval --config default --weights runs/default     # its final.weights.h5
-    mgdet export --config default --weights runs/default/final.weights.h5
+    mgdet eval --weights runs/default             # its final.weights.h5 and config.json
+    mgdet export --weights runs/default/final.weights.h5
     mgdet predict --model saved_models/default images/
     mgdet show-assign --config default --images 4
     mgdet convert-weights resnet18-f37072fd.pth weights/resnet18_imagenet.npz
@@ -28,6 +28,27 @@ def _config(args, extra=()):
     cfg = load_config(args.config, overrides)
     if not getattr(args, "print_config", False):
         import_tensorflow(getattr(args, "verbose", 0))  # once the config is known to be good
+    return cfg
+
+
+def _trained_config(args, weights, stream=None):
+    """The config of a command on trained ``weights`` (eval, export, show-assign, predict):
+    ``--config`` when given, else the ``config.json`` of the run that wrote the weights, else
+    the default; ``--set`` applies on top. Prints which one is used (to ``stream``, default
+    stdout)."""
+    from mgdet.predict import run_config_path
+    run_config = run_config_path(weights) if weights else None
+    if args.config is not None:
+        origin = "--config" + (f"; {run_config} of the weights' run is not used"
+                               if run_config else "")
+    elif run_config:
+        args.config, origin = run_config, "the run that wrote the weights"
+    else:
+        args.config, origin = DEFAULT_CONFIG, ("no --config, and no config.json beside the "
+                                               "weights")
+    cfg = _config(args)
+    changed = f", with --set {' '.join(args.set)}" if args.set else ""
+    print(f"config: {args.config} ({origin}{changed})", file=stream or sys.stdout, flush=True)
     return cfg
 
 
@@ -79,8 +100,12 @@ def _stderr_fd_silenced():
 
 
 def _add_config_args(p, weights=False, weights_required=False):
-    p.add_argument("--config", default=DEFAULT_CONFIG,
-                   help="YAML file, or the name of a shipped config (default: %(default)s)")
+    if weights:
+        p.add_argument("--config", help="YAML file, or the name of a shipped config (default: "
+                       "the config.json of the weights' run, else default)")
+    else:
+        p.add_argument("--config", default=DEFAULT_CONFIG,
+                       help="YAML file, or the name of a shipped config (default: %(default)s)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     if weights:
@@ -132,11 +157,11 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    cfg = _config(args)
-    from mgdet.evaluation import evaluate, format_table
-    from mgdet.train import build_eval_dataset, json_safe
     from mgdet.predict import load_detector, resolve_weights
     weights = resolve_weights(args.weights)
+    cfg = _trained_config(args, weights)
+    from mgdet.evaluation import evaluate, format_table
+    from mgdet.train import build_eval_dataset, json_safe
     model, _ = load_detector(cfg, weights)
     eval_ds, gt_coco = build_eval_dataset(cfg)  # the training split is not needed
     metrics = evaluate(model, eval_ds, gt_coco, per_class=True, analysis=True)
@@ -162,40 +187,56 @@ def cmd_eval(args):
 
 
 def cmd_export(args):
-    cfg = _config(args)
-    from mgdet.export import run_export
     from mgdet.predict import resolve_weights
-    path = run_export(cfg, resolve_weights(args.weights), name=args.name, version=args.version,
+    weights = resolve_weights(args.weights)
+    cfg = _trained_config(args, weights)
+    from mgdet.export import run_export
+    path = run_export(cfg, weights, name=args.name, version=args.version,
                       score_threshold=args.score_threshold, nms_iou=args.nms_iou,
                       max_detections=args.max_detections, format=args.format,
-                      quantize=args.quantize, out=args.out)
-    print(f"exported {path}")
+                      quantize=args.quantize, out=args.out, untrained=args.untrained)
+    print(f"exported {path}" + (" (untrained: random weights)" if args.untrained else ""))
 
 
 def cmd_predict(args):
-    cfg = _config(args) if args.config else None
+    cfg = None
+    if args.config or args.set:  # --set alone applies over the run's config.json
+        from mgdet.predict import run_config_path
+        if not args.config and not (os.path.exists(args.model) and run_config_path(args.model)):
+            from mgdet.config import ConfigError
+            raise ConfigError(f"predict: --set needs a config: give --config, or a run folder "
+                              f"or weights file with config.json beside it (not {args.model!r})")
+        cfg = _trained_config(args, args.model, sys.stderr)  # stdout: JSON lines
     import_tensorflow(args.verbose)
-    from mgdet.predict import run_predict
-    results = run_predict(args.model, args.inputs, args.out_dir,
+    from mgdet.predict import predict_out_dir, run_predict
+    out_dir = predict_out_dir(args.out_dir)
+    results = run_predict(args.model, args.inputs, out_dir,
                           score_threshold=args.score_threshold, config=cfg)
-    print(f"wrote {len(results)} pictures and detections.json to {args.out_dir}")
+    print(f"wrote {len(results)} pictures and detections.json to {out_dir}")
 
 
 def cmd_show_assign(args):
-    cfg = _config(args)
-    from mgdet.viz import run_show_assign
     from mgdet.predict import resolve_weights
-    results = run_show_assign(cfg, resolve_weights(args.weights), num_images=args.images,
-                              out_dir=args.out_dir)
+    weights = resolve_weights(args.weights)
+    cfg = _trained_config(args, weights)
+    from mgdet.viz import run_show_assign
+    results = run_show_assign(cfg, weights, num_images=args.images, out_dir=args.out_dir)
     print(f"wrote {len(results)} pictures to {args.out_dir}")
 
 
 def cmd_convert_weights(args):
+    import pickle
+
     from mgdet.models.convert_weights import WeightsError, convert
     try:
         arch, count = convert(args.src, args.dst, args.arch)
     except WeightsError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) refused Python objects
+        print(f"error: {args.src!r} holds Python objects besides tensors, which mgdet does not "
+              "load (they can run code): use torchvision's published weights file, or its "
+              ".safetensors form", file=sys.stderr)
         sys.exit(2)
     print(f"wrote {args.dst}: {count} arrays of torchvision's {arch} (model.backbone: {arch}); "
           f"use it as model.weights")
@@ -253,13 +294,18 @@ def build_parser():
     p.add_argument("--nms-iou", type=float, help="NMS IoU threshold (default: eval.nms_iou)")
     p.add_argument("--max-detections", type=int,
                    help="detections per image (default: eval.max_detections)")
+    p.add_argument("--untrained", action="store_true",
+                   help="export without --weights: the random initialization, for testing a "
+                   "serving setup (recorded as trained: false in the metadata)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="detect objects in images with a SavedModel or weights")
-    p.add_argument("--model", required=True, help="saved_models/<name>[/<version>] or .keras file")
+    p.add_argument("--model", required=True, help="saved_models/<name>[/<version>], a run "
+                   "folder (its final.weights.h5), a .weights.h5 or a .keras file")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out-dir", default="runs/predict",
-                   help="folder of the PNGs and detections.json (default: %(default)s)")
+    p.add_argument("--out-dir", help="folder of the PNGs and detections.json (default: "
+                   "runs/predict, or the next free runs/predict-2, -3... when taken); not a "
+                   "folder of the input images")
     p.add_argument("--score-threshold", type=float, default=0.3,
                    help="drop detections below this score (default: %(default)s)")
     p.add_argument("--config", help="training config, for a .weights.h5 without config.json beside")

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
@@ -17,6 +18,7 @@ from typing import Optional, Tuple
 import yaml
 
 from mgdet.data import SOURCES as _SOURCE_TABLE
+from mgdet.data.common import DEFAULT_MAX_PIXELS
 
 ARCHS = ("fssd", "retinanet", "rfbnet")
 BACKBONES = ("vgg16", "resnet18")
@@ -87,7 +89,9 @@ class DataConfig:
     augment: str = field(default="ssd", metadata={"coerce": "augment"})
     max_expand: float = 4.0  # zoom-out: largest canvas / image ratio (1 disables zoom-out)
     cache: bool = False  # cache decoded images in memory
-    max_pixels: int = 40_000_000  # refuse larger images (decompression bombs): counted skip in training, error in serving
+    # refuse larger images (decompression bombs): counted skip in training, error in serving,
+    # skipped with a warning by predict
+    max_pixels: int = DEFAULT_MAX_PIXELS
     # fraction of the training images held out (seeded by data.seed) to pick best.weights.h5;
     # 0: no best selection (final weights only). The eval split never chooses a model.
     val_fraction: float = 0.0
@@ -140,6 +144,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # a trained run's class names, in label order: ``train`` writes them into the run's
+    # config.json, and a config loaded from it gives them back (eval / export / predict use
+    # them); empty for a config file (the dataset's names)
+    class_names: Tuple[str, ...] = ()
 
     @property
     def out_dir(self):
@@ -147,6 +155,17 @@ class Config:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 2, 4, 4
+_SHORT.maxstring = _SHORT.maxother = 40
+
+
+def shown(value):
+    """A short repr of a config value for error messages (at most ~100 characters and a few
+    nested levels: a YAML value built from aliases may expand to gigabytes)."""
+    return _SHORT.repr(value)
 
 
 def _coerce(value, hint, key):
@@ -161,32 +180,34 @@ def _coerce(value, hint, key):
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be a list, got {shown(value)}")
         return tuple(_coerce(v, args[0], key) for v in value)
     if hint is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be true or false, got {shown(value)}")
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, (int, str, float)):
-            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be an integer, got {shown(value)}")
         try:
             as_float = float(value)
         except ValueError:
-            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}") from None
+            raise ConfigError(f"config key '{key}' must be an integer, "
+                              f"got {shown(value)}") from None
         if not math.isfinite(as_float) or as_float != int(as_float):
-            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be an integer, got {shown(value)}")
         return int(as_float)
     if hint is float:
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"config key '{key}' must be a number, got {value!r}") from None
+            raise ConfigError(f"config key '{key}' must be a number, "
+                              f"got {shown(value)}") from None
     if hint is str:
         if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be a string, got {shown(value)}")
         return str(value)
     return value
 
@@ -195,7 +216,7 @@ def _build(cls, values, prefix):
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"config section '{prefix}' must be a mapping, got {values!r}")
+        raise ConfigError(f"config section '{prefix}' must be a mapping, got {shown(values)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -215,7 +236,7 @@ def _build(cls, values, prefix):
 
 def _check_choice(value, choices, key):
     if value not in choices:
-        raise ConfigError(f"config key '{key}' is {value!r}; use one of {', '.join(choices)}")
+        raise ConfigError(f"config key '{key}' is {shown(value)}; use one of {', '.join(choices)}")
 
 
 # Allowed range of every numeric field: key -> (low, high, low_open, high_open). A value must be
@@ -286,20 +307,30 @@ def _check_range(cfg, key):
     if not inside:
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ConfigError(f"config key '{key}' must be a finite number in {interval}, "
-                          f"got {value!r}")
+                          f"got {shown(value)}")
 
 
-# A run / model name: one folder name under runs/ and saved_models/.
+# A run / model name: one folder name under runs/ and saved_models/, short enough for every
+# file system (255 bytes a name) with room for the suffixes mgdet adds ("-2", ".tmp-..-xxxx").
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+MAX_NAME_LENGTH = 128
+
+
+def check_name(name, what="config 'name'", where="runs/<name> and saved_models/<name>"):
+    """Refuse a run / model ``name`` that is not one plain folder name of at most
+    :data:`MAX_NAME_LENGTH` characters (ConfigError naming ``what`` and the fix)."""
+    if not _NAME.match(name) or ".." in name:
+        raise ConfigError(f"{what} {shown(name)} must be a plain folder name (letters, digits, "
+                          f"'_', '-', '.', '+'; no '/' or '..'): it names {where}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(f"{what} is {len(name)} characters long: use at most "
+                          f"{MAX_NAME_LENGTH} (it names {where}; file systems allow 255 bytes)")
 
 
 def _check_paths(cfg):
     """``name`` must be one plain folder name; a relative ``train.out_dir`` must stay inside
     ``runs/`` (an absolute one is taken as given). An explicit ``--out-dir`` is not checked."""
-    if not _NAME.match(cfg.name) or ".." in cfg.name:
-        raise ConfigError(f"config 'name' {cfg.name!r} must be a plain folder name (letters, "
-                          "digits, '_', '-', '.', '+'; no '/' or '..'): it names runs/<name> and "
-                          "saved_models/<name>")
+    check_name(cfg.name)
     out = cfg.train.out_dir
     if out is not None and not os.path.isabs(out):
         parts = os.path.normpath(out).split(os.sep)
@@ -360,22 +391,62 @@ def validate(cfg):
     return cfg
 
 
+MAX_YAML_NODES = 100_000  # values a config document may hold once its aliases are expanded
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that refuses a document whose aliases (``*name``) expand to more than
+    :data:`MAX_YAML_NODES` values: a few hundred bytes of nested aliases (a "billion laughs"
+    file) otherwise become gigabytes as soon as anything prints or walks the value."""
+
+    def construct_document(self, node):
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise ConfigError(f"{self.what}: its YAML aliases (*name) expand to more than "
+                              f"{MAX_YAML_NODES} values; write the values out instead")
+        return super().construct_document(node)
+
+
+def _expanded_size(node, memo):
+    """Number of nodes of ``node`` with every alias expanded (shared nodes counted each time
+    they are used; computed once per node)."""
+    key = id(node)
+    if key not in memo:
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        memo[key] = 1 + sum(_expanded_size(child, memo) for child in children)
+    return memo[key]
+
+
+def safe_load(text, what):
+    """``yaml.safe_load(text)`` with aliases bounded (:class:`_BoundedLoader`) and nesting too
+    deep for the parser refused; ``what`` (e.g. ``"config file 'x.yaml'"``) starts the
+    ConfigError message."""
+    loader = _BoundedLoader(text)
+    loader.what = what
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise ConfigError(f"{what}: its YAML is nested too deeply; flatten it") from None
+    finally:
+        loader.dispose()
+
+
 def parse_overrides(overrides):
     """``["train.epochs=3", "assign.strategy=iou"]`` -> nested dict (values parsed as YAML)."""
     tree = {}
     for item in overrides or ():
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
+            raise ConfigError(f"override {shown(item)} must look like section.key=value")
         path, raw = item.split("=", 1)
         node = tree
         parts = path.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = safe_load(raw, f"override {shown(item)}")
         except yaml.YAMLError as err:
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
+            raise ConfigError(f"override {shown(item)}: the value is not valid YAML ({problem}); "
                               "quote strings, e.g. --set 'name=\"my run\"'") from None
     return tree
 
@@ -431,11 +502,17 @@ def resolve_config_path(path_or_name):
 
 
 def _read_yaml(path):
-    with open(path) as f:
-        try:
-            values = yaml.safe_load(f) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path!r} is not UTF-8 text (byte {data[err.start]:#04x} "
+                          f"at offset {err.start}): save it as UTF-8") from None
+    try:
+        values = safe_load(text, f"config file {path!r}") or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path!r} must hold a mapping of sections")
     return values

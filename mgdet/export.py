@@ -37,8 +37,11 @@ export time (``cli.py export --score-threshold --nms-iou --max-detections``).
 Versions follow TF Serving's layout ``saved_models/<name>/<version>/`` (integers; the next
 free one by default). A version folder is written under a temporary name and renamed when
 complete, so a Serving process polling the folder never loads a half-written export; the
-temporary folder of an export that was killed is removed by the next export beside it.
+temporary folder of an export that was killed is removed by the next export beside it. The
+rename claims the version: it fails when another export got there first, and the next free
+version is taken instead (two exports of one name at once get two versions).
 """
+import errno
 import json
 import os
 import shutil
@@ -50,12 +53,12 @@ import numpy as np
 import tensorflow as tf
 
 from mgdet import boxes as box_ops
-from mgdet.config import ConfigError
+from mgdet.config import ConfigError, check_name
+from mgdet.data.common import DEFAULT_MAX_PIXELS  # noqa: F401 - the one limit, re-exported
 from mgdet.data.exif import decode_oriented
 
 DEFAULT_BASE_DIR = "saved_models"
 LABELS_FILE = "labels.txt"
-DEFAULT_MAX_PIXELS = 40_000_000
 TMP_PREFIX = ".tmp-"
 OWNER_FILE = ".owner"  # "<host> <pid>" of the export writing a temporary folder
 
@@ -282,8 +285,39 @@ def _refuse_existing(export_dir):
                               "(default: the next free one) or remove it")
 
 
+def check_settings(score_threshold, nms_iou, max_detections, max_pixels=1):
+    """Refuse post-processing settings out of range: one ConfigError naming the option."""
+    for option, value, ok, allowed in (
+            ("--score-threshold", score_threshold, 0.0 <= score_threshold < 1.0, "[0, 1)"),
+            ("--nms-iou", nms_iou, 0.0 < nms_iou <= 1.0, "(0, 1]"),
+            ("--max-detections", max_detections, 1 <= max_detections <= 100_000,
+             "1 to 100000"),
+            ("max_pixels", max_pixels, 1 <= max_pixels, ">= 1")):
+        if not ok:
+            raise ConfigError(f"export: {option} must be in {allowed}, got {value}")
+
+
+def _claim(out, base, version=None):
+    """Rename the finished export ``out`` to ``base/<version>`` (None: the next free version)
+    and return that folder. ``rename`` fails when the target holds files, so two exports never
+    take one version: without ``version`` the later one takes the next number, with it a
+    FileExistsError is raised."""
+    while True:
+        target = os.path.join(base, str(next_version(base) if version is None else version))
+        try:
+            os.rename(out, target)
+            return target
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            if version is not None:
+                raise FileExistsError(f"export: {target!r} was written by another export "
+                                      "meanwhile; choose another --version") from None
+
+
 def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nms_iou=0.5,
-                       max_detections=300, overwrite=False, max_pixels=DEFAULT_MAX_PIXELS):
+                       max_detections=300, overwrite=False, max_pixels=DEFAULT_MAX_PIXELS,
+                       next_free=False, trained=True):
     """Write ``model`` as a SavedModel with the ``serving_default`` and ``serving_bytes``
     signatures (see the module docstring).
 
@@ -295,8 +329,11 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
       score_threshold, nms_iou, max_detections: post-processing baked into the export.
       overwrite: replace an existing ``export_dir`` (default: refuse).
       max_pixels: ``serving_bytes`` refuses larger images (read from the header).
+      next_free: ``export_dir`` is ``<base>/<version>``: when another export takes that version
+        first, take the next free one (the folder actually written is returned).
+      trained: recorded in ``metadata()``; False for an export of untrained weights.
     Returns:
-      ``export_dir``.
+      ``export_dir`` (with ``next_free``, the version folder written).
     Raises:
       FileExistsError: ``export_dir`` exists and ``overwrite`` is False.
       ValueError: the class names do not match the model's classes, or a bad setting.
@@ -308,11 +345,7 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
                          "class names were given")
     if any("\n" in n or not n.strip() for n in class_names):
         raise ValueError("export: class names must be non-empty single-line strings")
-    if not 0.0 <= score_threshold < 1.0 or not 0.0 < nms_iou <= 1.0 or int(max_detections) < 1 \
-            or int(max_pixels) < 1:
-        raise ValueError("export: need score_threshold in [0, 1), nms_iou in (0, 1], "
-                         "max_detections >= 1 and max_pixels >= 1, got "
-                         f"{score_threshold}, {nms_iou}, {max_detections}, {max_pixels}")
+    check_settings(score_threshold, nms_iou, int(max_detections), int(max_pixels))
     export_dir = os.path.normpath(export_dir)
     if not overwrite:
         _refuse_existing(export_dir)
@@ -330,7 +363,8 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
             f.write("\n".join(class_names) + "\n")
         settings = {"image_size": size, "num_classes": len(class_names),
                     "score_threshold": float(score_threshold), "nms_iou": float(nms_iou),
-                    "max_detections": int(max_detections), "max_pixels": int(max_pixels)}
+                    "max_detections": int(max_detections), "max_pixels": int(max_pixels),
+                    "trained": bool(trained)}
         module = _DetectorServing(model, labels_src, size,
                                   _detect_fn(model, float(score_threshold), float(nms_iou),
                                              int(max_detections)), settings, int(max_pixels))
@@ -344,9 +378,10 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
         with open(os.path.join(extra, "mgdet_export.json"), "w") as f:
             json.dump({**settings, "class_names": class_names,
                        "arch": type(model).__name__}, f, indent=1)
-        if os.path.exists(export_dir):
+        if overwrite and os.path.exists(export_dir):
             shutil.rmtree(export_dir)
-        os.replace(out, export_dir)
+        base, version = os.path.split(export_dir)
+        export_dir = _claim(out, base, None if next_free else version)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return export_dir
@@ -356,9 +391,13 @@ EXPORT_FORMATS = ("saved_model", "onnx", "tflite")
 DEFAULT_FILE_DIR = "exports"  # ONNX / TFLite files: exports/<name>/<name>[-<quantize>].<ext>
 
 
+ONNX_EXTRA = 'pip install "mgdet[onnx]"'  # tf2onnx and onnxruntime
+
+
 def check_format(fmt, quantize):
-    """Refuse a format / quantization pair that does not exist (one line, before any work):
-    ``quantize`` (None = "none") applies to ``tflite`` only."""
+    """Refuse a format / quantization pair that does not exist, or ``onnx`` without tf2onnx
+    installed (one line, before any work): ``quantize`` (None = "none") applies to ``tflite``
+    only."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"export: --format must be one of {', '.join(EXPORT_FORMATS)}, got "
                           f"{fmt!r}")
@@ -368,6 +407,12 @@ def check_format(fmt, quantize):
     if fmt != "tflite" and quantize not in (None, "none"):
         raise ConfigError(f"export: --quantize {quantize} applies to --format tflite only "
                           f"(--format {fmt} is float32); drop --quantize or use --format tflite")
+    if fmt == "onnx":
+        try:
+            import tf2onnx  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"export: --format onnx needs tf2onnx, not installed: "
+                              f"{ONNX_EXTRA}") from None
 
 
 def export_file_path(name, fmt, quantize=None, base_dir=DEFAULT_FILE_DIR):
@@ -379,17 +424,27 @@ def export_file_path(name, fmt, quantize=None, base_dir=DEFAULT_FILE_DIR):
     return os.path.join(base_dir, name, f"{name}-{kind}.tflite")
 
 
+def _check_weights(weights, untrained):
+    """Weights are required; ``untrained`` (and only it) allows none."""
+    if weights is None and not untrained:
+        raise ConfigError("export: no --weights given: pass a run folder or its .weights.h5 "
+                          "(--untrained exports the random initialization, for tests only)")
+    if weights is not None and untrained:
+        raise ConfigError("export: --untrained and --weights contradict each other: drop one")
+
+
 def run_export(config, weights, name=None, version=None, score_threshold=None, nms_iou=None,
                max_detections=None, base_dir=DEFAULT_BASE_DIR, format="saved_model",
-               quantize=None, out=None, calibration_images=32):
+               quantize=None, out=None, calibration_images=32, untrained=False):
     """``cli.py export``: build ``config``'s detector, load ``weights``, export it to
     ``<base_dir>/<name>/<version>/``.
 
     Args:
       config: :class:`mgdet.config.Config`.
-      weights: ``.weights.h5`` file (None: the initialization, e.g. to test serving).
+      weights: ``.weights.h5`` file; None only with ``untrained`` (the initialization, e.g. to
+        test serving; recorded as ``trained: false`` in the SavedModel's metadata).
       name: model name (default ``config.name``).
-      version: integer version (default: the next free one).
+      version: integer version (default: the next free one, claimed atomically).
         An existing version is refused (``FileExistsError``).
       score_threshold, nms_iou, max_detections: default ``config.eval``'s.
       base_dir: the models folder.
@@ -398,8 +453,11 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
       quantize: TFLite only: ``none`` / ``float16`` / ``int8`` (calibrated on
         ``calibration_images`` images of the config's training split).
       out: the ONNX / TFLite file (default :func:`export_file_path`; an existing one is refused).
+      untrained: allow ``weights=None``.
     Returns:
       the version folder or file written. A file export writes ``labels.txt`` beside it.
+    Raises:
+      ConfigError: a bad option (before anything is loaded).
     """
     from mgdet.predict import load_detector
     check_format(format, quantize)
@@ -409,18 +467,18 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
                           "files)")
     e = config.eval
     name = name or config.name
-    if name != os.path.basename(name) or name in (".", "..") or name.startswith(TMP_PREFIX):
-        raise ConfigError(f"export: model name {name!r} must be a plain folder name (no '/' or "
-                          f"'..'): it names {base_dir}/<name>")
+    check_name(name, "export: model name", f"{base_dir}/<name>")
     settings = dict(
         score_threshold=e.score_threshold if score_threshold is None else score_threshold,
         nms_iou=e.nms_iou if nms_iou is None else nms_iou,
         max_detections=e.max_detections if max_detections is None else max_detections)
+    check_settings(**settings)
     if format != "saved_model":
         path = out or export_file_path(name, format, quantize)
         if os.path.exists(path):
             raise FileExistsError(f"export: {path!r} already exists; give another --out or "
                                   "remove it")
+        _check_weights(weights, untrained)
         model, class_names = load_detector(config, weights)
         if format == "onnx":
             export_onnx(model, path, **settings)
@@ -433,14 +491,14 @@ def run_export(config, weights, name=None, version=None, score_threshold=None, n
             f.write("\n".join(class_names) + "\n")
         return path
     base = os.path.join(base_dir, name)
-    if version is None:
-        version = next_version(base)
-    elif int(version) < 1:
+    if version is not None and int(version) < 1:
         raise ConfigError(f"export: --version must be a positive integer, got {version}")
-    export_dir = os.path.join(base, str(int(version)))
+    export_dir = os.path.join(base, str(int(version) if version else next_version(base)))
     _refuse_existing(export_dir)  # before loading anything
+    _check_weights(weights, untrained)
     model, class_names = load_detector(config, weights)
     return export_saved_model(model, export_dir, class_names, max_pixels=config.data.max_pixels,
+                              next_free=version is None, trained=weights is not None,
                               **settings)
 
 
@@ -464,7 +522,7 @@ def _numeric_serving_fn(model, score_threshold, nms_iou, max_detections):
 
 
 def export_onnx(model, path, score_threshold=0.005, nms_iou=0.5, max_detections=300, opset=17):
-    """ONNX export through tf2onnx (``pip install tf2onnx onnxruntime``).
+    """ONNX export through tf2onnx (``pip install "mgdet[onnx]"``).
 
     Input ``images`` uint8 ``[batch, height, width, 3]`` (resized inside); outputs
     ``detection_boxes`` / ``detection_scores`` / ``detection_classes`` (int32, 0-based) /
@@ -474,7 +532,7 @@ def export_onnx(model, path, score_threshold=0.005, nms_iou=0.5, max_detections=
     try:
         import tf2onnx
     except ImportError as err:
-        raise ImportError("ONNX export needs tf2onnx: pip install tf2onnx onnxruntime") from err
+        raise ImportError(f"ONNX export needs tf2onnx: {ONNX_EXTRA}") from err
     _build(model)
     fn = _numeric_serving_fn(model, float(score_threshold), float(nms_iou), int(max_detections))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

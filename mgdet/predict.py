@@ -12,6 +12,9 @@ import sys
 
 import numpy as np
 
+from mgdet.config import ConfigError
+from mgdet.data.common import DEFAULT_MAX_PIXELS, probe_image
+
 log = logging.getLogger("mgdet.predict")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -39,19 +42,32 @@ def resolve_saved_model(path):
                             "integer version folder (saved_models/<name>/<version>/)")
 
 
+RUN_CONFIG = "config.json"  # what ``train`` writes into its run folder beside the weights
+
+
+class ModelFileError(ConfigError):
+    """A weights or model file that cannot be loaded (not a weights file, truncated, another
+    architecture, refused by Keras' safe mode); the message names the file and the fix."""
+
+
+def run_config_path(weights):
+    """The ``config.json`` of the training run that wrote ``weights`` (a run folder or a file in
+    it), or None when there is none."""
+    folder = weights if os.path.isdir(weights) else os.path.dirname(os.path.abspath(weights))
+    path = os.path.join(folder, RUN_CONFIG)
+    return path if os.path.isfile(path) else None
+
+
 def _config_beside(weights):
     """The training run's ``config.json`` next to a weights file (``cli.py train`` writes one),
     as ``(Config, class_names or None)``; ``(None, None)`` when there is none."""
-    path = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json")
-    if not os.path.isfile(path):
+    path = run_config_path(weights)
+    if path is None:
         return None, None
-    from mgdet.config import config_from_dict
-    with open(path) as f:
-        values = json.load(f)
-    names = values.pop("class_names", None)
+    from mgdet.config import load_config
     # the run's weights hold the trained backbone: its ImageNet starting file is not needed
-    values.get("model", {})["weights"] = None
-    return config_from_dict(values), names
+    config = load_config(path, {"model": {"weights": None}})
+    return config, list(config.class_names) or None
 
 
 def resolve_weights(path):
@@ -77,8 +93,11 @@ def resolve_weights(path):
 
 
 def class_names_of(config, weights=None):
-    """Class names of a config's dataset: the run's ``config.json`` beside ``weights``, else
-    ``data.class_names``, else the dataset's own (``mgdet.data``)."""
+    """Class names of a config's dataset: the config's own (a run's ``config.json``), the run's
+    ``config.json`` beside ``weights``, else ``data.class_names``, else the dataset's own
+    (``mgdet.data``)."""
+    if config.class_names:
+        return list(config.class_names)
     if weights:
         _, names = _config_beside(weights)
         if names:
@@ -130,8 +149,60 @@ def load_detector(config=None, weights=None, class_names=None, **eval_overrides)
     if weights:
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"weights file {weights!r} not found")
-        model.load_weights(weights)
+        load_weights_file(model, weights, config)
     return model, class_names
+
+
+def _model_settings(config):
+    m = config.model
+    return (f"model.arch={m.arch} model.backbone={m.backbone} model.width={m.width} "
+            f"model.image_size={m.image_size}")
+
+
+def load_weights_file(model, weights, config):
+    """``model.load_weights(weights)``; a file that does not load is one
+    :class:`ModelFileError` naming it, the model settings it was tried with and the fix."""
+    if not weights.endswith((".h5", ".keras")):
+        raise ModelFileError(f"weights file {weights!r} is not a .weights.h5 file: give the "
+                             "final.weights.h5 (or the folder) of an `mgdet train` run; "
+                             "torchvision backbone weights go through `mgdet convert-weights` "
+                             "into model.weights")
+    try:
+        model.load_weights(weights)
+    except OSError as err:  # h5py: not an HDF5 file, truncated
+        raise ModelFileError(f"weights file {weights!r} is not a readable .weights.h5 file "
+                             f"({_first_line(err)}): give the final.weights.h5 (or the folder) of "
+                             "a finished `mgdet train` run") from None
+    except ValueError as err:
+        raise ModelFileError(
+            f"weights file {weights!r} does not fit the model built from the config "
+            f"({_model_settings(config)}, {model.num_classes} classes): {_first_line(err)}; "
+            "pass the run folder (its config.json is used) or the --config the weights were "
+            "trained with") from None
+
+
+def _first_line(err, limit=160):
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def load_keras_file(path):
+    """An mgdet detector saved with ``model.save(".keras")``, loaded in Keras' safe mode; any
+    failure is one :class:`ModelFileError` naming the file and the fix."""
+    import keras
+
+    import mgdet.models  # noqa: F401  (registers the detector classes)
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001 - zip, JSON, unknown class, safe mode: one line
+        if "safe_mode" in str(err) or "unsafe" in str(err):
+            raise ModelFileError(f"model file {path!r} holds Python code (a Lambda layer or "
+                                 "function) that Keras' safe mode refuses to run: mgdet loads "
+                                 ".keras files of its own detectors only; save the detector "
+                                 "with model.save() or pass its .weights.h5") from None
+        raise ModelFileError(f"model file {path!r} is not a .keras file of an mgdet detector "
+                             f"({_first_line(err)}): give a detector saved with model.save(), "
+                             "a SavedModel folder, or a run folder") from None
 
 
 class _SavedModelRunner:
@@ -163,11 +234,9 @@ def _saved_model_class_names(loaded, path):
 
 class _KerasRunner:
     def __init__(self, path, config=None, model=None):
-        import keras
         if model is not None or path.endswith(".keras"):
             if model is None:
-                import mgdet.models  # noqa: F401  (registers the detector classes)
-                model = keras.saving.load_model(path, compile=False)
+                model = load_keras_file(path)
             self.model = model
             names = getattr(model, "class_names", None)  # saved with the model, if given
             self.class_names = list(names) if names else None
@@ -192,14 +261,24 @@ def model_runner(model):
 
 def load_runner(model_path, config=None):
     """A callable ``uint8 [H, W, 3] -> (boxes xyxy normalized [K, 4], scores [K], classes [K])``
-    with a ``class_names`` attribute, for a SavedModel folder, a ``.keras`` file or a weights
-    file."""
+    with a ``class_names`` attribute, for a SavedModel folder, a training run folder (its
+    ``final.weights.h5`` and ``config.json``), a ``.keras`` file or a weights file."""
     if os.path.isdir(model_path):
+        if run_config_path(model_path) and not _has_saved_model(model_path):
+            return _KerasRunner(resolve_weights(model_path), config)
         return _SavedModelRunner(model_path)
     if os.path.isfile(model_path):
         return _KerasRunner(model_path, config)
     raise FileNotFoundError(f"model {model_path!r} not found: give saved_models/<name>"
-                            "[/<version>], a .keras file or a .weights.h5 file")
+                            "[/<version>], a run folder, a .keras file or a .weights.h5 file")
+
+
+def _has_saved_model(path):
+    try:
+        resolve_saved_model(path)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,11 +305,20 @@ def list_images(inputs):
     return files
 
 
-def _read_image(path):
-    """uint8 [H, W, 3] of an image file as displayed (EXIF orientation applied)."""
+class ImageTooLarge(ValueError):
+    """An image whose header gives more pixels than ``data.max_pixels`` (not decoded)."""
+
+
+def _read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """uint8 [H, W, 3] of an image file as displayed (EXIF orientation applied). An image whose
+    header gives more than ``max_pixels`` pixels (``data.max_pixels``, as training and serving
+    refuse them) raises :class:`ImageTooLarge` before anything is decoded."""
     import tensorflow as tf
 
     from mgdet.data.exif import decode_oriented
+    kind, info = probe_image(path, max_pixels)
+    if kind == "too_large":
+        raise ImageTooLarge(f"image {path!r} is too large to decode ({info}; data.max_pixels)")
     return decode_oriented(tf.io.read_file(path)).numpy()
 
 
@@ -238,8 +326,40 @@ def _read_image(path):
 # The command
 # --------------------------------------------------------------------------------------------
 
-def run_predict(model_path, inputs, out_dir, score_threshold=0.3, class_names=None, config=None,
-                print_json=True, progress=True):
+PREDICT_RUNS = "predict"  # default output: runs/predict, then runs/predict-2, -3, ...
+
+
+def predict_out_dir(out_dir=None):
+    """``out_dir`` as given, or the next free ``runs/predict``, ``runs/predict-2``, ... (the
+    numbering of training runs, :func:`mgdet.rundir.resolve_run_dir`)."""
+    if out_dir:
+        return out_dir
+    from mgdet.rundir import resolve_run_dir
+    return resolve_run_dir(PREDICT_RUNS, log=lambda message: None)
+
+
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_out_dir(out_dir, inputs, files):
+    """Refuse an ``out_dir`` that would overwrite or mix with the input images: equal to or
+    inside an input folder, or the folder of an input image (ConfigError naming both)."""
+    for item in inputs:
+        if os.path.isdir(item) and _inside(out_dir, item):
+            raise ConfigError(f"predict: --out-dir {out_dir!r} is inside the input folder "
+                              f"{item!r}: its pictures would overwrite or join the images; "
+                              "choose an --out-dir outside it")
+    out = os.path.realpath(out_dir)
+    for path in files:
+        if os.path.dirname(os.path.realpath(path)) == out:
+            raise ConfigError(f"predict: --out-dir {out_dir!r} holds the input image {path!r}, "
+                              "which its pictures could overwrite; choose another --out-dir")
+
+
+def run_predict(model_path, inputs, out_dir=None, score_threshold=0.3, class_names=None,
+                config=None, print_json=True, progress=True):
     """Detect objects in images; print JSON lines and write annotated PNGs.
 
     Args:
@@ -247,7 +367,9 @@ def run_predict(model_path, inputs, out_dir, score_threshold=0.3, class_names=No
         a ``.keras`` file, or a ``.weights.h5`` file (its run's ``config.json`` beside it, or
         ``config``).
       inputs: image files and / or folders.
-      out_dir: where ``<stem>.png`` pictures and ``detections.json`` go.
+      out_dir: where ``<stem>.png`` pictures and ``detections.json`` go (default: the next
+        free ``runs/predict[-N]``, :func:`predict_out_dir`); a folder holding or inside the
+        inputs is refused.
       score_threshold: detections below it are dropped.
       class_names: override the model's class names.
       config: training config for a bare weights file.
@@ -256,7 +378,8 @@ def run_predict(model_path, inputs, out_dir, score_threshold=0.3, class_names=No
     Returns:
       list of ``{"image": path, "width", "height", "output": png path, "detections": [{"box":
       [xmin, ymin, xmax, ymax] pixels, "box_normalized": [...], "score", "class_id",
-      "class_name"}]}``, one per readable image (unreadable ones are skipped with a warning).
+      "class_name"}]}``, one per readable image (unreadable ones, and images larger than
+      ``data.max_pixels`` by their header, are skipped with a warning).
     """
     from tqdm.auto import tqdm
 
@@ -265,16 +388,21 @@ def run_predict(model_path, inputs, out_dir, score_threshold=0.3, class_names=No
     if not files:
         raise FileNotFoundError(f"no images found in {list(inputs)} "
                                 f"(extensions {IMAGE_EXTENSIONS})")
+    out_dir = predict_out_dir(out_dir)
+    check_out_dir(out_dir, inputs, files)
     runner = load_runner(model_path, config)
     names = list(class_names) if class_names else runner.class_names
+    max_pixels = config.data.max_pixels if config is not None else DEFAULT_MAX_PIXELS
     os.makedirs(out_dir, exist_ok=True)
     results, skipped, used = [], [], set()
     for path in tqdm(files, desc="predict", unit="image", disable=not progress, file=sys.stderr):
         try:
-            image = _read_image(path)
+            image = _read_image(path, max_pixels)
         except Exception as err:  # noqa: BLE001 - any undecodable file is skipped and reported
             skipped.append(path)
-            log.warning("skipping %s: not a readable image (%s)", path, str(err).splitlines()[0])
+            reason = err if isinstance(err, ImageTooLarge) else \
+                f"not a readable image ({_first_line(err)})"
+            log.warning("skipping %s: %s", path, reason)
             continue
         boxes, scores, classes = runner(image)
         keep = scores >= score_threshold

@@ -133,7 +133,7 @@ def test_fresh_process_without_mgdet_gives_the_keras_detections(exported, tmp_pa
     assert info["mgdet_imported"] is False
     assert info["meta"] == {"image_size": SIZE, "num_classes": 3, "max_detections": 40,
                             "max_pixels": 40_000_000, "score_threshold": pytest.approx(0.05),
-                            "nms_iou": pytest.approx(0.45)}
+                            "nms_iou": pytest.approx(0.45), "trained": True}
     out = np.load(tmp_path / "out.npz", allow_pickle=True)
     assert list(out["signatures"]) == ["serving_bytes", "serving_default"]
     assert [n.decode() for n in out["class_names"]] == CLASSES
@@ -306,6 +306,31 @@ def test_run_export_loads_weights_and_overrides_settings(exported, tmp_path):
         images=tf.constant(images)).items()}
     _assert_same(out, _keras_detect(model, images))  # the weights were loaded
     assert int(loaded.metadata()["max_pixels"]) == 1234567
+
+
+def test_two_exports_of_one_name_at_once_get_two_versions(exported, tmp_path, monkeypatch):
+    """While one export writes, another of the same name completes (as two processes at once):
+    both read the next free version before either finished. Each must keep its own."""
+    from mgdet.config import load_config
+    weights = str(tmp_path / "w.weights.h5")
+    exported["model"].save_weights(weights)
+    cfg = load_config(None, {"name": "tiny", "model": {"image_size": SIZE, "width": 0.25},
+                             "data": {"class_names": CLASSES}})
+    base = str(tmp_path / "saved_models")
+    save, other = tf.saved_model.save, []
+
+    def save_while_another_export_completes(*args, **kwargs):
+        if not other:
+            other.append(None)
+            other[0] = export.run_export(cfg, weights, base_dir=base)
+        return save(*args, **kwargs)
+    monkeypatch.setattr(tf.saved_model, "save", save_while_another_export_completes)
+    first = export.run_export(cfg, weights, base_dir=base)
+    assert sorted([first, other[0]]) == [os.path.join(base, "tiny", "1"),
+                                         os.path.join(base, "tiny", "2")]
+    assert sorted(os.listdir(os.path.join(base, "tiny"))) == ["1", "2"]
+    for path in (first, other[0]):
+        assert tf.saved_model.load(path).signatures["serving_default"] is not None
 
 
 def _plant_tmp_folders(parent):

@@ -75,6 +75,26 @@ def test_a_different_backbone_or_a_missing_run_is_one_clear_error(tmp_path):
         check_files(replace(cfg, model={"init_from": str(tmp_path / "nowhere")}))
 
 
+def test_a_width_mismatch_names_the_settings_that_fix_it(tmp_path, capsys):
+    """The README's fine-tune line on a run of another width: one line naming the trained
+    model's settings as --set overrides."""
+    import cli
+    _trained_run(tmp_path / "run", replace(tiny_config(tmp_path), model={"width": 0.25}),
+                 ("a", "b", "c"), seed=6)
+    code = cli.main(["train", "--set", "model.image_size=64", "--set", "model.width=0.125",
+                     "--set", "data.num_train=8", "--set", "train.batch_size=8",
+                     "--set", f"train.out_dir={tmp_path / 'ft'}",
+                     "--set", f"model.init_from={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "width 0.25" in err[0] and "width 0.125" in err[0]
+    assert "--set model.width=0.25" in err[0] and "model.backbone" not in err[0]
+    with pytest.raises(ConfigError, match="--set model.arch=fssd"):
+        init_from(build_model(replace(tiny_config(tmp_path), model={"arch": "retinanet",
+                                                                     "width": 0.25}),
+                              num_classes=3), str(tmp_path / "run"))
+
+
 def test_train_starts_from_the_trained_run(tmp_path, capsys):
     """A run on new classes with a vanishing learning rate ends with the
     source's backbone: the weights came from init_from, not from a fresh initialization."""
@@ -85,6 +105,10 @@ def test_train_starts_from_the_trained_run(tmp_path, capsys):
                       f"model.init_from={tmp_path / 'src'}")  # the synthetic data: 7 classes
     train(cfg, verbose=0)
     assert "class head re-initialized for 7 classes" in capsys.readouterr().out
+    from mgdet.config import load_config
+    from mgdet.data.synthetic import CLASS_NAMES
+    written = load_config(str(tmp_path / "ft" / "config.json"))  # what a run writes loads back
+    assert written.class_names == CLASS_NAMES and written.model.init_from == str(tmp_path / "src")
     tuned = build_model(replace(cfg, model={"init_from": None}), num_classes=7)
     tuned.load_weights(str(tmp_path / "ft" / "final.weights.h5"))
     kernels = [(a, b) for a, b in zip(tuned.backbone.weights, source.backbone.weights)

@@ -7,7 +7,8 @@
 Every weight is copied (backbone, neck, box regression head) except the classification head when
 the numbers of classes differ: that head keeps its fresh initialization (N(0, 0.01), bias at the
 0.01 prior), as when training a new detector on new classes. The architecture, backbone, width
-and number of pyramid levels must match; a mismatch is one error naming both.
+and number of pyramid levels must match; a mismatch is one error naming both and the
+``--set model.<key>=<value>`` overrides that build the trained architecture.
 """
 import os
 
@@ -17,12 +18,9 @@ from mgdet.config import ConfigError
 def load_source_detector(path):
     """The trained detector at ``path``: a run folder (its ``final.weights.h5``), a
     ``.weights.h5`` file with its run's ``config.json`` beside it, or a ``.keras`` file."""
+    from mgdet.predict import load_detector, load_keras_file, resolve_weights
     if os.path.isfile(path) and path.endswith(".keras"):
-        import keras
-
-        import mgdet.models  # noqa: F401  (registers the detector classes)
-        return keras.saving.load_model(path, compile=False)
-    from mgdet.predict import load_detector, resolve_weights
+        return load_keras_file(path)
     try:
         weights = resolve_weights(path)
         return load_detector(None, weights)[0]
@@ -32,21 +30,37 @@ def load_source_detector(path):
 
 def _describe(model):
     return (f"{type(model).__name__} {model.backbone_name} width {model.width} with "
-            f"{model.num_levels} levels")
+            f"{model.num_levels} levels (image size {model.image_size})")
+
+
+def mismatch(source, model):
+    """The ``--set`` overrides that make ``model``'s config build ``source``'s architecture
+    (``["model.width=1.0", ...]``); empty when the weights fit."""
+    fixes = []
+    if type(source) is not type(model):
+        fixes.append(f"model.arch={type(source).__name__.lower()}")
+    if source.backbone_name != model.backbone_name:
+        fixes.append(f"model.backbone={source.backbone_name}")
+    if source.width != model.width:
+        fixes.append(f"model.width={source.width:g}")
+    if source.num_levels != model.num_levels:
+        fixes.append(f"model.image_size={source.image_size}")
+    return fixes
 
 
 def init_from(model, source):
     """Copy the weights of ``source`` (a detector, or a path for :func:`load_source_detector`)
     into ``model`` (built). Returns the names of the weights left at their initialization
     (the classification head's when the class counts differ, else none)."""
-    if isinstance(source, (str, os.PathLike)):
+    where = f" {os.fspath(source)!r}" if isinstance(source, (str, os.PathLike)) else ""
+    if where:
         source = load_source_detector(os.fspath(source))
-    same = (type(source) is type(model) and source.backbone_name == model.backbone_name
-            and source.width == model.width and source.num_levels == model.num_levels)
-    if not same:
-        raise ConfigError(f"model.init_from: the trained detector is a {_describe(source)}, the "
-                          f"config builds a {_describe(model)}: they must match (only the number "
-                          "of classes and the image size may differ)")
+    fixes = mismatch(source, model)
+    if fixes:
+        raise ConfigError(f"model.init_from{where}: the trained detector is a {_describe(source)}, "
+                          f"the config builds a {_describe(model)}: they must match (only the "
+                          f"number of classes and the image size may differ); build the same "
+                          f"model with --set {' --set '.join(fixes)}")
     for part in ("backbone", "neck"):
         getattr(model, part).set_weights(getattr(source, part).get_weights())
     kept_init = []
