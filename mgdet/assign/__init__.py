@@ -142,7 +142,8 @@ def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, p
     if strategy == "tal":
         return Assignment(*tal_labels(anchors, gt_boxes, gt_labels, gt_valid,
                                       tf.cast(pred_deltas, tf.float32),
-                                      tf.cast(pred_logits, tf.float32), int(tal_topk),
+                                      tf.cast(pred_logits, tf.float32),
+                                      int(anchors.shape[0]), int(tal_topk),
                                       float(tal_alpha), float(tal_beta)))
     l2c, c2l = strategy in _L2C_CLS, strategy in _C2L_REG
     # Three XLA clusters and TF kernels between them:

@@ -98,7 +98,7 @@ def atss_labels(anchors, gt_boxes, gt_labels, gt_valid, sizes, topk):
       sizes: Python tuple, anchors per level (:func:`level_sizes`), in anchor order.
       topk: cells per level (``topk * 6`` anchors per level are candidates).
     """
-    n = anchors.shape[0]
+    n = sum(sizes)
     iou = box_ops.iou(gt_boxes, anchors)  # [B, M, N]
     distance = _centre_distance2(anchors, gt_boxes)
     candidates, start = [], 0
@@ -120,15 +120,14 @@ def atss_labels(anchors, gt_boxes, gt_labels, gt_valid, sizes, topk):
 
 
 @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
-def tal_labels(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_logits, topk, alpha,
+def tal_labels(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_logits, n, topk, alpha,
                beta):
     """TOOD's task-aligned assignment: ``(cls_labels, cls_gt_index, reg_positive, reg_gt_index,
     cls_target)`` ``[B, N]``; ``cls_target`` float32 is ``t_hat`` at positives, 0 elsewhere.
 
     Ranking and the soft target run on ``log t = alpha log s + beta log u`` (no underflow of
-    ``u^6``); ``t > 0`` iff ``u > 0`` (``beta > 0``).
+    ``u^6``); ``t > 0`` iff ``u > 0`` (``beta > 0``). ``n``: the number of anchors (Python int).
     """
-    n = anchors.shape[0]
     u = mask_invalid(regressed_iou(gt_boxes, anchors, pred_deltas), gt_valid)  # [B, M, N]
     log_s = tf.math.log_sigmoid(class_logits(gt_labels, pred_logits))
     eligible = centre_inside(anchors, gt_boxes) & (u > 0.0)
