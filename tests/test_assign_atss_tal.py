@@ -351,6 +351,16 @@ def test_topk_ties_go_to_the_lower_anchor_index():
     assert positive[0] in _cell_anchors(64, 0, 3, 3) and positive[1] in _cell_anchors(64, 0, 3, 4)
 
 
+def test_atss_threshold_is_inclusive():
+    """Candidates of equal IoU: std 0, the threshold is their IoU and all are positive
+    (IoU >= mean + std). One level of 6 identical anchors, IoU exactly 0.25."""
+    anchors = np.tile(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32), (6, 1))
+    boxes = np.array([[[0.25, 0.25, 0.75, 0.75]]], np.float32)
+    got = run("atss", anchors, boxes, np.array([[0]], np.int32), np.array([[True]]), sizes=[6],
+              atss_topk=1)
+    assert got["cls_labels"][0].tolist() == [0] * 6
+
+
 def test_anchor_claimed_by_several_objects_goes_to_the_highest_iou():
     """Two overlapping objects where the higher-index one overlaps the shared anchors more: the
     owner is the higher-IoU object, not the lower index. Equal boxes: the lower index."""

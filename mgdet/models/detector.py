@@ -231,18 +231,26 @@ class Detector(keras.Model):
           ``mgdet.losses.detection_loss``'s dict (``total`` is this replica's share).
         """
         gt_boxes = tf.cast(targets["boxes"], tf.float32)
-        assignment = assign_ops.assign(
-            self.strategy, self._anchors, gt_boxes, targets["labels"], targets["valid"],
-            pred_deltas=tf.stop_gradient(deltas), pred_logits=tf.stop_gradient(logits),
-            sigma=self.sigma, pos_iou=self.pos_iou, neg_iou=self.neg_iou,
-            atss_topk=self.atss_topk, tal_topk=self.tal_topk, tal_alpha=self.tal_alpha,
-            tal_beta=self.tal_beta)
-        if "ignore" in targets:
-            assignment = assign_ops.ignore_objects(assignment, targets["ignore"])
+        assignment = self.assign_targets(targets, deltas, logits)
         return loss_ops.detection_loss(
             assignment, deltas, logits, self._anchors, gt_boxes, alpha=self.focal_alpha,
             gamma=self.focal_gamma, bl1_alpha=self.bl1_alpha, bl1_gamma=self.bl1_gamma,
             bl1_beta=self.bl1_beta, cls_loss=self.cls_loss, qfl_beta=self.qfl_beta)
+
+    def assign_targets(self, targets, deltas, logits):
+        """The :class:`mgdet.assign.Assignment` of a batch under this model's strategy and
+        hyper-parameters (predictions under ``stop_gradient``; objects flagged ``ignore`` in
+        ``targets`` are ignored). ``targets``, ``deltas``, ``logits`` as
+        :meth:`compute_detection_loss`."""
+        assignment = assign_ops.assign(
+            self.strategy, self._anchors, tf.cast(targets["boxes"], tf.float32),
+            targets["labels"], targets["valid"], pred_deltas=tf.stop_gradient(deltas),
+            pred_logits=tf.stop_gradient(logits), sigma=self.sigma, pos_iou=self.pos_iou,
+            neg_iou=self.neg_iou, atss_topk=self.atss_topk, tal_topk=self.tal_topk,
+            tal_alpha=self.tal_alpha, tal_beta=self.tal_beta)
+        if "ignore" in targets:
+            assignment = assign_ops.ignore_objects(assignment, targets["ignore"])
+        return assignment
 
     @property
     def metrics(self):
