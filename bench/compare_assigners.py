@@ -21,6 +21,7 @@ An interrupted comparison resumes from ``<out>.partial`` (finished runs are kept
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -78,8 +79,15 @@ def run_strategy(args, strategy, seed):
                       callbacks=[keep])
     cfg = load_config(args.config, list(args.set) + [f"assign.strategy={strategy}"])
     eval_ds, _ = build_eval_dataset(cfg)
-    return {"strategy": strategy, "seed": seed, **{k: 100 * metrics[k] for k in KEYS},
+    # pycocotools has no AP for an area range without objects: None instead of -1 / NaN
+    scores = {k: 100 * metrics[k] if math.isfinite(metrics[k]) and metrics[k] >= 0 else None
+              for k in KEYS}
+    return {"strategy": strategy, "seed": seed, **scores,
             **positives_per_object(keep.model, eval_ds)}
+
+
+def _percent(share):
+    return None if share is None else round(100 * share, 2)
 
 
 def _cell(values, digits=1):
@@ -92,20 +100,24 @@ def _cell(values, digits=1):
 
 def against_mg(runs, strategies):
     """Each strategy − MG per metric, paired by seed: paired() of bench/ablation_report (mean,
-    std, t-test) plus the Wilcoxon signed-rank test."""
+    std, t-test) plus the Wilcoxon signed-rank test, over the seeds where both have the metric."""
     from scipy import stats
-    seeds = {s: {r["seed"]: r for r in runs if r["strategy"] == s} for s in strategies}
     out = []
     for s in strategies:
-        if s == "mg" or not seeds.get("mg") or not seeds.get(s):
+        if s == "mg":
             continue
-        result = paired(seeds["mg"], seeds[s], KEYS)
+        result = {"comparison": f"{s} − mg"}
         for k in KEYS:
-            diffs = result[k]["diffs"]
+            a, b = ({r["seed"]: r for r in runs if r["strategy"] == name and r[k] is not None}
+                    for name in ("mg", s))
+            row = paired(a, b, (k,))
+            result[k] = row[k]
+            result[k]["seeds"] = row["seeds"]
+            diffs = row[k]["diffs"]
             result[k]["wilcoxon_p"] = None
             if len(diffs) > 1 and any(d != 0 for d in diffs):
                 result[k]["wilcoxon_p"] = float(stats.wilcoxon(diffs).pvalue)
-        out.append({"comparison": f"{s} − mg", **result})
+        out.append(result)
     return out
 
 
@@ -155,9 +167,9 @@ def main(argv=None):
             record["seconds"] = time.perf_counter() - t0
             runs.append(record)
             print(f"{strategy} seed {seed}: AP {record['AP']:.1f}, AP50 {record['AP50']:.1f}, "
-                  f"AP75 {record['AP75']:.1f}, {record['cls_pos_per_object']:.1f} positives per "
-                  f"object, {100 * record['no_cls_pos']:.1f}% without ({record['seconds']:.0f} s)",
-                  flush=True)
+                  f"AP75 {record['AP75']:.1f}, {record['cls_pos_per_object'] or 0:.1f} positives per "
+                  f"object, {_percent(record['no_cls_pos'])}% without "
+                  f"({record['seconds']:.0f} s)", flush=True)
             os.makedirs(os.path.dirname(partial) or ".", exist_ok=True)
             with open(partial, "w") as f:
                 json.dump(runs, f)
@@ -169,9 +181,8 @@ def main(argv=None):
         row.update({k: _cell([r[k] for r in mine]) for k in KEYS})
         row["pos"] = _cell([r["cls_pos_per_object"] for r in mine])
         row["reg_pos"] = _cell([r["reg_pos_per_object"] for r in mine])
-        row["none"] = _cell([100 * r["no_cls_pos"] for r in mine])
-        row["none_small"] = _cell([None if r["no_cls_pos_small"] is None
-                                   else 100 * r["no_cls_pos_small"] for r in mine])
+        row["none"] = _cell([_percent(r["no_cls_pos"]) for r in mine])
+        row["none_small"] = _cell([_percent(r["no_cls_pos_small"]) for r in mine])
         rows.append(row)
     budget = f"{args.epochs} epochs" if args.epochs else "the config's epochs"
     print(f"\n{args.seeds} seeds x {budget}, {args.config} {' '.join(args.set)}"
@@ -181,10 +192,14 @@ def main(argv=None):
                 + [(k, k, None) for k in KEYS]
                 + [("pos", "cls pos / object", None), ("reg_pos", "reg pos / object", None),
                    ("none", "% objects without", None), ("none_small", "% small without", None)])
-    comparisons = against_mg(runs, args.strategies)
+    comparisons = []
+    try:
+        comparisons = against_mg(runs, args.strategies) if "mg" in args.strategies else []
+    except ImportError:
+        print("\nno paired tests: scipy is not installed (pip install 'mgdet[bench]')")
     if comparisons:
         print("\nPaired by seed, strategy − MG in points: mean (paired t-test p, Wilcoxon p)")
-        print_table([{"comparison": c["comparison"], "pairs": len(c["seeds"]),
+        print_table([{"comparison": c["comparison"], "pairs": len(c["AP"]["seeds"]),
                       **{k: _diff_cell(c[k]) for k in KEYS}} for c in comparisons],
                     [("comparison", "comparison", None), ("pairs", "pairs", None)]
                     + [(k, k, None) for k in KEYS])
