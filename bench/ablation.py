@@ -24,8 +24,9 @@ STRATEGIES = ("iou", "l2c", "c2l", "mg")
 KEYS = ("AP", "AP50", "AP75")
 
 
-def run_one(config, strategy, seed, epochs, overrides, out_dir):
-    """Train + evaluate one (strategy, seed) in this process; returns the metrics dict."""
+def run_one(config, strategy, seed, epochs, overrides, out_dir, callbacks=()):
+    """Train + evaluate one (strategy, seed) in this process; returns the metrics dict
+    (``callbacks``: extra Keras callbacks of the training run)."""
     import keras
     from mgdet.config import load_config
     from mgdet.train import train
@@ -34,7 +35,8 @@ def run_one(config, strategy, seed, epochs, overrides, out_dir):
     if epochs:
         extra.append(f"train.epochs={epochs}")
     cfg = load_config(config, extra)
-    return train(cfg, verbose=0, out_dir=out_dir, overwrite=True)  # a rerun replaces its runs
+    return train(cfg, verbose=0, out_dir=out_dir, overwrite=True,  # a rerun replaces its runs
+                 callbacks=callbacks)
 
 
 def summarize(results):

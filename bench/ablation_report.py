@@ -42,13 +42,14 @@ def by_seed(runs, strategy):
     return {r["seed"]: {k: 100 * r[k] for k in KEYS} for r in runs if r["strategy"] == strategy}
 
 
-def paired(a, b):
+def paired(a, b, keys=KEYS):
     """Paired comparison of b − a over the seeds both have: per-seed differences, mean, std and
-    the paired t-test (t, two-sided p) per metric; ``None`` statistics with fewer than 2 pairs."""
+    the paired t-test (t, two-sided p) per metric of ``keys``; ``None`` statistics with fewer
+    than 2 pairs."""
     from scipy import stats
     seeds = sorted(set(a) & set(b))
     out = {"seeds": seeds}
-    for k in KEYS:
+    for k in keys:
         diffs = [b[s][k] - a[s][k] for s in seeds]
         row = {"diffs": diffs, "mean": statistics.mean(diffs) if diffs else None,
                "std": statistics.stdev(diffs) if len(diffs) > 1 else None, "t": None, "p": None}

@@ -1,4 +1,6 @@
-"""Label-assignment speed: ms per batch of ``mgdet.assign.assign`` for each strategy.
+"""Label-assignment speed: ms per batch of ``mgdet.assign.assign`` for each strategy (the
+Mutual Guidance family, ATSS and TOOD's task-aligned assignment, at their default
+hyper-parameters).
 
     python bench/assign.py [--batches 8 32] [--objects 5 20 100] [--no-jit] [--reps 15]
 
@@ -81,7 +83,7 @@ def main(argv=None):
                     fn = tf.function(lambda b, l, v, d, s, _s=strategy: assign(_s, anchors, b, l, v, d, s),
                                      jit_compile=jit)
                     calls[f"{strategy}{'_xla' if jit else ''}"] = (
-                        lambda fn=fn: [x.numpy() for x in fn(*inputs)])
+                        lambda fn=fn: [x.numpy() for x in fn(*inputs) if x is not None])
             for key, fn in list(calls.items()):
                 try:
                     fn()
@@ -92,6 +94,8 @@ def main(argv=None):
             row = {"batch": batch, "objects": objects}
             row.update({k: v[0] for k, v in timed.items()})
             row["mg/iou"] = row["mg"] / row["iou"]
+            for s in ("atss", "tal"):
+                row[f"{s}/mg"] = row[s] / row["mg"]
             row["spread"] = max(v[1] / v[0] for v in timed.values())
             row["load"] = os.getloadavg()[0]
             rows.append(row)
@@ -102,7 +106,8 @@ def main(argv=None):
     cols += [(s, f"{s} ms", "{:.1f}") for s in STRATEGIES]
     if not args.no_jit:
         cols += [(f"{s}_xla", f"{s} ms (XLA)", "{:.1f}") for s in STRATEGIES]
-    cols += [("mg/iou", "mg/iou", "{:.2f}"), ("spread", "p90/median", "{:.2f}"),
+    cols += [("mg/iou", "mg/iou", "{:.2f}"), ("atss/mg", "atss/mg", "{:.2f}"),
+             ("tal/mg", "tal/mg", "{:.2f}"), ("spread", "p90/median", "{:.2f}"),
              ("load", "load", "{:.1f}")]
     print(f"\nanchors: {anchors.shape[0]}, classes: 20, median of {args.reps} interleaved rounds")
     print_table(rows, cols)

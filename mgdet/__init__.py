@@ -87,7 +87,9 @@ def build_model(config, num_classes=None, class_names=None, bounding_box_format=
     return MODELS[m.arch](
         num_classes=num_classes, backbone=m.backbone, image_size=m.image_size, width=m.width,
         weights=m.weights, strategy=a.strategy, sigma=a.sigma, pos_iou=a.pos_iou,
-        neg_iou=a.neg_iou, focal_alpha=lo.focal_alpha, focal_gamma=lo.focal_gamma,
+        neg_iou=a.neg_iou, atss_topk=a.atss_topk, tal_topk=a.tal_topk, tal_alpha=a.tal_alpha,
+        tal_beta=a.tal_beta, focal_alpha=lo.focal_alpha, focal_gamma=lo.focal_gamma,
+        cls_loss=lo.cls_loss, qfl_beta=lo.qfl_beta,
         bl1_alpha=lo.bl1_alpha, bl1_gamma=lo.bl1_gamma, bl1_beta=lo.bl1_beta,
         score_threshold=e.score_threshold, nms_iou=e.nms_iou, max_detections=e.max_detections,
         clip_anchors=m.clip_anchors, class_names=class_names,

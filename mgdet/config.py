@@ -22,7 +22,8 @@ from mgdet.data.common import DEFAULT_MAX_PIXELS
 
 ARCHS = ("fssd", "retinanet", "rfbnet")
 BACKBONES = ("vgg16", "resnet18")
-STRATEGIES = ("iou", "l2c", "c2l", "mg")
+STRATEGIES = ("iou", "l2c", "c2l", "mg", "atss", "tal")  # mgdet.assign.STRATEGIES
+CLS_LOSSES = ("auto", "focal", "quality_focal")  # mgdet.losses.CLS_LOSSES
 SOURCES = tuple(_SOURCE_TABLE)  # data.source values: the table of mgdet.data
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -52,10 +53,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AssignConfig:
-    strategy: str = "mg"  # iou | l2c | c2l | mg
+    strategy: str = "mg"  # iou | l2c | c2l | mg | atss (Zhang et al. 2020) | tal (TOOD)
     sigma: float = 2.0  # C2L amplification, > 1
     pos_iou: float = 0.5
     neg_iou: float = 0.4
+    atss_topk: int = 9  # ATSS: candidate cells per pyramid level (x 6 anchors per cell)
+    tal_topk: int = 13  # TAL: candidates per object, alignment metric t = s^alpha * u^beta
+    tal_alpha: float = 1.0
+    tal_beta: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,10 @@ class LossConfig:
     bl1_alpha: float = 0.5
     bl1_gamma: float = 1.5
     bl1_beta: float = 0.11
+    # classification loss: focal | quality_focal (Li et al. 2020: BCE against the soft target,
+    # weighted by |target - p|^qfl_beta) | auto (quality_focal for tal's soft targets, else focal)
+    cls_loss: str = "auto"
+    qfl_beta: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -248,11 +257,16 @@ RANGES = {
     "assign.sigma": (1, 100, True, False),
     "assign.pos_iou": (0, 1, True, False),
     "assign.neg_iou": (0, 1, True, False),
+    "assign.atss_topk": (1, 10_000, False, False),
+    "assign.tal_topk": (1, 100_000, False, False),
+    "assign.tal_alpha": (0, 100, False, False),
+    "assign.tal_beta": (0, 100, True, False),
     "loss.focal_alpha": (0, 1, False, False),
     "loss.focal_gamma": (0, 10, False, False),
     "loss.bl1_alpha": (0, 10, True, False),
     "loss.bl1_gamma": (0, 10, True, False),
     "loss.bl1_beta": (0, 10, True, False),
+    "loss.qfl_beta": (0, 10, False, False),
     "data.num_train": (1, 10**8, False, False),
     "data.num_eval": (1, 10**8, False, False),
     "data.seed": (0, 2**31 - 1, False, False),
@@ -360,6 +374,7 @@ def validate(cfg):
     _check_choice(m.arch, ARCHS, "model.arch")
     _check_choice(m.backbone, BACKBONES, "model.backbone")
     _check_choice(a.strategy, STRATEGIES, "assign.strategy")
+    _check_choice(lo.cls_loss, CLS_LOSSES, "loss.cls_loss")
     _check_choice(d.source, SOURCES, "data.source")
     _check_choice(d.augment, AUGMENT_MODES, "data.augment")
     _check_choice(d.difficult, DIFFICULT, "data.difficult")

@@ -237,7 +237,7 @@ def test_postprocess_nms_by_class():
     (FSSD, dict(backbone="resnet50"), "'resnet50'"),
     (RFBNet, dict(backbone="resnet18"), "'resnet18'"),
     (RetinaNet, dict(image_size=100), "100"),
-    (FSSD, dict(strategy="atss"), "'atss'"),
+    (FSSD, dict(strategy="fcos"), "'fcos'"),
     (FSSD, dict(num_classes=0), "0"),
     (FSSD, dict(width=0.0), "0.0"),
     (FSSD, dict(sigma=1.0), "1.0"),

@@ -9,23 +9,34 @@ classification and regression labels:
 | l2c      | Localize to Classify   | IoU-anchor            |
 | c2l      | IoU-anchor             | Classify to Localize  |
 | mg       | Localize to Classify   | Classify to Localize  |
+| atss     | ATSS (Zhang et al. 2020), the same positives for both    |
+| tal      | TOOD's task-aligned assignment (Feng et al. 2021), both; soft class targets |
+
+``atss`` and ``tal`` are in :mod:`mgdet.assign.adaptive` (their rules are stated there).
 """
+import math
+import numbers
+
 from typing import NamedTuple
 
 import tensorflow as tf
 
 from mgdet import boxes as box_ops
+from mgdet.assign.adaptive import atss_labels, level_sizes, tal_labels
 from mgdet.assign.ownership import (IGNORED, NEGATIVE, NO_GT, best_anchors, candidate_key,
                                     count_by_iou, mask_invalid, own, own_masked, rank_from_order,
                                     sort_keys)
 from mgdet.assign.strategies import (LOG_ZERO, amplified_log_quality, iou_anchor_labels,
                                      ranked_cls_labels, ranked_reg_positives, regressed_iou)
 
-STRATEGIES = ("iou", "l2c", "c2l", "mg")
+PAPER_STRATEGIES = ("iou", "l2c", "c2l", "mg")  # Mutual Guidance and its ablations
+STRATEGIES = PAPER_STRATEGIES + ("atss", "tal")
+SOFT_TARGETS = ("tal",)  # strategies whose Assignment has a cls_target
 _L2C_CLS = ("l2c", "mg")
 _C2L_REG = ("c2l", "mg")
 
-__all__ = ["Assignment", "assign", "ignore_objects", "validate", "STRATEGIES", "NEGATIVE", "IGNORED", "NO_GT", "own"]
+__all__ = ["Assignment", "assign", "ignore_objects", "validate", "STRATEGIES", "PAPER_STRATEGIES",
+           "SOFT_TARGETS", "NEGATIVE", "IGNORED", "NO_GT", "own"]
 
 
 class Assignment(NamedTuple):
@@ -35,11 +46,15 @@ class Assignment(NamedTuple):
     cls_gt_index: int32 [B, N]: object index for classification positives and ignored, -1 else.
     reg_positive: bool  [B, N]: regression positives.
     reg_gt_index: int32 [B, N]: object index for regression positives, -1 else.
+    cls_target:   float32 [B, N] soft classification target of positives (the value of their
+                  class's one-hot entry; 0 elsewhere) for the strategies that define one
+                  (``SOFT_TARGETS``); None: hard labels (1 at positives).
     """
     cls_labels: tf.Tensor
     cls_gt_index: tf.Tensor
     reg_positive: tf.Tensor
     reg_gt_index: tf.Tensor
+    cls_target: tf.Tensor = None
 
 
 def ignore_objects(assignment, gt_ignore):
@@ -61,14 +76,14 @@ def ignore_objects(assignment, gt_ignore):
 
     cls_ignored = from_ignored(assignment.cls_gt_index)
     reg_ignored = from_ignored(assignment.reg_gt_index)
-    return Assignment(
+    return assignment._replace(
         cls_labels=tf.where(cls_ignored, IGNORED, assignment.cls_labels),
-        cls_gt_index=assignment.cls_gt_index,
         reg_positive=assignment.reg_positive & ~reg_ignored,
         reg_gt_index=tf.where(reg_ignored, NO_GT, assignment.reg_gt_index))
 
 
-def validate(strategy, sigma=2.0, pos_iou=0.5, neg_iou=0.4):
+def validate(strategy, sigma=2.0, pos_iou=0.5, neg_iou=0.4, atss_topk=9, tal_topk=13,
+             tal_alpha=1.0, tal_beta=6.0):
     """Raise ``ValueError`` naming the bad value; return nothing."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown assignment strategy {strategy!r}: use one of {STRATEGIES}")
@@ -77,34 +92,59 @@ def validate(strategy, sigma=2.0, pos_iou=0.5, neg_iou=0.4):
     if not 0.0 < neg_iou <= pos_iou <= 1.0:
         raise ValueError(
             f"need 0 < neg_iou <= pos_iou <= 1, got neg_iou={neg_iou!r}, pos_iou={pos_iou!r}")
+    for name, value in (("atss_topk", atss_topk), ("tal_topk", tal_topk)):
+        if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not (isinstance(tal_alpha, numbers.Real) and math.isfinite(tal_alpha) and tal_alpha >= 0):
+        raise ValueError(f"tal_alpha must be a finite number >= 0, got {tal_alpha!r}")
+    if not (isinstance(tal_beta, numbers.Real) and math.isfinite(tal_beta) and tal_beta > 0):
+        raise ValueError(f"tal_beta must be a finite number > 0, got {tal_beta!r}")
 
 
 def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, pred_logits=None,
-           sigma=2.0, pos_iou=0.5, neg_iou=0.4):
+           sigma=2.0, pos_iou=0.5, neg_iou=0.4, atss_topk=9, tal_topk=13, tal_alpha=1.0,
+           tal_beta=6.0, sizes=None):
     """Assign training labels to anchors.
 
     Args:
-      strategy: "iou", "l2c", "c2l" or "mg".
+      strategy: one of ``STRATEGIES``: "iou", "l2c", "c2l", "mg", "atss" or "tal".
       anchors: float32 [N, 4] xyxy normalized.
       gt_boxes: float32 [B, M, 4] xyxy normalized (padded).
       gt_labels: int32 [B, M] class ids 0..C-1.
       gt_valid: bool [B, M] which rows are real objects.
-      pred_deltas: float32 [B, N, 4] predicted offsets (needed by l2c, mg).
-      pred_logits: float32 [B, N, C] class logits (needed by c2l, mg).
+      pred_deltas: float32 [B, N, 4] predicted offsets (needed by l2c, mg, tal).
+      pred_logits: float32 [B, N, C] class logits (needed by c2l, mg, tal).
       sigma: C2L's amplification (> 1).
       pos_iou, neg_iou: IoU-anchor thresholds that also set the per-object counts Np and Ni.
+      atss_topk: ATSS's candidates per level, in cells (``atss_topk * 6`` anchors).
+      tal_topk, tal_alpha, tal_beta: TAL's candidates per object and metric exponents
+        ``t = s^alpha * u^beta`` (beta > 0).
+      sizes: anchors per pyramid level (ATSS); None: :func:`adaptive.level_sizes` of N.
     Returns:
-      :class:`Assignment`. No gradient flows through it.
+      :class:`Assignment` (with ``cls_target`` for ``tal``). No gradient flows through it.
     """
-    validate(strategy, sigma, pos_iou, neg_iou)
-    if strategy in _L2C_CLS and pred_deltas is None:
+    validate(strategy, sigma, pos_iou, neg_iou, atss_topk, tal_topk, tal_alpha, tal_beta)
+    if strategy in _L2C_CLS + ("tal",) and pred_deltas is None:
         raise ValueError(f"strategy {strategy!r} needs pred_deltas")
-    if strategy in _C2L_REG and pred_logits is None:
+    if strategy in _C2L_REG + ("tal",) and pred_logits is None:
         raise ValueError(f"strategy {strategy!r} needs pred_logits")
     gt_boxes = tf.cast(gt_boxes, tf.float32)
     gt_labels = tf.cast(gt_labels, tf.int32)
     gt_valid = tf.cast(gt_valid, tf.bool)
     anchors = tf.cast(anchors, tf.float32)
+    if strategy == "atss":
+        sizes = tuple(int(s) for s in sizes) if sizes else level_sizes(int(anchors.shape[0]))
+        if sum(sizes) != anchors.shape[0]:
+            raise ValueError(f"sizes {sizes} add up to {sum(sizes)}, not the {anchors.shape[0]} "
+                             "anchors")
+        return Assignment(*atss_labels(anchors, gt_boxes, gt_labels, gt_valid, sizes,
+                                       int(atss_topk)))
+    if strategy == "tal":
+        return Assignment(*tal_labels(anchors, gt_boxes, gt_labels, gt_valid,
+                                      tf.cast(pred_deltas, tf.float32),
+                                      tf.cast(pred_logits, tf.float32),
+                                      int(anchors.shape[0]), int(tal_topk),
+                                      float(tal_alpha), float(tal_beta)))
     l2c, c2l = strategy in _L2C_CLS, strategy in _C2L_REG
     # Three XLA clusters and TF kernels between them:
     # 1. the dense [B, M, N] quality matrices, written once;

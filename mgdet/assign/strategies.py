@@ -19,10 +19,12 @@ from mgdet.assign.ownership import IGNORED, NEGATIVE, NO_GT, select_ranked
 LOG_ZERO = -1e30  # log-domain quality of IoU 0; exp() maps it back to exactly 0
 
 
-def _labels(positive, ignored, owner, gt_labels):
-    """Codes from masks: the owner's class where positive, IGNORED, else NEGATIVE; plus the
-    owner index for positives and ignored anchors, NO_GT elsewhere."""
+def labels_from_mask(positive, owner, gt_labels, ignored=None):
+    """Codes from ``[B, N]`` masks: the owner's class where positive, IGNORED where ignored,
+    else NEGATIVE; plus the owner index for positives and ignored anchors, NO_GT elsewhere."""
     owner_label = tf.gather(gt_labels, owner, batch_dims=1)
+    if ignored is None:
+        return tf.where(positive, owner_label, NEGATIVE), tf.where(positive, owner, NO_GT)
     cls_labels = tf.where(positive, owner_label, tf.where(ignored, IGNORED, NEGATIVE))
     gt_index = tf.where(tf.logical_or(positive, ignored), owner, NO_GT)
     return cls_labels, gt_index
@@ -35,13 +37,22 @@ def iou_anchor_labels(owned_iou, owner, gt_labels, pos_iou=0.5, neg_iou=0.4):
     """
     positive = owned_iou >= pos_iou
     ignored = tf.logical_and(owned_iou >= neg_iou, tf.logical_not(positive))
-    return _labels(positive, ignored, owner, gt_labels)
+    return labels_from_mask(positive, owner, gt_labels, ignored)
 
 
 def regressed_iou(gt_boxes, anchors, pred_deltas, variances=box_ops.VARIANCES):
     """L2C quality matrix ``IoU(g, decode(t, a))`` -> ``[B, M, N]`` (``own`` it next)."""
     pred_boxes = box_ops.decode(tf.stop_gradient(pred_deltas), anchors, variances)  # [B, N, 4]
     return box_ops.iou(gt_boxes, pred_boxes)
+
+
+def class_logits(gt_labels, pred_logits):
+    """``[B, M, N]``: each object's class logit at each anchor, ``pred_logits[b, i, c_j]``
+    (under ``stop_gradient``; labels of padding rows are clipped into range)."""
+    num_classes = tf.shape(pred_logits)[-1]
+    labels = tf.clip_by_value(gt_labels, 0, num_classes - 1)  # padding rows may hold any label
+    logits = tf.transpose(tf.stop_gradient(tf.cast(pred_logits, tf.float32)), [0, 2, 1])  # [B,C,N]
+    return tf.gather(logits, labels, axis=1, batch_dims=1)
 
 
 def amplified_log_quality(anchor_iou, gt_labels, pred_logits, sigma=2.0):
@@ -55,10 +66,7 @@ def amplified_log_quality(anchor_iou, gt_labels, pred_logits, sigma=2.0):
     is :func:`mgdet.assign.logf.log_positive`, plain arithmetic that runs faster than XLA's CPU
     ``log`` and is at least as accurate.
     """
-    num_classes = tf.shape(pred_logits)[-1]
-    labels = tf.clip_by_value(gt_labels, 0, num_classes - 1)  # padding rows may hold any label
-    logits = tf.transpose(tf.stop_gradient(tf.cast(pred_logits, tf.float32)), [0, 2, 1])  # [B,C,N]
-    p = tf.sigmoid(tf.gather(logits, labels, axis=1, batch_dims=1))  # [B, M, N]
+    p = tf.sigmoid(class_logits(gt_labels, pred_logits))  # [B, M, N]
     # A finite floor instead of -inf: XLA's CPU codegen may assume no infinities.
     return tf.where(anchor_iou > 0.0, (1.0 - p / sigma) * log_positive(anchor_iou), LOG_ZERO)
 
@@ -70,7 +78,7 @@ def ranked_cls_labels(rank, owned, owner, gt_labels, num_pos, num_ignored):
     Returns ``(cls_labels [B, N], gt_index [B, N])`` int32.
     """
     positive, ignored = select_ranked(rank, owned, owner, num_pos, num_ignored)
-    return _labels(positive, ignored, owner, gt_labels)
+    return labels_from_mask(positive, owner, gt_labels, ignored)
 
 
 def ranked_reg_positives(rank, owned, owner, num_pos):

@@ -63,10 +63,15 @@ class Detector(keras.Model):
       image_size: S, square input side in pixels (a positive multiple of 64).
       width: channel multiplier of backbone and neck (1.0 = the paper's models).
       strategy: label assignment, one of ``mgdet.assign.STRATEGIES`` (``"mg"`` = Mutual
-        Guidance).
+        Guidance; ``"atss"``, ``"tal"``: see ``mgdet.assign.adaptive``).
       sigma: Classify-to-Localize amplification (> 1).
       pos_iou, neg_iou: IoU-anchor thresholds (they also set the per-object counts of MG).
+      atss_topk: ATSS's candidate cells per level.
+      tal_topk, tal_alpha, tal_beta: TAL's candidates per object and metric exponents.
       focal_alpha, focal_gamma: focal loss.
+      cls_loss: ``"focal"``, ``"quality_focal"`` (against TAL's soft targets) or ``"auto"``
+        (``mgdet.losses.resolve_cls_loss``: quality focal for ``tal``, focal otherwise).
+      qfl_beta: the quality focal loss's exponent.
       bl1_alpha, bl1_gamma, bl1_beta: balanced L1 loss.
       score_threshold, nms_iou, max_detections: post-processing of ``detect``/``predict``.
       weights: optional ``.npz`` backbone weights (see ``mgdet.models.backbones``); random
@@ -92,7 +97,8 @@ class Detector(keras.Model):
                  sigma=2.0, pos_iou=0.5, neg_iou=0.4, focal_alpha=0.25, focal_gamma=2.0,
                  bl1_alpha=0.5, bl1_gamma=1.5, bl1_beta=0.11, score_threshold=0.005,
                  nms_iou=0.5, max_detections=300, weights=None, sync_bn=True, clip_anchors=False,
-                 bounding_box_format="rel_xyxy", class_names=None, **kwargs):
+                 bounding_box_format="rel_xyxy", class_names=None, atss_topk=9, tal_topk=13,
+                 tal_alpha=1.0, tal_beta=6.0, cls_loss="auto", qfl_beta=2.0, **kwargs):
         kwargs.setdefault("name", self.arch or "detector")
         super().__init__(**kwargs)
         if type(self) is Detector or self.arch is None:
@@ -105,7 +111,10 @@ class Detector(keras.Model):
                 or image_size <= 0 or image_size % 64):
             raise ValueError(f"image_size must be a positive multiple of 64, got {image_size!r}")
         _check_number("width", width, 0.0, 4.0, low_open=True)
-        assign_ops.validate(strategy, sigma, pos_iou, neg_iou)
+        assign_ops.validate(strategy, sigma, pos_iou, neg_iou, atss_topk, tal_topk, tal_alpha,
+                            tal_beta)
+        self.cls_loss = loss_ops.resolve_cls_loss(cls_loss, strategy)
+        _check_number("qfl_beta", qfl_beta, 0.0, None)
         _check_number("focal_alpha", focal_alpha, 0.0, 1.0)
         _check_number("focal_gamma", focal_gamma, 0.0, None)
         _check_number("bl1_alpha", bl1_alpha, 0.0, None, low_open=True)
@@ -134,6 +143,9 @@ class Detector(keras.Model):
         self.strategy = strategy
         self.sigma = float(sigma)
         self.pos_iou, self.neg_iou = float(pos_iou), float(neg_iou)
+        self.atss_topk, self.tal_topk = int(atss_topk), int(tal_topk)
+        self.tal_alpha, self.tal_beta = float(tal_alpha), float(tal_beta)
+        self.qfl_beta = float(qfl_beta)
         self.focal_alpha, self.focal_gamma = float(focal_alpha), float(focal_gamma)
         self.bl1_alpha, self.bl1_gamma = float(bl1_alpha), float(bl1_gamma)
         self.bl1_beta = float(bl1_beta)
@@ -219,16 +231,26 @@ class Detector(keras.Model):
           ``mgdet.losses.detection_loss``'s dict (``total`` is this replica's share).
         """
         gt_boxes = tf.cast(targets["boxes"], tf.float32)
-        assignment = assign_ops.assign(
-            self.strategy, self._anchors, gt_boxes, targets["labels"], targets["valid"],
-            pred_deltas=tf.stop_gradient(deltas), pred_logits=tf.stop_gradient(logits),
-            sigma=self.sigma, pos_iou=self.pos_iou, neg_iou=self.neg_iou)
-        if "ignore" in targets:
-            assignment = assign_ops.ignore_objects(assignment, targets["ignore"])
+        assignment = self.assign_targets(targets, deltas, logits)
         return loss_ops.detection_loss(
             assignment, deltas, logits, self._anchors, gt_boxes, alpha=self.focal_alpha,
             gamma=self.focal_gamma, bl1_alpha=self.bl1_alpha, bl1_gamma=self.bl1_gamma,
-            bl1_beta=self.bl1_beta)
+            bl1_beta=self.bl1_beta, cls_loss=self.cls_loss, qfl_beta=self.qfl_beta)
+
+    def assign_targets(self, targets, deltas, logits):
+        """The :class:`mgdet.assign.Assignment` of a batch under this model's strategy and
+        hyper-parameters (predictions under ``stop_gradient``; objects flagged ``ignore`` in
+        ``targets`` are ignored). ``targets``, ``deltas``, ``logits`` as
+        :meth:`compute_detection_loss`."""
+        assignment = assign_ops.assign(
+            self.strategy, self._anchors, tf.cast(targets["boxes"], tf.float32),
+            targets["labels"], targets["valid"], pred_deltas=tf.stop_gradient(deltas),
+            pred_logits=tf.stop_gradient(logits), sigma=self.sigma, pos_iou=self.pos_iou,
+            neg_iou=self.neg_iou, atss_topk=self.atss_topk, tal_topk=self.tal_topk,
+            tal_alpha=self.tal_alpha, tal_beta=self.tal_beta)
+        if "ignore" in targets:
+            assignment = assign_ops.ignore_objects(assignment, targets["ignore"])
+        return assignment
 
     @property
     def metrics(self):
@@ -338,6 +360,8 @@ class Detector(keras.Model):
             "backbone": self.backbone_name, "image_size": self.image_size, "width": self.width,
             "strategy": self.strategy,
             "sigma": self.sigma, "pos_iou": self.pos_iou, "neg_iou": self.neg_iou,
+            "atss_topk": self.atss_topk, "tal_topk": self.tal_topk, "tal_alpha": self.tal_alpha,
+            "tal_beta": self.tal_beta, "cls_loss": self.cls_loss, "qfl_beta": self.qfl_beta,
             "focal_alpha": self.focal_alpha, "focal_gamma": self.focal_gamma,
             "bl1_alpha": self.bl1_alpha, "bl1_gamma": self.bl1_gamma, "bl1_beta": self.bl1_beta,
             "score_threshold": self.score_threshold, "nms_iou": self.nms_iou,
