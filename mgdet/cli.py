@@ -18,6 +18,8 @@ import logging
 import os
 import sys
 
+from mgdet.config import STRATEGIES  # TensorFlow-free, as the whole CLI start-up
+
 DEFAULT_CONFIG = "default"  # configs/default.yaml, shipped in the package
 log = logging.getLogger("mgdet")
 
@@ -253,7 +255,7 @@ def build_parser():
 
     p = sub.add_parser("train", help="train a detector (default: configs/default.yaml)")
     _add_config_args(p)
-    p.add_argument("--strategy", choices=["iou", "l2c", "c2l", "mg"], help="label assignment")
+    p.add_argument("--strategy", choices=STRATEGIES, help="label assignment (assign.strategy)")
     p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--distribute", choices=["none", "mirrored", "multi_worker"],

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from mgdet import anchors as anchor_ops
+from mgdet import assign as assign_ops
 from mgdet.assign import Assignment, assign, ignore_objects
 from mgdet.assign.adaptive import level_sizes
 from mgdet.losses import detection_loss, quality_focal_loss
@@ -477,3 +478,13 @@ def test_detection_loss_with_quality_focal_matches_reference(strategy):
     npos = (a_np.cls_labels >= 0).sum()
     assert npos > 0
     np.testing.assert_allclose(float(out["cls"]), total / npos, rtol=1e-4)
+
+
+def test_the_config_and_the_cli_offer_exactly_the_strategies_assign_implements():
+    # the config (TensorFlow-free, read by the CLI) keeps its own copy of the names
+    from mgdet import config
+    from mgdet.cli import build_parser
+    assert config.STRATEGIES == assign_ops.STRATEGIES
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    choices = next(a.choices for a in train._actions if a.dest == "strategy")
+    assert tuple(choices) == assign_ops.STRATEGIES
