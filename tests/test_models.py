@@ -275,32 +275,6 @@ def test_detect_and_predict_outputs():
     np.testing.assert_allclose(direct["scores"], out["scores"], rtol=1e-5, atol=1e-6)
 
 
-def test_postprocess_nms_by_class():
-    anchors = tf.constant([[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.52, 0.5], [0.6, 0.6, 0.9, 0.9],
-                           [0.0, 0.0, 0.2, 0.2]], tf.float32)
-    deltas = tf.zeros([1, 4, 4])
-    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
-    # class 0: anchors 0 and 1 overlap (IoU ~0.9) -> 1 kept; anchor 2 alone. Class 1: anchor 1
-    # (overlapping a class-0 box does not matter). Anchor 3: score == threshold -> kept.
-    scores = np.full([1, 4, 2], 1e-4, np.float32)
-    scores[0, 0, 0], scores[0, 1, 0], scores[0, 2, 0] = 0.9, 0.8, 0.7
-    scores[0, 1, 1] = 0.6
-    scores[0, 3, 1] = 0.5
-    logits = tf.constant(np.vectorize(logit)(scores), tf.float32)
-    out = postprocess(deltas, logits, anchors, score_threshold=0.5, nms_iou=0.5,
-                      max_detections=10)
-    assert int(out["num_detections"][0]) == 4
-    np.testing.assert_allclose(out["scores"][0, :4], [0.9, 0.7, 0.6, 0.5], rtol=1e-5)
-    np.testing.assert_array_equal(out["classes"][0, :4], [0, 0, 1, 1])
-    np.testing.assert_allclose(out["boxes"][0, :4], tf.gather(anchors, [0, 2, 1, 3]), atol=1e-6)
-    capped = postprocess(deltas, logits, anchors, 0.5, 0.5, max_detections=10, max_per_class=1)
-    assert int(capped["num_detections"][0]) == 2
-    # Out-of-image boxes are clipped to [0, 1].
-    wide = postprocess(tf.constant([[[0.0, 0.0, 50.0, 50.0]]]), tf.constant([[[3.0]]]),
-                       tf.constant([[0.4, 0.4, 0.6, 0.6]]), 0.5, 0.5, 5)
-    np.testing.assert_allclose(wide["boxes"][0, 0], [0, 0, 1, 1])
-
-
 # --- arguments and weights ------------------------------------------------------------------
 
 
