@@ -60,12 +60,13 @@ module = sys.argv[1]
 rows = [l.strip().rsplit(": ", 1) for l in sys.stdin if ": " in l]
 rows = [(n, s) for n, s in rows if n.startswith("mgdet." + module + ".")]
 count = collections.Counter(s for _, s in rows)
-killed = count["killed"] + count["timeout"]
+detected = ("killed", "timeout", "segfault")  # a crashed or hung test run detects it too
+killed = sum(count[s] for s in detected)
 total = len(rows)
 print(f"mgdet.{module}: {killed}/{total} killed ({100 * killed / max(total, 1):.1f}%): "
       + ", ".join(f"{k} {v}" for k, v in sorted(count.items())))
 for name, status in rows:
-    if status not in ("killed", "timeout"):
+    if status not in detected:
         print(f"  {status}: {name}")
 ' "$module"
 }
