@@ -105,3 +105,41 @@ def test_one_sgd_step_by_hand():
     opt.apply_gradients([(tf.constant([[1.0]]), dense.kernel), (tf.constant([1.0]), dense.bias)])
     assert float(dense.kernel[0, 0]) == pytest.approx(2.0 - 0.1 * (1.0 + 0.5 * 2.0))
     assert float(dense.bias[0]) == pytest.approx(2.0 - 0.1 * 1.0)
+
+
+def test_one_step_runs_no_warmup_and_min_lr_above_lr_keeps_lr():
+    schedule = learning_rate_schedule(0.02, 1, warmup_steps=5, warmup_lr=0.001, min_lr=0.001)
+    assert float(schedule(0)) == pytest.approx(0.02)  # no room for a warm-up in one step
+    schedule = learning_rate_schedule(0.02, 10, warmup_steps=0, min_lr=0.05)
+    np.testing.assert_allclose([float(schedule(s)) for s in (0, 5, 10)], 0.02, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_build_optimizer_takes_every_setting_from_the_config(name):
+    lr, min_lr, warmup, warmup_lr, decay, total = 0.02, 0.001, 4, 0.0005, 0.01, 20
+    cfg = load_config(None, [f"train.optimizer={name}", f"train.lr={lr}", f"train.min_lr={min_lr}",
+                             f"train.warmup_steps={warmup}", f"train.warmup_lr={warmup_lr}",
+                             f"train.weight_decay={decay}", "train.clip_norm=2.0",
+                             "train.momentum=0.8"])
+    opt = build_optimizer(cfg.train, total_steps=total)
+    model = _layers()
+    opt.build(model.trainable_variables)
+    assert opt.global_clipnorm == 2.0
+    lrs = []
+    for step in (0, 2, warmup, 12, total):
+        opt.iterations.assign(step)
+        lrs.append(float(opt.learning_rate))
+    np.testing.assert_allclose(
+        lrs, [lr_formula(s, lr, total, warmup, warmup_lr, min_lr) for s in (0, 2, warmup, 12, total)],
+        rtol=1e-5)
+    if name == "sgd":
+        assert type(opt) is SGDWithL2 and opt.l2 == decay and opt.momentum == 0.8
+        return
+    assert type(opt) is keras.optimizers.AdamW and opt.weight_decay == decay
+    # zero gradients: Adam's step is 0, only the decoupled decay moves the kernels
+    opt.iterations.assign(0)
+    before = [v.numpy() for v in model.trainable_variables]
+    opt.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
+    for v, w in zip(model.trainable_variables, before):
+        want = w * (1 - warmup_lr * decay) if is_decayed(v) else w
+        np.testing.assert_allclose(v.numpy(), want, rtol=1e-6, err_msg=v.path)
