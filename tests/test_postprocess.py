@@ -78,3 +78,12 @@ def test_postprocess_nms_by_class():
     wide = postprocess(tf.constant([[[0.0, 0.0, 50.0, 50.0]]]), tf.constant([[[3.0]]]),
                        tf.constant([[0.4, 0.4, 0.6, 0.6]]), 0.5, 0.5, 5)
     np.testing.assert_allclose(wide["boxes"][0, 0], [0, 0, 1, 1])
+
+
+def test_defaults_are_the_papers_evaluation_settings():
+    """Score threshold 0.005, NMS IoU 0.5, 300 detections; the per-class cap is the total."""
+    import inspect
+    params = inspect.signature(postprocess).parameters
+    assert {k: params[k].default for k in ("score_threshold", "nms_iou", "max_detections",
+                                           "max_per_class")} == {
+        "score_threshold": 0.005, "nms_iou": 0.5, "max_detections": 300, "max_per_class": None}
