@@ -138,8 +138,23 @@ def test_build_optimizer_takes_every_setting_from_the_config(name):
     assert type(opt) is keras.optimizers.AdamW and opt.weight_decay == decay
     # zero gradients: Adam's step is 0, only the decoupled decay moves the kernels
     opt.iterations.assign(0)
+    rng = np.random.default_rng(1)
+    for v in model.trainable_variables:  # biases and beta too: a decay would show
+        v.assign(rng.uniform(0.5, 1.5, v.shape).astype(np.float32))
     before = [v.numpy() for v in model.trainable_variables]
     opt.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
     for v, w in zip(model.trainable_variables, before):
         want = w * (1 - warmup_lr * decay) if is_decayed(v) else w
         np.testing.assert_allclose(v.numpy(), want, rtol=1e-6, err_msg=v.path)
+
+
+def test_defaults_are_the_training_configs_and_l2_survives_get_config():
+    train = load_config(None, ["train.optimizer=sgd"]).train
+    schedule = learning_rate_schedule(train.lr, 2000)
+    want = build_optimizer(train, 2000)
+    for step in (0, 250, 500, 1500):
+        want.iterations.assign(step)
+        assert float(schedule(step)) == pytest.approx(float(want.learning_rate), rel=1e-6)
+    assert SGDWithL2().l2 == train.weight_decay
+    opt = SGDWithL2(l2=0.03, learning_rate=0.1, momentum=0.9)
+    assert SGDWithL2.from_config(opt.get_config()).l2 == 0.03
