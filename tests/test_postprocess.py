@@ -81,9 +81,14 @@ def test_postprocess_nms_by_class():
 
 
 def test_defaults_are_the_papers_evaluation_settings():
-    """Score threshold 0.005, NMS IoU 0.5, 300 detections; the per-class cap is the total."""
-    import inspect
-    params = inspect.signature(postprocess).parameters
-    assert {k: params[k].default for k in ("score_threshold", "nms_iou", "max_detections",
-                                           "max_per_class")} == {
-        "score_threshold": 0.005, "nms_iou": 0.5, "max_detections": 300, "max_per_class": None}
+    """Score threshold 0.005, NMS IoU 0.5, 300 detections, no per-class cap below that."""
+    rng = np.random.default_rng(2)
+    c = rng.uniform(0.2, 0.8, (600, 2))
+    anchors = np.concatenate([c - 0.1, c + 0.1], -1).astype(np.float32)  # overlapping
+    deltas = np.zeros((1, 600, 4), np.float32)
+    logits = rng.normal(-4.0, 2.0, (1, 600, 1)).astype(np.float32)  # scores around 0.005..0.5
+    default = postprocess(deltas, logits, anchors)
+    paper = postprocess(deltas, logits, anchors, 0.005, 0.5, 300, 300)
+    for key in paper:
+        np.testing.assert_array_equal(default[key], paper[key])
+    assert 0 < int(paper["num_detections"][0]) < 300  # the threshold and NMS both bite
