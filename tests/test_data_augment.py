@@ -111,19 +111,23 @@ def test_colour_matrix_is_identity_at_rest_and_keeps_grey():
 
 
 def test_crop_sampler_respects_min_iou():
-    boxes = tf.constant([[0.1, 0.1, 0.4, 0.5], [0.6, 0.5, 0.9, 0.95]])
+    from mgdet.boxes import iou
+    boxes = tf.constant([[0.05, 0.1, 0.5, 0.7], [0.6, 0.5, 0.9, 0.95]])
+    centres = (boxes[:, :2] + boxes[:, 2:]).numpy() / 2
     valid = tf.constant([True, True])
-    for s in range(30):
+    checked = {0.3: 0, 0.7: 0}
+    for s in range(60):
         for min_iou in (0.3, 0.7):
             win = aug._sample_crop(boxes, valid, tf.constant([s, 3]), 1.0, 50, (min_iou,)).numpy()
             if np.allclose(win, [0, 0, 1, 1]):
                 continue  # no window qualified: the whole image
-            from mgdet.boxes import iou
+            checked[min_iou] += 1
             assert float(tf.reduce_max(iou(win[None], boxes))) >= min_iou - 1e-6
             ratio = (win[3] - win[1]) / (win[2] - win[0])
             assert 0.5 - 1e-5 <= ratio <= 2.0 + 1e-5
-            centres = (boxes[:, :2] + boxes[:, 2:]).numpy() / 2
             assert np.any(np.all((centres > win[:2]) & (centres < win[2:]), axis=1))
+    # measured: 60 and 14 windows; a sampler that always fell back to the image checks none
+    assert checked[0.3] >= 50 and checked[0.7] >= 10, checked
 
 
 def test_empty_image_and_eval_resize():

@@ -239,7 +239,7 @@ def test_coco_json_dispatch_and_errors(coco_files, tmp_path):
         load_coco(str(tmp_path / "missing.json"), image_dir)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises((DataError, ValueError)):
+    with pytest.raises(DataError, match="bad.json' is not valid JSON"):
         load_coco(str(bad), image_dir)
     with pytest.raises(DataError, match="image folder"):
         load_coco(ann_file, str(tmp_path / "noimages"))
@@ -257,6 +257,17 @@ def test_tfds_mock(name, crowd_key):
         assert len(names) == (20 if name.startswith("voc") else 80)
         examples = list(ds.as_numpy_iterator())
         assert len(examples) == 6
+        # boxes are the raw objects/bbox (ymin, xmin, ymax, xmax) reordered to xyxy
+        raw = list(tfds.load(name, split="train").as_numpy_iterator())
+        swapped = 0
+        for e, r in zip(examples, raw):
+            # (the mock's per-object lists differ in length: the shortest read sets the count)
+            n = min(len(v) for k, v in r["objects"].items()
+                    if k in ("bbox", "label", "is_difficult", "is_crowd", "area"))
+            yxyx = r["objects"]["bbox"].astype(np.float32).reshape(-1, 4)[:n]
+            np.testing.assert_array_equal(e["boxes"], yxyx[:, [1, 0, 3, 2]])
+            swapped += int(np.any(yxyx[:, [1, 0, 3, 2]] != yxyx))
+        assert swapped >= 5  # the mock's boxes are asymmetric: a missing swap fails
         for e in examples:
             assert e["image"].dtype == np.uint8 and e["image"].shape[-1] == 3
             assert e["boxes"].shape[1:] == (4,) and e["boxes"].dtype == np.float32

@@ -118,5 +118,6 @@ def test_shuffled_dataset_is_a_permutation():
 
 
 def test_bad_split():
-    with pytest.raises(ValueError, match="split"):
+    from mgdet.data.common import DataError
+    with pytest.raises(DataError, match="unknown split 'nope'"):
         syn.generate(2, SIZE, 0, "nope")

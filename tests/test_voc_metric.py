@@ -84,5 +84,6 @@ def test_no_detections_and_table():
     gt = _gt(num_images=3, seed=0)
     m = voc_metric.voc_metrics(gt, [])
     assert m["AP"] == 0.0 and m["AP50"] == 0.0
+    assert evaluation.voc07_map(gt, [])["mAP"] == 0.0
     table = voc_metric.format_voc_table({"AP": 0.5, "AP50": 0.75, "AP75": float("nan")}, "t")
     assert table.splitlines()[0] == "t" and table.splitlines()[-1] == "| 50.0 | 75.0 | - |"

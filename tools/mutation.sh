@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut 3, `pip install -e .[mutation]`) of one pure, fast module against the
+# fast test files that cover it; prints the killed share and the surviving mutants.
+#
+#   tools/mutation.sh boxes            # one module: boxes anchors optim losses voc_metric
+#   tools/mutation.sh all              #   targets postprocess assign, or all of them in turn
+#   mutmut show mgdet.boxes.x_decode__mutmut_22   # (in the work folder printed) a survivor's diff
+#
+# Each module runs in its own copy of the working tree under ${MUTATION_DIR:-/tmp/mgdet-mutation}
+# (mutmut writes a mutants/ folder and caches results there: delete the folder for a fresh run).
+# Runs at the lowest priority (nice 19): leave it in the background on a shared machine.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BASE="${MUTATION_DIR:-/tmp/mgdet-mutation}"
+
+# module -> the mutmut name pattern and the test files (or test ids) that cover it
+tests_for() {
+  case "$1" in
+    boxes|anchors) echo "tests/test_boxes_anchors.py" ;;
+    optim)         echo "tests/test_optim.py" ;;
+    losses)        echo "tests/test_losses.py" ;;
+    voc_metric)    echo "tests/test_voc_metric.py tests/test_difficult.py" ;;
+    targets)       echo "tests/test_keras_hub_inputs.py" ;;
+    postprocess)   echo "tests/test_postprocess.py" ;;
+    assign)        echo "tests/test_assign.py" ;;
+    *) echo "unknown module '$1': use boxes, anchors, optim, losses, voc_metric, targets," \
+            "postprocess, assign or all" >&2; exit 2 ;;
+  esac
+}
+
+run_module() {
+  local module="$1" work="$BASE/$1" files path
+  files="$(tests_for "$module")"
+  path="mgdet/$module.py"
+  [ "$module" = assign ] && path="mgdet/assign/*"
+  mkdir -p "$work"
+  (cd "$ROOT" && tar cf - --exclude=__pycache__ mgdet tests configs cli.py setup.cfg \
+     pyproject.toml) | (cd "$work" && tar xf -)
+  # this module only, its own tests only (replaces the [mutmut] section of the copy)
+  python - "$work/setup.cfg" "$path" $files <<'EOF'
+import configparser, sys
+cfg_path, path, tests = sys.argv[1], sys.argv[2], sys.argv[3:]
+cfg = configparser.ConfigParser()
+cfg.read(cfg_path)
+cfg["mutmut"]["only_mutate"] = "\n" + path
+cfg["mutmut"]["pytest_add_cli_args_test_selection"] = "\n" + "\n".join(tests)
+with open(cfg_path, "w") as f:
+    cfg.write(f)
+EOF
+  # mgdet.assign's tf.functions run eagerly (tests/conftest.py): see MGDET_MUTATION there
+  local eager=""
+  [ "$module" = assign ] && eager=1
+  echo "== mgdet.$module ($files) in $work"
+  (cd "$work" && MGDET_MUTATION="$eager" nice -n 19 mutmut run "mgdet.$module.*" > run.log 2>&1) \
+    || { echo "mutmut failed: see $work/run.log" >&2; return 1; }
+  (cd "$work" && mutmut results --all true) | python -c '
+import collections, sys
+module = sys.argv[1]
+rows = [l.strip().rsplit(": ", 1) for l in sys.stdin if ": " in l]
+rows = [(n, s) for n, s in rows if n.startswith("mgdet." + module + ".")]
+count = collections.Counter(s for _, s in rows)
+detected = ("killed", "timeout", "segfault")  # a crashed or hung test run detects it too
+killed = sum(count[s] for s in detected)
+total = len(rows)
+print(f"mgdet.{module}: {killed}/{total} killed ({100 * killed / max(total, 1):.1f}%): "
+      + ", ".join(f"{k} {v}" for k, v in sorted(count.items())))
+for name, status in rows:
+    if status not in detected:
+        print(f"  {status}: {name}")
+' "$module"
+}
+
+if [ "${1:-}" = all ]; then
+  for m in boxes anchors optim losses voc_metric targets postprocess assign; do run_module "$m"; done
+else
+  run_module "${1:?usage: tools/mutation.sh MODULE|all}"
+fi
