@@ -29,14 +29,9 @@ def test_every_numeric_field_refuses_non_finite_and_out_of_range(key):
         assert f"'{key}'" in message, (bad, message)
 
 
-@pytest.mark.parametrize("override,key", [
-    ("train.lr=.inf", "train.lr"), ("assign.sigma=.inf", "assign.sigma"),
-    ("data.seed=-1", "data.seed"), ("train.seed=-1", "train.seed"),
-    ("eval.batch_size=0", "eval.batch_size"), ("train.eval_every=-1", "train.eval_every"),
-    ("train.devices=-1", "train.devices"), ("data.max_objects=1e7", "data.max_objects"),
-    ("model.image_size=64000", "model.image_size"), ("model.width=inf", "model.width"),
-    ("loss.focal_alpha=5", "loss.focal_alpha"), ("loss.focal_gamma=-3", "loss.focal_gamma"),
-    ("train.clip_norm=0", "train.clip_norm"),
+@pytest.mark.parametrize("override,key", [  # what the range sweep above does not try
+    ("model.width=inf", "model.width"),            # the string "inf", not YAML's .inf
+    ("train.clip_norm=0", "train.clip_norm"),      # the open lower bound itself
     ("data.worker_sharding=shards", "data.worker_sharding"),
 ])
 def test_values_from_the_issue_are_refused(override, key):
