@@ -395,7 +395,7 @@ def config_from_dict(values):
     return validate(_build(Config, values, ""))
 
 
-BASE_KEY = "base"  # a config file's parent(s): beside the file, else a shipped config (`base: default`)
+BASE_KEY = "base"  # a config's parent(s): beside the file, else shipped (`base: default`)
 
 
 def configs_dir():
@@ -464,9 +464,10 @@ def read_config_file(path, _chain=()):
     """The values of the YAML file ``path`` merged over its ``base:`` file(s), as a nested dict.
 
     ``base`` is a path (or a list of paths, later ones winning) found by :func:`find_base`:
-    relative to the file, else a shipped config (``base: default``); bases may have bases; mappings merge key by key, anything else (lists too) is replaced. Each
-    file's keys and types are checked on their own, so an error names the file and the key;
-    a cycle of bases is refused. A base's ``name`` is not inherited.
+    relative to the file, else a shipped config (``base: default``); bases may have bases;
+    mappings merge key by key, anything else (lists too) is replaced. Each file's keys and types
+    are checked on their own, so an error names the file and the key; a cycle of bases is
+    refused. A base's ``name`` is not inherited.
     """
     real = os.path.realpath(path)
     if real in _chain:

@@ -18,9 +18,9 @@ These are running totals of everything the pipeline has read, and a training str
 and reads ahead (prefetch, parallel maps), so at an epoch's end they include images of the next
 passes. What happened to the data is counted per pass over the images instead: each pipeline
 frames its passes with :func:`counted_passes`, which records the :data:`PASS_KEYS` counted
-during each complete pass (``images_listed``: the source's images of that pass, ``images_failed_decode``:
-those that did not decode; ``images`` and ``boxes_*``: as listed above, before augmentation).
-:func:`last_pass` reads them back.
+during each complete pass (``images_listed``: the source's images of that pass,
+``images_failed_decode``: those that did not decode; ``images`` and ``boxes_*``: as above,
+before augmentation). :func:`last_pass` reads them back.
 
 Use :func:`snapshot` for a dict, :func:`summary` for one printable line, :class:`StatsCallback`
 to print, at each epoch end, the counts of the last pass over the images completed since.
@@ -59,7 +59,7 @@ class Counters:
     def __init__(self, name):
         self.name = name
         self._vars = {}
-        self._pass = None  # [passes, totals at the last pass end..., that pass's counts...]
+        self._pass = None  # (totals at the current pass's start, [passes, last pass's counts])
 
     def variable(self, key):
         with _LOCK:
@@ -120,7 +120,8 @@ def counted_passes(ds, group):
         listed = group.increment("images_listed", group.variable("listed_per_pass"))
         with tf.control_dependencies([listed]):
             counts = dict(zip(_COUNTED, tf.unstack(totals() - start)))
-        counts["images_failed_decode"] = counts["images_listed"] - counts["images"]
+        # a source that lists no files (synthetic) sets no listed count: 0 failed
+        counts["images_failed_decode"] = tf.maximum(counts["images_listed"] - counts["images"], 0)
         record = tf.concat([last[:1] + 1, tf.stack([counts[k] for k in PASS_KEYS])], 0)
         with tf.control_dependencies([last.assign(record, read_value=False)]):
             return tf.constant(False)

@@ -13,9 +13,10 @@ Training (``train_step``): forward -> label assignment (``mgdet.assign.assign``,
 
 Metrics: ``loss``, ``cls_loss``, ``reg_loss`` (means over steps of the global-batch losses),
 ``num_pos_cls``, ``num_pos_reg`` (mean positives per global batch) and ``targets_dropped`` (the
-objects of the epoch's targets that could not be trained on, :func:`drop_invalid_objects`). Under ``tf.distribute`` each
-replica's loss is its share of the global loss (the loss normalizers are all-reduced), Keras sums
-the replicas' gradients, and the metrics report global values.
+objects of the epoch's targets that could not be trained on, :func:`drop_invalid_objects`).
+Under ``tf.distribute`` each replica's loss is its share of the global loss (the loss
+normalizers are all-reduced), Keras sums the replicas' gradients, and the metrics report global
+values.
 """
 import numbers
 import os
