@@ -230,7 +230,7 @@ def test_readme_own_data_and_fine_tuning_commands_run_from_the_installed_package
         run = subprocess.run(command + shlex.split(line)[1:] + TINY_RUN, cwd=work, env=env,
                              capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, f"{line}\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
-        outputs.append(run.stdout)
+        outputs.append(run.stdout + run.stderr)
     name = os.path.splitext(os.path.basename(config_path))[0]
     assert (work / "runs" / name / "final.weights.h5").is_file()
     assert (work / "runs" / "default" / "final.weights.h5").is_file()
@@ -238,3 +238,4 @@ def test_readme_own_data_and_fine_tuning_commands_run_from_the_installed_package
     assert sorted(finetuned["per_class"]) == ["other", "square"]
     assert "initialized from runs/default (class head re-initialized for 2 classes)" in \
         outputs[-1]
+    assert "train.warmup_steps 200 shortened to 0" in outputs[-1]  # 2 steps: said in the log
