@@ -481,7 +481,7 @@ def config_from_dict(values):
     return validate(_build(Config, values, ""))
 
 
-BASE_KEY = "base"  # a config file's parent(s), relative to the file: `base: _base_/voc.yaml`
+BASE_KEY = "base"  # a config's parent(s): beside the file, else shipped (`base: default`)
 
 
 def configs_dir():
@@ -533,13 +533,33 @@ def _read_yaml(path):
     return values
 
 
+def find_base(path, base):
+    """The file that ``base:`` names in the config file ``path``: ``base`` relative to the
+    file's folder, else the shipped config of that name or relative path (``default``,
+    ``retinanet_resnet18_voc.yaml``, ``_base_/voc.yaml``; ``.yaml`` may be left out), so that a
+    user's YAML anywhere can start from a shipped one. Raises ConfigError naming the places
+    searched."""
+    folders = [os.path.dirname(os.path.abspath(path))]
+    if not os.path.isabs(base):
+        folders.append(configs_dir())
+    names = [base] if base.endswith((".yaml", ".yml")) else [base, base + ".yaml"]
+    tried = [os.path.join(folder, name) for folder in folders for name in names]
+    for candidate in tried:
+        if os.path.isfile(candidate):
+            return candidate
+    raise ConfigError(f"config file {path!r}: its base {base!r} does not exist (looked for "
+                      f"{', '.join(tried)}); give a path relative to the file or a shipped "
+                      f"config: {', '.join(config_names())}")
+
+
 def read_config_file(path, _chain=()):
     """The values of the YAML file ``path`` merged over its ``base:`` file(s), as a nested dict.
 
-    ``base`` is a path (or a list of paths, later ones winning) relative to the file; bases
-    may have bases; mappings merge key by key, anything else (lists too) is replaced. Each
-    file's keys and types are checked on their own, so an error names the file and the key;
-    a cycle of bases is refused. A base's ``name`` is not inherited.
+    ``base`` is a path (or a list of paths, later ones winning) found by :func:`find_base`:
+    relative to the file, else a shipped config (``base: default``); bases may have bases;
+    mappings merge key by key, anything else (lists too) is replaced. Each file's keys and types
+    are checked on their own, so an error names the file and the key; a cycle of bases is
+    refused. A base's ``name`` is not inherited.
     """
     real = os.path.realpath(path)
     if real in _chain:
@@ -561,11 +581,7 @@ def read_config_file(path, _chain=()):
         raise ConfigError(f"config file {path!r}: {err}") from None
     merged = {}
     for base in bases:
-        base_path = os.path.join(os.path.dirname(os.path.abspath(path)), base)
-        if not os.path.isfile(base_path):
-            raise ConfigError(f"config file {path!r}: its base {base!r} ({base_path}) does not "
-                              f"exist; '{BASE_KEY}' is relative to the file")
-        inherited = read_config_file(base_path, _chain + (real,))
+        inherited = read_config_file(find_base(path, base), _chain + (real,))
         inherited.pop("name", None)
         merged = _merge(merged, inherited)
     return _merge(merged, values)

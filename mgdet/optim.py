@@ -7,13 +7,19 @@ dense kernels only: biases and batch-norm parameters are not decayed. Keras's ow
 momentum 0.9 decays ~10x less than the paper, so it is not used.
 
 Schedule: linear warm-up from ``warmup_lr`` to ``lr`` over ``warmup_steps`` iterations, then
-cosine decay to ``min_lr`` (``keras.optimizers.schedules.CosineDecay`` with warm-up).
+cosine decay to ``min_lr`` (``keras.optimizers.schedules.CosineDecay`` with warm-up). The
+warm-up takes at most a third of the run (``total_steps // 3``; logged when shortened), so a
+short run on a small dataset still decays.
 
 ``train.clip_norm`` (None by default) clips the global norm of all gradients (Keras's
 ``global_clipnorm``; for SGD the L2 term is added first, so it is part of the clipped norm).
 """
+import logging
+
 import keras
 import tensorflow as tf
+
+log = logging.getLogger("mgdet.optim")
 
 DECAYED_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
@@ -46,11 +52,19 @@ class SGDWithL2(keras.optimizers.SGD):
 
 
 def learning_rate_schedule(lr, total_steps, warmup_steps=500, warmup_lr=1e-6, min_lr=1e-6):
-    """Linear warm-up ``warmup_lr -> lr`` then cosine ``lr -> min_lr`` at ``total_steps``."""
-    warmup_steps = int(min(warmup_steps, max(total_steps - 1, 0)))
+    """Linear warm-up ``warmup_lr -> lr`` over ``min(warmup_steps, total_steps // 3)`` steps,
+    then cosine ``lr -> min_lr`` at ``total_steps``; step ``s`` of the decay (``s = 0`` at the
+    warm-up's end, ``D = total_steps - warm-up``) has ``min_lr + (lr - min_lr) (1 + cos(pi s /
+    D)) / 2``."""
+    total_steps = int(total_steps)
+    longest = total_steps // 3
+    if warmup_steps > longest:
+        log.info("train.warmup_steps %d shortened to %d: warm-up takes at most a third of the "
+                 "run's %d steps", warmup_steps, longest, total_steps)
+    warmup_steps = int(min(warmup_steps, longest))
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=warmup_lr if warmup_steps else lr,
-        decay_steps=max(int(total_steps) - warmup_steps, 1),
+        decay_steps=max(total_steps - warmup_steps, 1),
         alpha=min(min_lr / lr, 1.0),
         warmup_target=lr if warmup_steps else None,
         warmup_steps=warmup_steps)

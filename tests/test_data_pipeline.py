@@ -132,12 +132,17 @@ def test_errors():
         make_dataset(_examples([[]]), 64, 1, augment={"zoom": 2})
 
 
-def test_stats_callback_prints_epoch_delta():
+def test_stats_callback_prints_the_last_complete_pass():
+    boxes = [[[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.2, 0.9]], [], [[0.5, 0.5, 1.4, 0.9]]]
+    ds = make_dataset(_examples(boxes), 64, 2, training=False, name="t_cb")
     lines = []
-    cb = stats.StatsCallback(print_fn=lines.append)
+    cb = stats.StatsCallback(print_fn=lines.append, groups=["t_cb"])
     cb.on_train_begin()
-    stats.counters("t_cb").add("images", 5)
+    next(iter(ds))  # an unfinished pass: nothing to print
     cb.on_epoch_end(0)
-    stats.counters("t_cb").add("images", 2)
+    list(ds)
+    list(ds)
     cb.on_epoch_end(1)
-    assert "t_cb: images=5" in lines[0] and "t_cb: images=2" in lines[1]
+    assert lines == ["epoch 2 data: t_cb (one pass over the images): images=3 images_empty=1 "
+                     "boxes_in=3 boxes_degenerate=1 boxes_clipped=1"]
+    assert stats.last_pass("t_cb")[0] >= 2

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import sysconfig
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,8 +34,9 @@ def _installed_mgdet(tmp_path):
     if os.path.isfile(script):
         probe = subprocess.run([sys.executable, "-c", "import mgdet; print(mgdet.__file__)"],
                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-        if probe.returncode == 0 and not probe.stdout.startswith(ROOT + os.sep):
-            return [script], env  # installed, and not an editable install of this checkout
+        package = os.path.dirname(probe.stdout.strip())
+        if probe.returncode == 0 and os.path.isdir(os.path.join(package, "configs")):
+            return [script], env  # a wheel (configs inside), not an editable install
     wheels, site = tmp_path / "wheels", tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
                     ROOT], check=True, timeout=600, env=env)
@@ -44,8 +47,14 @@ def _installed_mgdet(tmp_path):
     return [str(site / "bin" / "mgdet")], env
 
 
-def test_installed_mgdet_trains_the_default_config_outside_the_checkout(tmp_path):
-    command, env = _installed_mgdet(tmp_path)
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """``(command, env)`` of the installed ``mgdet`` (one wheel for the module's tests)."""
+    return _installed_mgdet(tmp_path_factory.mktemp("install"))
+
+
+def test_installed_mgdet_trains_the_default_config_outside_the_checkout(tmp_path, installed):
+    command, env = installed
     work = tmp_path / "elsewhere"
     work.mkdir()
     where = subprocess.run([sys.executable, "-c", "import mgdet, mgdet.config as c; "
@@ -161,3 +170,75 @@ def test_readme_python_api_blocks_run_end_to_end(tmp_path, monkeypatch):
                                atol=1e-4)
     assert (tmp_path / "runs" / "notebook" / "final.weights.h5").is_file()
     shutil.rmtree(tmp_path / "runs")
+
+
+def _readme_section(title):
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    return re.split(r"\n##+ ", re.split(rf"\n##+ {re.escape(title)}\n", text, maxsplit=1)[1],
+                    maxsplit=1)[0]
+
+
+# Appended to every `mgdet train` of the README's own-data section: a run of seconds.
+TINY_RUN = ["--set", "train.epochs=1", "--set", "train.batch_size=4", "--set",
+            "model.image_size=64", "--set", "model.width=0.125", "--set", "train.eval_every=0",
+            "--set", "data.num_train=16", "--set", "data.num_eval=8", "--set", "eval.batch_size=8"]
+
+
+def _coco_files(work, data):
+    """A tiny COCO-format dataset where the config's ``data`` keys point: 10 JPEGs with 1-2
+    boxes each, 8 of them for training, 2 classes."""
+    os.makedirs(work / data["train_images"], exist_ok=True)
+    os.makedirs(work / data["eval_images"], exist_ok=True)
+    rng = np.random.default_rng(0)
+    splits = {data["train_ann"]: (data["train_images"], range(1, 9)),
+              data["eval_ann"]: (data["eval_images"], range(9, 11))}
+    for ann, (folder, ids) in splits.items():
+        images, anns = [], []
+        for i in ids:
+            pixels = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
+            for j in range(1 + i % 2):
+                x, y = 4 + 28 * j, 8
+                pixels[y:y + 24, x:x + 24, j] = 255
+                anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1 + j,
+                             "bbox": [x, y, 24, 24], "iscrowd": 0, "area": 576.0})
+            Image.fromarray(pixels).save(work / folder / f"{i}.jpg")
+            images.append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        os.makedirs(os.path.dirname(work / ann), exist_ok=True)
+        (work / ann).write_text(json.dumps({"images": images, "annotations": anns, "categories": [
+            {"id": 1, "name": "square"}, {"id": 2, "name": "other"}]}))
+
+
+def test_readme_own_data_and_fine_tuning_commands_run_from_the_installed_package(
+        tmp_path, installed):
+    """The README's own-data section as written: its YAML saved where its first line says, a
+    dataset where it points, and each shell command run in that order by the installed
+    ``mgdet`` in an empty folder (``TINY_RUN`` appended to each command)."""
+    command, env = installed
+    section = _readme_section("Train on your own data")
+    (config_text,) = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    config_path = re.match(r"# (\S+\.yaml)", config_text).group(1)
+    work = tmp_path / "mine"
+    (work / config_path).parent.mkdir(parents=True)
+    (work / config_path).write_text(config_text)
+    _coco_files(work, yaml.safe_load(config_text)["data"])
+    lines = [line.split(" #")[0].strip()
+             for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+             for line in block.splitlines() if line.strip()]
+    assert lines and all(line.startswith(("mgdet train", "mgdet eval")) for line in lines), lines
+    outputs = []
+    for line in lines:
+        run = subprocess.run(command + shlex.split(line)[1:] + TINY_RUN, cwd=work, env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, f"{line}\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
+        outputs.append(run.stdout + run.stderr)
+    name = os.path.splitext(os.path.basename(config_path))[0]
+    assert (work / "runs" / name / "final.weights.h5").is_file()
+    assert (work / "runs" / name / "final.eval.json").is_file()  # `mgdet eval` of the run
+    assert f"config: runs/{name}/config.json" in outputs[1]
+    assert (work / "runs" / "default" / "final.weights.h5").is_file()
+    finetuned = json.loads((work / "runs" / f"{name}-2" / "eval.json").read_text())
+    assert sorted(finetuned["per_class"]) == ["other", "square"]
+    assert "initialized from runs/default (class head re-initialized for 2 classes)" in \
+        outputs[-1]
+    assert "train.warmup_steps 200 shortened to 0" in outputs[-1]  # 2 steps: said in the log

@@ -252,7 +252,8 @@ def decode_records(ds):
     the first frame of a GIF is used; the EXIF orientation is applied
     (:mod:`mgdet.data.exif`). An image that fails to decode is skipped by
     ``Dataset.ignore_errors`` (TF logs the error) and counted: ``images_failed_decode`` of the
-    ``decode`` group in :mod:`mgdet.data.stats`.
+    ``decode`` group in :mod:`mgdet.data.stats` (all pipelines), and per pass of the pipeline
+    that reads them, which each example's ``num_listed`` (records per pass) lets it derive.
     """
     import tensorflow as tf
     from mgdet.data import stats
@@ -266,9 +267,13 @@ def decode_records(ds):
         with tf.control_dependencies([counters.increment("images_listed")]):
             return {k: tf.identity(v) for k, v in ex.items()}
 
+    listed = int(ds.cardinality())  # the records of one pass, known before decoding
+
     def _decode(ex):
         out = {k: v for k, v in ex.items() if k != "path"}
         out["image"] = decode_oriented(tf.io.read_file(ex["path"]))  # EXIF orientation applied
+        if listed >= 0:  # lets a pipeline count its own failures per pass (mgdet.data.stats)
+            out[stats.LISTED_KEY] = tf.constant(listed, tf.int64)
         return out
 
     def _count_decoded(ex):

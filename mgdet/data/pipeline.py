@@ -16,7 +16,8 @@ with ``difficult="ignore"``, flagged in an extra ``"ignore"`` target (bool [B, M
 anchors they are assigned ignored (neither positive nor background, see
 :func:`mgdet.assign.ignore_objects`); evaluation keeps them flagged in the ground truth (ignored
 by the metric). The counts land in
-:mod:`mgdet.data.stats` under the pipeline's ``name``; truncation also prints one warning.
+:mod:`mgdet.data.stats` under the pipeline's ``name``, those of each pass over the images also
+as that pass's (:func:`mgdet.data.stats.last_pass`); truncation also prints one warning.
 """
 import logging
 import sys
@@ -93,6 +94,7 @@ def sanitize(example, counters=None):
     was_clipped = good & tf.reduce_any(tf.abs(clipped - safe) > 1e-6, axis=1)
     keep = good
     out = dict(example)
+    listed = out.pop(data_stats.LISTED_KEY, None)
     out["boxes"] = tf.boolean_mask(clipped, keep)
     out["labels"] = tf.boolean_mask(tf.reshape(tf.cast(example["labels"], tf.int32), [-1]), keep)
     for key in ("difficult", "is_crowd", "area"):
@@ -110,6 +112,9 @@ def sanitize(example, counters=None):
         counters.increment("boxes_difficult",
                            tf.reduce_sum(tf.cast(good & ignore_flags(example), tf.int32))),
     ]
+    if listed is not None:  # the same number on every example of a pass: counted_passes adds it
+        updates.append(counters.variable("listed_per_pass").assign(tf.cast(listed, tf.int64),
+                                                                   read_value=False))
     with tf.control_dependencies(updates):
         return {k: tf.identity(v) for k, v in out.items()}
 
@@ -213,6 +218,9 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     plain = tf.autograph.experimental.do_not_convert
     ds = source_dataset.map(plain(lambda ex: sanitize(ex, counters)),
                             num_parallel_calls=num_parallel_calls, deterministic=True)
+    # Each pass over the images records its counts (mgdet.data.stats.last_pass), framed
+    # before the cache (a cached pass decodes nothing), shuffle and repeat (read-ahead).
+    ds = data_stats.counted_passes(ds, counters)
     if cache:
         ds = ds.cache()
         # The cache replays its first pass; shuffle all of it when the size is known (the

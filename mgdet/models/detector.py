@@ -11,10 +11,12 @@ Training (``train_step``): forward -> label assignment (``mgdet.assign.assign``,
 ``test_step`` reports the same losses; ``predict_step`` / ``detect`` return final detections
 (decode + class-wise NMS, ``mgdet.postprocess``).
 
-Metrics: ``loss``, ``cls_loss``, ``reg_loss`` (means over steps of the global-batch losses) and
-``num_pos_cls``, ``num_pos_reg`` (mean positives per global batch). Under ``tf.distribute`` each
-replica's loss is its share of the global loss (the loss normalizers are all-reduced), Keras sums
-the replicas' gradients, and the metrics report global values.
+Metrics: ``loss``, ``cls_loss``, ``reg_loss`` (means over steps of the global-batch losses),
+``num_pos_cls``, ``num_pos_reg`` (mean positives per global batch) and ``targets_dropped`` (the
+objects of the epoch's targets that could not be trained on, :func:`drop_invalid_objects`).
+Under ``tf.distribute`` each replica's loss is its share of the global loss (the loss
+normalizers are all-reduced), Keras sums the replicas' gradients, and the metrics report global
+values.
 """
 import numbers
 import os
@@ -35,7 +37,36 @@ from mgdet.postprocess import postprocess
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
-METRIC_NAMES = ("loss", "cls_loss", "reg_loss", "num_pos_cls", "num_pos_reg")
+METRIC_NAMES = ("loss", "cls_loss", "reg_loss", "num_pos_cls", "num_pos_reg", "targets_dropped")
+
+
+def drop_invalid_objects(targets, num_classes):
+    """The objects of a batch's targets that cannot be trained on, dropped as mgdet's input
+    pipeline drops them from files (:func:`mgdet.data.pipeline.sanitize`): a box with a
+    non-finite coordinate or without area once clipped to the image, or a label outside
+    ``[0, num_classes)``. Boxes are clipped to the image. Plain tensor ops, so it runs in a
+    ``tf.function``, an XLA-compiled step and under ``tf.distribute`` alike (none of which can
+    raise from inside a compiled step).
+
+    Args:
+      targets: the detector's targets (:func:`mgdet.targets.standardize_targets`): ``boxes``
+        [B, M, 4] relative xyxy, ``labels`` int32 [B, M], ``valid`` bool [B, M] (+ ``ignore``).
+      num_classes: C.
+    Returns:
+      ``(targets, dropped)``: the same targets with those objects made padding (``valid``
+      False, box and label 0), and int32 the number of valid objects dropped.
+    """
+    boxes, labels, valid = targets["boxes"], targets["labels"], targets["valid"]
+    finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
+    clipped = tf.clip_by_value(tf.where(finite[..., None], boxes, 0.0), 0.0, 1.0)
+    good = (finite & (clipped[..., 2] > clipped[..., 0]) & (clipped[..., 3] > clipped[..., 1])
+            & (labels >= 0) & (labels < num_classes))
+    keep = valid & good
+    out = dict(targets, boxes=tf.where(keep[..., None], clipped, 0.0),
+               labels=tf.where(keep, labels, 0), valid=keep)
+    if "ignore" in targets:
+        out["ignore"] = tf.cast(targets["ignore"], tf.bool) & keep
+    return out, tf.reduce_sum(tf.cast(valid & ~good, tf.int32))
 
 
 def _check_number(name, value, low, high, low_open=False, integer=False):
@@ -85,7 +116,10 @@ class Detector(keras.Model):
         ``mgdet.targets.BOX_FORMATS`` (keras-hub's names; absolute ones are pixels of the S x S
         input). Default ``rel_xyxy``, what mgdet's own pipeline makes. Targets may also be
         keras-hub's ``{"boxes", "labels" or "classes"}`` with ``-1`` padding
-        (:func:`mgdet.targets.standardize_targets`).
+        (:func:`mgdet.targets.standardize_targets`). Objects that cannot be trained on (a NaN
+        or infinite coordinate, no area inside the image, a label >= ``num_classes``) are
+        dropped, not trained on and not an error, and counted in the ``targets_dropped``
+        metric (objects per epoch, all replicas), as the file pipeline skips and counts them.
       class_names: one name per class (saved with the model, so that a ``.keras`` file names
         its detections); None: unnamed.
     """
@@ -167,7 +201,8 @@ class Detector(keras.Model):
         for layer in self._flatten_layers(include_self=False):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = sync_bn
-        self._trackers = [keras.metrics.Mean(name=n) for n in METRIC_NAMES]
+        self._trackers = [keras.metrics.Mean(name=n) for n in METRIC_NAMES[:-1]]
+        self._trackers.append(keras.metrics.Sum(name=METRIC_NAMES[-1]))  # objects, summed
         self._detect_function = None
 
         self.build((None, self.image_size, self.image_size, 3))
@@ -256,29 +291,32 @@ class Detector(keras.Model):
     def metrics(self):
         return list(self._trackers)
 
-    def _update_metrics(self, losses):
+    def _update_metrics(self, losses, dropped):
         """Update the trackers so that they read global values under ``tf.distribute``.
 
         Keras metric variables are summed over replicas when read: each replica adds
         ``replicas x its share`` of a loss (the shares sum to the global loss) and the global
-        count (identical on every replica), each with weight 1.
+        count (identical on every replica), each with weight 1, and its own ``dropped``
+        objects to their sum.
         """
         ctx = tf.distribute.get_replica_context()
         replicas = tf.cast(ctx.num_replicas_in_sync if ctx is not None else 1, tf.float32)
         values = (losses["total"] * replicas, losses["cls"] * replicas, losses["reg"] * replicas,
-                  losses["num_pos_cls"], losses["num_pos_reg"])
+                  losses["num_pos_cls"], losses["num_pos_reg"], tf.cast(dropped, tf.float32))
         for tracker, value in zip(self._trackers, values):
             tracker.update_state(value)
         return distributed.reducible_logs({t.name: t.result() for t in self._trackers})
 
     def _unpack(self, data):
-        """``(images, targets)`` of a batch, targets in the detector's own form."""
+        """``(images, targets, dropped)`` of a batch: targets in the detector's own form, less
+        the objects :func:`drop_invalid_objects` drops (``dropped`` of them)."""
         if isinstance(data, (tuple, list)):
             if len(data) < 2:
                 raise ValueError("training data must be (images, targets) pairs, got a "
                                  f"{len(data)}-tuple")
-            return data[0], target_ops.standardize_targets(data[1], self.bounding_box_format,
-                                                           self.image_size)
+            targets = target_ops.standardize_targets(data[1], self.bounding_box_format,
+                                                     self.image_size)
+            return (data[0],) + drop_invalid_objects(targets, self.num_classes)
         raise ValueError("training data must be (images, {'boxes', 'labels'}) pairs, "
                          f"got {type(data).__name__}")
 
@@ -300,7 +338,7 @@ class Detector(keras.Model):
 
     @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
-        images, targets = self._unpack(data)
+        images, targets, dropped = self._unpack(data)
         with tf.GradientTape() as tape:
             deltas, logits = self(images, training=True)
             losses = self.compute_detection_loss(targets, deltas, logits)
@@ -311,13 +349,14 @@ class Detector(keras.Model):
         variables = self.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply(gradients, variables)
-        return self._update_metrics(losses)
+        return self._update_metrics(losses, dropped)
 
     @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
-        images, targets = self._unpack(data)
+        images, targets, dropped = self._unpack(data)
         deltas, logits = self(images, training=False)
-        return self._update_metrics(self.compute_detection_loss(targets, deltas, logits))
+        return self._update_metrics(self.compute_detection_loss(targets, deltas, logits),
+                                    dropped)
 
     # --- inference ---------------------------------------------------------------------------
 
