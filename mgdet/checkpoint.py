@@ -27,13 +27,9 @@ import re
 
 import tensorflow as tf
 
-from mgdet.config import ConfigError
+from mgdet.rundir import ResumeError  # noqa: F401 (raised here)
 
 log = logging.getLogger("mgdet")
-
-
-class ResumeError(ConfigError):
-    """A run cannot be resumed as asked; the message says why and what to do instead."""
 
 
 def model_keys(model):

@@ -309,3 +309,58 @@ def test_loopback_tf_configs_name_every_task_once():
     assert len(set(workers)) == 3 and all(w.startswith("127.0.0.1:") for w in workers)
     assert [c["task"] for c in configs] == [{"type": "worker", "index": i} for i in range(3)]
     assert all(c["cluster"] == configs[0]["cluster"] for c in configs)
+
+
+def _held_port():
+    """A socket listening on 127.0.0.1 (a port no TensorFlow server can take) and its port."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s, s.getsockname()[1]
+
+
+def _join_argv():
+    return ["-c", "from mgdet.distributed import multi_worker_strategy; multi_worker_strategy()"]
+
+
+def test_unusable_own_address_is_one_clear_error(tmp_path, processes):
+    held, port = _held_port()
+    with held:
+        tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]},
+                                "task": {"type": "worker", "index": 0}})
+        proc = processes.start(_train_argv(tmp_path / "run"), {"TF_CONFIG": tf_config}, "own")
+        assert processes.wait([proc], deadline=time.time() + 300) == [2], processes.tail()
+    with open(processes.logs[0]) as f:
+        out = f.read()
+    assert f"address 127.0.0.1:{port} (worker:0) cannot be served here" in out, out[-2000:]
+    assert "Traceback" not in out and not (tmp_path / "run").exists()
+
+
+def test_a_cluster_that_never_forms_times_out_and_ctrl_c_ends_the_wait(processes):
+    held, port = _held_port()  # the leader's address: something that is not a TF server
+    with held:
+        config = json.loads(loopback_tf_configs(2)[1])
+        config["cluster"]["worker"][0] = f"127.0.0.1:{port}"
+        env = {"TF_CONFIG": json.dumps(config), "MGDET_JOIN_TIMEOUT_S": "5"}
+        timed = processes.start(_join_argv(), env, "timeout")
+        waiting = processes.start(_join_argv(), {**env, "MGDET_JOIN_TIMEOUT_S": "600"}, "ctrl_c")
+        assert _wait_for_text(processes.logs[1], "joining the multi-worker cluster", [waiting],
+                              300), processes.tail()
+        time.sleep(2)  # inside the wait
+        waiting.send_signal(signal.SIGINT)
+        assert processes.wait([waiting], deadline=time.time() + 60) == [-signal.SIGINT]
+        assert processes.wait([timed], deadline=time.time() + 300) == [1], processes.tail()
+    with open(processes.logs[0]) as f:
+        out = f.read()
+    assert "did not form within 5 s" in out and "MGDET_JOIN_TIMEOUT_S" in out, out[-2000:]
+
+
+def _wait_for_text(path, text, procs, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        with open(path) as f:
+            if text in f.read():
+                return True
+        time.sleep(0.2)
+    return False
