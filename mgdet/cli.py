@@ -374,9 +374,8 @@ def _run_command(args):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last completed epoch is checkpointed; continue with --resume",
-              file=sys.stderr)
+    except KeyboardInterrupt as err:  # train's says which checkpoint, if any, is kept
+        print("interrupted" + (f": {err}" if str(err) else ""), file=sys.stderr)
         return 130
     except Exception as err:
         # mgdet.faults imports Keras (and TF): looked up only once training has loaded it, so

@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import tempfile
 
@@ -87,23 +88,93 @@ def build_strategy(train_cfg):
     return tf.distribute.get_strategy()
 
 
-def multi_worker_strategy(devices=None):
+JOIN_TIMEOUT_ENV = "MGDET_JOIN_TIMEOUT_S"  # seconds a worker waits for the cluster to form
+DEFAULT_JOIN_TIMEOUT_S = 300
+
+
+def multi_worker_strategy(devices=None, join_timeout=None):
     """This process's MultiWorkerMirroredStrategy, created on the first call (which must come
     before any other TensorFlow op: it starts the worker's gRPC server and joins the cluster).
 
     ``devices``: use only the first ``devices`` local GPUs (ignored without GPUs).
+    ``join_timeout``: seconds to wait for every task of ``TF_CONFIG`` to join (default
+    ``$MGDET_JOIN_TIMEOUT_S``, else 300). TensorFlow alone waits without end, silent and deaf to
+    SIGTERM (its preemption notifier takes that signal) and Ctrl-C (Python handles signals only
+    between bytecodes, and the wait holds the interpreter): here this task's own address is
+    checked first (:func:`check_own_address`), the wait is announced and bounded (the
+    registration with the coordination service times out), and Ctrl-C ends it at once (the
+    default action: the process exits). SIGTERM still ends it only at the timeout.
+
+    Raises:
+      ConfigError: a malformed ``TF_CONFIG``, an own address this machine cannot serve, or a
+        cluster that did not form within ``join_timeout`` (the message names the addresses).
     """
     global _multi_worker
     if _multi_worker is None:
-        tf_config()  # a clear error for a malformed TF_CONFIG
+        config = tf_config()  # a clear error for a malformed TF_CONFIG
+        if config:
+            check_own_address(config)
+        timeout = float(join_timeout or os.environ.get(JOIN_TIMEOUT_ENV) or DEFAULT_JOIN_TIMEOUT_S)
         gpus = tf.config.list_physical_devices("GPU")
         if devices and gpus:
             if len(gpus) < devices:
                 raise ConfigError(f"train.devices is {devices} but this worker has only "
                                  f"{len(gpus)} GPUs")
             tf.config.set_visible_devices(gpus[:devices], "GPU")
-        _multi_worker = tf.distribute.MultiWorkerMirroredStrategy()
+        leader = None
+        if config:
+            leader = _bound_registration(timeout)
+            print(f"joining the multi-worker cluster as {config['task']['type']}:"
+                  f"{config['task']['index']} (leader {leader}; waiting at most {timeout:g} s, "
+                  f"${JOIN_TIMEOUT_ENV})", flush=True)
+        previous = signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the wait
+        try:
+            _multi_worker = tf.distribute.MultiWorkerMirroredStrategy()
+        except PEER_FAILURES as err:
+            task = config["task"]
+            raise ConfigError(
+                f"multi-worker: the cluster did not form within {timeout:g} s: task "
+                f"{task['type']}:{task['index']} waited for the other tasks of TF_CONFIG "
+                f"{config['cluster']} (leader {leader}) to join; start every task, check their "
+                f"addresses and ports, or wait longer with {JOIN_TIMEOUT_ENV} "
+                f"({' '.join(str(err).split())[:80]})") from None
+        finally:
+            signal.signal(signal.SIGINT, previous)
     return _multi_worker
+
+
+def check_own_address(config):
+    """Raise ConfigError unless this task's ``host:port`` in ``config`` (a parsed ``TF_CONFIG``)
+    is an address of this machine with the port free (checked by binding it for a moment)."""
+    task = config["task"]
+    address = config["cluster"][task["type"]][task["index"]]
+    host, _, port = str(address).rpartition(":")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET,
+                           socket.SOCK_STREAM) as s:
+            s.bind((host.strip("[]"), int(port)))
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise ConfigError(f"TF_CONFIG: this task's address {address} ({task['type']}:"
+                          f"{task['index']}) cannot be served here ({reason}): give this "
+                          "machine's host name or IP and a free port") from None
+
+
+def _bound_registration(timeout):
+    """Configure TensorFlow's coordination service as MultiWorkerMirroredStrategy does, with
+    the registration bounded by ``timeout`` seconds (the strategy then keeps this
+    configuration); returns the leader's address. (No public API sets this timeout.)"""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+    spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    leader = multi_worker_util.coordination_leader(spec)
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in ("chief", "worker") if job in spec.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=leader, coordinated_jobs=jobs,
+        cluster_register_timeout_in_ms=int(timeout * 1000))
+    return leader
 
 
 def split_cpu(num_devices):

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mgdet import build_model, cpu, distributed, faults
+from mgdet import build_model, checkpoint, cpu, distributed, faults
 from mgdet.config import ConfigError, check_files
 from mgdet.data import get_source
 from mgdet.data import pipeline as data_pipeline
@@ -138,7 +138,7 @@ class EvalCallback(keras.callbacks.Callback):
                 logs.update({f"{split}_{k}": v for k, v in _scalars(metrics).items()})
         if "val" in splits and splits["val"].get("AP", -1) > self.best:
             self.best, self.best_epoch = splits["val"]["AP"], epoch + 1
-            atomic_save_weights(self.model, os.path.join(self.out_dir, BEST_WEIGHTS))
+            atomic_save_weights(self.model, rundir.output(self.out_dir, BEST_WEIGHTS))
         rundir.save_state(self.out_dir, self.best, self.best_epoch, self.history)
 
 
@@ -194,6 +194,10 @@ def build_datasets(cfg, worker=None):
         raise ConfigError(f"the training set yields no full batch: {num_train} "
                           f"usable images for train.batch_size {cfg.train.batch_size}; lower "
                           "train.batch_size or add images")
+    if source.num_examples("eval") < 1:  # evaluated after training (and every eval_every)
+        raise ConfigError("the eval split has no usable images: every run evaluates it; point "
+                          "it at images (data.eval_sets, data.eval_ann / data.eval_images, or "
+                          "data.num_eval for the synthetic source)")
     if worker is not None and worker[1] > 1:
         index, count = worker
         examples = source.subset("train", np.arange(index, num_train, count), shuffle=True)
@@ -236,18 +240,26 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
 
     The run folder (``mgdet.rundir.resolve_run_dir``): ``out_dir`` if given (refused when not
     empty unless ``resume`` or ``overwrite``), else ``cfg.train.out_dir``, else ``runs/<name>``
-    or, when that holds an earlier run, the next free ``runs/<name>-2``, ``-3``... ``resume``
-    continues it from its last checkpoint (by default the newest run of that name), with its
-    best AP and evaluation history. It receives ``checkpoints/`` (model, optimizer, epoch;
-    resumable), ``best.weights.h5`` (best AP on the validation split held out of the training
-    images, only with ``data.val_fraction > 0``; the eval split never picks it),
-    ``final.weights.h5`` (what ``eval`` / ``export`` use by default), ``config.json``,
-    ``eval.json``, ``train_state.json``, ``logs/`` (TensorBoard: losses, lr, positives, AP).
+    or, when that holds an earlier run, the next free ``runs/<name>-2``, ``-3``... A new run
+    claims its folder atomically and removes its claim if it fails before writing anything.
+    ``resume`` continues a run from its newest intact checkpoint (by default the newest run of
+    that name), with its best AP and evaluation history, once the run's config is found to
+    match (``mgdet.rundir.check_compatible``; nothing is written before); a finished run is
+    not trained again, a larger ``train.epochs`` trains the added epochs. The folder receives
+    ``checkpoints/`` (every model and optimizer variable and the epoch, :mod:`mgdet.checkpoint`),
+    ``best.weights.h5`` (best AP on the validation split held out of the training images, only
+    with ``data.val_fraction > 0``; the eval split never picks it), ``final.weights.h5`` (what
+    ``eval`` / ``export`` use by default), ``config.json``, ``eval.json``,
+    ``train_state.json``, ``logs/`` (TensorBoard: losses, lr, positives, AP) and the manifest
+    ``mgdet_run.json`` (what was written, for ``--overwrite``).
 
     Raises:
       mgdet.faults.TrainingDiverged: a non-finite loss or weights; nothing of that step or later
         is saved, the last finite checkpoint stays.
       mgdet.faults.TrainingPreempted: SIGTERM; a checkpoint was written at the step boundary.
+      mgdet.rundir.ResumeError: ``resume`` of a run this config does not continue, or of a
+        finished run.
+      KeyboardInterrupt: Ctrl-C; its message says which checkpoint, if any, is kept.
     """
     strategy = build_strategy(cfg.train)  # first: multi_worker must precede other TF ops
     check_files(cfg)  # before any work: a missing ImageNet file says how to make it
@@ -256,7 +268,18 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     if chief or resume:  # other workers only read the chief's checkpoint (and never clear it)
         chief_dir = rundir.resolve_run_dir(cfg.name, out_dir or cfg.train.out_dir, resume=resume,
                                            overwrite=overwrite and chief)
+    if resume:
+        rundir.check_resumable(chief_dir)
     out_dir = distributed.write_dir(chief_dir, strategy)  # a temporary folder on other workers
+    try:
+        return _train(cfg, strategy, chief, chief_dir, out_dir, resume, verbose, callbacks)
+    except BaseException:
+        if chief and not resume:
+            rundir.release(out_dir)  # a run that wrote nothing leaves no folder behind
+        raise
+
+
+def _train(cfg, strategy, chief, chief_dir, out_dir, resume, verbose, callbacks):
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.precision != "float32":
@@ -265,33 +288,39 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     sharding = cfg.data.worker_sharding
     worker = distributed.input_shard(strategy) if sharding == "files" else None
     train_ds, eval_ds, class_names, gt_coco, steps_per_epoch = build_datasets(cfg, worker)
+    if resume:
+        rundir.check_compatible(chief_dir, cfg.to_dict(), class_names, steps_per_epoch)
     train_ds = distributed.shard(train_ds, strategy, sharding)
     total_steps = steps_per_epoch * cfg.train.epochs
     with strategy.scope():
         model = build_model(cfg, class_names=class_names)
         optimizer = build_optimizer(cfg.train, total_steps)
         model.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
-        optimizer.build(model.trainable_variables)
+        model.optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    if cfg.model.init_from and not resume:  # fine-tuning; a resumed run has its own weights
+    ckpt = checkpoint.training_checkpoint(model, model.optimizer, epoch_var)
+    if resume:  # every worker restores the chief's checkpoint
+        latest = checkpoint.restore_newest(ckpt, os.path.join(chief_dir, CHECKPOINT_DIR))
+        print(f"resumed from {latest}: epoch {int(epoch_var.numpy())}, "
+              f"step {int(optimizer.iterations.numpy())}")
+    elif cfg.model.init_from:  # fine-tuning; a resumed run has its own weights
         kept = transfer.init_from(model, cfg.model.init_from)
         print(f"initialized from {cfg.model.init_from}"
               + (f" (class head re-initialized for {len(class_names)} classes)" if kept else ""))
-    write_json(os.path.join(out_dir, "config.json"), {**cfg.to_dict(), "class_names": class_names})
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=2)
-    if resume:  # every worker restores the chief's checkpoint
-        latest = tf.train.latest_checkpoint(os.path.join(chief_dir, CHECKPOINT_DIR))
-        if not latest:
-            raise FileNotFoundError(f"--resume: no checkpoint under "
-                                    f"{os.path.join(chief_dir, CHECKPOINT_DIR)}; train "
-                                    "without --resume first")
-        ckpt.restore(latest).assert_existing_objects_matched()
-        print(f"resumed from {latest}: epoch {int(epoch_var.numpy())}, "
-              f"step {int(optimizer.iterations.numpy())}")
     completed = int(epoch_var.numpy())
+    plan = fit_plan(cfg.train.epochs, completed, int(optimizer.iterations.numpy()),
+                    steps_per_epoch)
+    if resume:
+        _check_not_finished(chief_dir, completed, plan, cfg.train.epochs)
+    # the first output: from here on the folder is this run's (nothing is written before)
+    write_json(rundir.output(out_dir, "config.json"),
+               {**cfg.to_dict(), "class_names": class_names})
+    rundir.update_manifest(out_dir, steps_per_epoch=steps_per_epoch)
+    manager = tf.train.CheckpointManager(ckpt, rundir.output(out_dir, CHECKPOINT_DIR),
+                                         max_to_keep=2)
     guard = faults.RunGuard(steps_per_epoch, lambda: save_checkpoint(manager, optimizer))
-    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "eval"))
+    logs = rundir.output(out_dir, "logs")
+    writer = tf.summary.create_file_writer(os.path.join(logs, "eval"))
     val = build_eval_dataset(cfg, split="val") if cfg.data.val_fraction and chief else None
     eval_cb = EvalCallback(cfg.train.eval_every, cfg.train.epochs, eval_ds, gt_coco, writer,
                            out_dir, guard, state=rundir.load_state(out_dir, up_to_epoch=completed),
@@ -300,29 +329,34 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     # before the checkpoint (a run killed between them redoes that epoch and its evaluation).
     all_callbacks = [guard, LearningRateLogger(), eval_cb,
                      CheckpointCallback(manager, epoch_var, guard), data_stats.StatsCallback(),
-                     keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"),
-                                                 update_freq="epoch", write_graph=False),
+                     keras.callbacks.TensorBoard(logs, update_freq="epoch", write_graph=False),
                      *callbacks]
     all_callbacks = distributed.chief_only(all_callbacks, strategy,
                                            (EvalCallback, data_stats.StatsCallback,
                                             keras.callbacks.TensorBoard))
     verbose = verbose if chief else 0  # one progress bar
     start = time.perf_counter()
-    with guard.catch_sigterm():
-        for epochs, initial_epoch, steps in fit_plan(cfg.train.epochs, completed,
-                                                     int(optimizer.iterations.numpy()),
-                                                     steps_per_epoch):
-            model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
-                      steps_per_epoch=steps, callbacks=all_callbacks, verbose=verbose,
-                      shuffle=False)
-            if guard.stop is not None:
-                break
+    try:
+        with guard.catch_sigterm():
+            for epochs, initial_epoch, steps in plan:
+                model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
+                          steps_per_epoch=steps, callbacks=all_callbacks, verbose=verbose,
+                          shuffle=False)
+                if guard.stop is not None:
+                    break
+    except KeyboardInterrupt:
+        latest = manager.latest_checkpoint
+        raise KeyboardInterrupt(
+            f"checkpoint {latest} (epoch {int(epoch_var.numpy())}) is kept; continue with "
+            f"--resume --out-dir {out_dir}" if latest else
+            f"no checkpoint was written yet (the first is written at the end of epoch "
+            f"{completed + 1}); start the run again") from None
     train_seconds = time.perf_counter() - start
     if guard.stop is not None:
         _raise_stopped(guard.stop, cfg, out_dir, manager)
     if not chief:  # evaluation and outputs are the chief's
         return {"train_seconds": train_seconds, "steps": int(optimizer.iterations.numpy())}
-    atomic_save_weights(model, os.path.join(out_dir, FINAL_WEIGHTS))
+    atomic_save_weights(model, rundir.output(out_dir, FINAL_WEIGHTS))
     if eval_cb.last is not None and eval_cb.last[0] == cfg.train.epochs:
         metrics = eval_cb.last[1]  # the last epoch was just evaluated with these weights
     else:
@@ -333,7 +367,7 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
               "history": eval_cb.history, "best_AP": eval_cb.best,
               "best_epoch": eval_cb.best_epoch, "best_on": "val" if val else None,
               "run_dir": out_dir}
-    write_json(os.path.join(out_dir, "eval.json"), result)
+    write_json(rundir.output(out_dir, "eval.json"), result)
     print(format_table({k: v for k, v in metrics.items() if k != "per_class"},  # in eval.json
                        title=f"{cfg.name}: COCO metrics on {metrics.get('num_images')} "
                              f"held-out images (%)"))
@@ -341,6 +375,19 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     print(f"outputs in {os.path.abspath(out_dir)}: final.weights.h5, {best}eval.json, "
           "checkpoints/, logs/ (TensorBoard)")
     return result
+
+
+def _check_not_finished(run_dir, completed, plan, epochs):
+    """Raise ``ResumeError`` when a resumed run has nothing left to train and its outputs are
+    written (``--resume`` must not overwrite them), or is past ``epochs``."""
+    if completed > epochs:
+        raise rundir.ResumeError(f"--resume: the run in {run_dir} has trained {completed} "
+                                 f"epochs, more than train.epochs {epochs}: pass --epochs "
+                                 f"{completed} or more")
+    if not plan and os.path.isfile(os.path.join(run_dir, FINAL_WEIGHTS)):
+        raise rundir.ResumeError(f"--resume: the run in {run_dir} is finished ({epochs} epochs; "
+                                 "final.weights.h5 and eval.json are written); nothing was "
+                                 "changed: to train more epochs pass a larger --epochs")
 
 
 def _raise_stopped(stop, cfg, out_dir, manager):

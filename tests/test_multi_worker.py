@@ -261,6 +261,8 @@ def test_killed_worker_fails_the_job_and_resume_continues(tmp_path, processes):
         assert "error: a worker of the multi-worker job failed" in f.read()
     assert not (shared / "final.weights.h5").exists()
     assert not other.exists()  # worker 1 wrote nothing into its output folder
+    import shutil
+    shutil.copytree(shared / "checkpoints", tmp_path / "before_kill")  # (resuming rotates them)
     # 2. Both restarted with --resume: training continues from epoch 1.
     configs = loopback_tf_configs(2)
     resume = ("--resume", "--set", "train.eval_every=1")
@@ -273,6 +275,8 @@ def test_killed_worker_fails_the_job_and_resume_continues(tmp_path, processes):
     with open(shared / "eval.json") as f:
         result = json.load(f)
     assert result["steps"] == 12  # 4 restored + 8 more: no step lost or repeated
+    _check_checkpoints_hold_every_variable(shared, tmp_path / "before_kill" / "ckpt-4",
+                                           last=12)
     assert [h["epoch"] for h in result["history"]] == [2, 3]  # once per epoch, on the chief
     with open(processes.logs[-1]) as f:
         assert "AP50" not in f.read()  # the other worker neither evaluates nor prints
@@ -309,3 +313,87 @@ def test_loopback_tf_configs_name_every_task_once():
     assert len(set(workers)) == 3 and all(w.startswith("127.0.0.1:") for w in workers)
     assert [c["task"] for c in configs] == [{"type": "worker", "index": i} for i in range(3)]
     assert all(c["cluster"] == configs[0]["cluster"] for c in configs)
+
+
+def _held_port():
+    """A socket listening on 127.0.0.1 (a port no TensorFlow server can take) and its port."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s, s.getsockname()[1]
+
+
+def _join_argv():
+    return ["-c", "from mgdet.distributed import multi_worker_strategy; multi_worker_strategy()"]
+
+
+def test_unusable_own_address_is_one_clear_error(tmp_path, processes):
+    held, port = _held_port()
+    with held:
+        tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]},
+                                "task": {"type": "worker", "index": 0}})
+        proc = processes.start(_train_argv(tmp_path / "run"), {"TF_CONFIG": tf_config}, "own")
+        assert processes.wait([proc], deadline=time.time() + 300) == [2], processes.tail()
+    with open(processes.logs[0]) as f:
+        out = f.read()
+    assert f"address 127.0.0.1:{port} (worker:0) cannot be served here" in out, out[-2000:]
+    assert "Traceback" not in out and not (tmp_path / "run").exists()
+
+
+def test_a_cluster_that_never_forms_times_out_and_ctrl_c_ends_the_wait(processes):
+    held, port = _held_port()  # the leader's address: something that is not a TF server
+    with held:
+        envs = []
+        for timeout in ("5", "600"):  # worker 1 of 2, each its own port
+            config = json.loads(loopback_tf_configs(2)[1])
+            config["cluster"]["worker"][0] = f"127.0.0.1:{port}"
+            envs.append({"TF_CONFIG": json.dumps(config), "MGDET_JOIN_TIMEOUT_S": timeout})
+        timed = processes.start(_join_argv(), envs[0], "timeout")
+        waiting = processes.start(_join_argv(), envs[1], "ctrl_c")
+        assert _wait_for_text(processes.logs[1], "joining the multi-worker cluster", [waiting],
+                              300), processes.tail()
+        time.sleep(2)  # inside the wait
+        waiting.send_signal(signal.SIGINT)
+        assert processes.wait([waiting], deadline=time.time() + 60) == [-signal.SIGINT]
+        assert processes.wait([timed], deadline=time.time() + 300) == [1], processes.tail()
+    with open(processes.logs[0]) as f:
+        out = f.read()
+    assert "did not form within 5 s" in out and "MGDET_JOIN_TIMEOUT_S" in out, out[-2000:]
+
+
+def _wait_for_text(path, text, procs, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        with open(path) as f:
+            if text in f.read():
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def _check_checkpoints_hold_every_variable(run, first, last):
+    """The multi-worker run's checkpoints hold every model and optimizer variable: ``first``
+    (written before the kill) restores all of them into a fresh model and optimizer, and
+    ``ckpt-<last>`` equals ``final.weights.h5`` in every model variable (batch-norm statistics
+    included)."""
+    import mgdet
+    import tensorflow as tf
+    from mgdet import checkpoint
+    from mgdet.config import load_config
+    from mgdet.optim import build_optimizer
+    from tests.test_train import _final_and_checkpoint_weights
+    cfg = load_config("default", TINY)
+    names = json.loads((run / "config.json").read_text())["class_names"]
+    model = mgdet.build_model(cfg, class_names=names)
+    model.compile(optimizer=build_optimizer(cfg.train, total_steps=12))
+    model.optimizer.build(model.trainable_variables)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    initial = [v.numpy() for v in model.variables]
+    checkpoint.restore(checkpoint.training_checkpoint(model, model.optimizer, epoch),
+                       str(first))  # raises if any variable is missing
+    assert int(epoch.numpy()) == 1 and int(model.optimizer.iterations.numpy()) == 4
+    moved = [not np.array_equal(a, v.numpy()) for a, v in zip(initial, model.variables)]
+    assert all(m for m, v in zip(moved, model.variables) if "moving_" in v.path)
+    for final, saved in _final_and_checkpoint_weights(cfg, run, last):
+        np.testing.assert_array_equal(final, saved)

@@ -47,17 +47,107 @@ def test_resume_takes_the_newest_checkpointed_run_of_the_name(tmp_path, monkeypa
 def test_explicit_folder_not_empty_is_refused_unless_overwrite(tmp_path):
     out = tmp_path / "run"
     assert rundir.resolve_run_dir("exp", out_dir=str(out)) == str(out)  # absent: fine
+    rundir.release(str(out))  # (nothing written: the claim is undone)
     out.mkdir()
     assert rundir.resolve_run_dir("exp", out_dir=str(out)) == str(out)  # empty: fine
-    for name in rundir.OUTPUTS:
-        _touch(str(out / name / "f")) if name in ("checkpoints", "logs") else _touch(str(out / name))
+    for name in rundir.OUTPUTS:  # what the run writes, recorded in its manifest
+        path = rundir.output(str(out), name)
+        _touch(path + "/f") if name in ("checkpoints", "logs") else _touch(path)
+    _touch(str(out / "eval.json.tmp"))  # an interrupted write of a recorded output
     _touch(str(out / "notes.txt"))
     with pytest.raises(ConfigError, match="not empty.*--resume.*--overwrite"):
         rundir.resolve_run_dir("exp", out_dir=str(out))
     with pytest.raises(ConfigError, match="contradict"):
         rundir.resolve_run_dir("exp", out_dir=str(out), resume=True, overwrite=True)
     assert rundir.resolve_run_dir("exp", out_dir=str(out), overwrite=True, log=print) == str(out)
-    assert sorted(os.listdir(out)) == ["notes.txt"]  # only mgdet's outputs were removed
+    assert sorted(os.listdir(out)) == [rundir.MANIFEST, "notes.txt"]  # only mgdet's outputs
+
+
+def test_overwrite_removes_only_what_the_run_recorded(tmp_path):
+    out = str(tmp_path / "run")
+    assert rundir.resolve_run_dir("exp", out_dir=out) == out
+    _touch(rundir.output(out, "eval.json"))
+    for name in ("config.json", "final.weights.h5", "logs/mine.txt"):  # the user's files
+        _touch(os.path.join(out, name))
+    rundir.resolve_run_dir("exp", out_dir=out, overwrite=True)
+    assert sorted(os.listdir(out)) == ["config.json", "final.weights.h5", "logs", rundir.MANIFEST]
+    # a folder without a manifest: nothing is known to be mgdet's, nothing is removed
+    other = tmp_path / "other"
+    for name in ("config.json", "eval.json", "checkpoints/checkpoint"):
+        _touch(str(other / name))
+    with pytest.raises(ConfigError, match="no mgdet_run.json.*nothing was removed"):
+        rundir.resolve_run_dir("exp", out_dir=str(other), overwrite=True)
+    assert sorted(os.listdir(other)) == ["checkpoints", "config.json", "eval.json"]
+
+
+def test_runs_started_together_never_share_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # two runs of one name, the second started before the first wrote anything
+    assert rundir.resolve_run_dir("exp", log=print) == os.path.join("runs", "exp")
+    assert rundir.resolve_run_dir("exp", log=print) == "runs/exp-2"
+    out = str(tmp_path / "mine")
+    assert rundir.resolve_run_dir("exp", out_dir=out) == out
+    with pytest.raises(ConfigError, match="not empty"):  # claimed, although nothing written
+        rundir.resolve_run_dir("exp", out_dir=out)
+    # the claim itself is one exclusive create: of many racing claims exactly one wins
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(rundir.claim, [str(tmp_path / "race")] * 16))
+    assert won.count(True) == 1
+
+
+def test_release_removes_only_the_claim_of_a_run_that_wrote_nothing(tmp_path):
+    created, existing, written = (str(tmp_path / n) for n in ("created", "existing", "written"))
+    os.makedirs(existing)
+    for path in (created, existing, written):
+        assert rundir.resolve_run_dir("exp", out_dir=path) == path
+    _touch(rundir.output(written, "config.json"))
+    for path in (created, existing, written):
+        rundir.release(path)
+    assert not os.path.exists(created)  # the run made it: removed
+    assert os.listdir(existing) == []  # the user's empty folder stays
+    assert sorted(os.listdir(written)) == ["config.json", rundir.MANIFEST]
+
+
+def test_resume_refuses_a_folder_that_is_not_an_mgdet_run(tmp_path):
+    user = tmp_path / "user"
+    _touch(str(user / "config.json"))
+    with pytest.raises(rundir.ResumeError, match="not an mgdet run folder"):
+        rundir.check_resumable(str(user))
+    old = tmp_path / "old"  # an mgdet run of a version without manifests
+    _checkpointed(str(old))
+    with pytest.raises(rundir.ResumeError, match="batch-norm statistics.*model.init_from="):
+        rundir.check_resumable(str(old))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        rundir.check_resumable(str(tmp_path / "absent"))
+
+
+def test_resume_checks_the_config_against_the_run(tmp_path):
+    run = str(tmp_path)
+    config = {"model": {"arch": "fssd", "backbone": "vgg16", "width": 0.125, "image_size": 64},
+              "train": {"batch_size": 8, "optimizer": "adamw", "precision": "float32"}}
+    rundir.write_json(os.path.join(run, "config.json"), {**config, "class_names": ["a", "b"]})
+    rundir.update_manifest(run, steps_per_epoch=4)
+    rundir.check_compatible(run, config, ["a", "b"], 4)  # the same: fine
+    changed = {"model": {**config["model"], "arch": "retinanet"},
+               "train": {**config["train"], "batch_size": 16}}
+    with pytest.raises(rundir.ResumeError) as err:
+        rundir.check_compatible(run, changed, ["a", "c"], 2)
+    message = str(err.value)
+    for part in ("model.arch 'fssd' -> 'retinanet'", "train.batch_size 8 -> 16",
+                 "class names ['a', 'b'] -> ['a', 'c']", "steps per epoch 4 -> 2",
+                 "model.init_from="):
+        assert part in message, part
+    assert "\n" not in message
+
+
+def test_unreadable_state_file_is_a_warning_and_defaults(tmp_path, caplog):
+    (tmp_path / rundir.STATE_FILE).write_text('{"best_ap": 0.5, "hist')  # cut by a full disk
+    with caplog.at_level("WARNING", logger="mgdet"):
+        state = rundir.load_state(str(tmp_path), up_to_epoch=3)
+    assert state == {"best_ap": -1.0, "best_epoch": None, "history": []}
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "train_state.json is unreadable" in warning
 
 
 def test_state_round_trip_drops_evaluations_the_checkpoint_does_not_cover(tmp_path):

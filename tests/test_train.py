@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mgdet.config import ConfigError, load_config
+from mgdet.rundir import ResumeError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["model.image_size=64", "model.width=0.125", "data.num_train=32", "data.num_eval=8",
@@ -47,6 +48,36 @@ def test_train_resume_continues_from_the_right_step(tmp_path):
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert [h["epoch"] for h in saved["history"]] == [1, 2] and saved["best_AP"] == 0.99
     assert os.path.isdir(tmp_path / "logs")
+    # the last checkpoint holds every variable the final weights hold (batch-norm statistics too)
+    final = _final_and_checkpoint_weights(tiny_config(tmp_path), tmp_path, step=6)
+    assert all(np.array_equal(a, b) for a, b in final), "checkpoint != final.weights.h5"
+    # resuming the finished run, or with another detector or batch size, changes nothing
+    kept = {name: (tmp_path / name).read_bytes() for name in
+            ("final.weights.h5", "eval.json", "config.json", "mgdet_run.json")}
+    for extra, match in [((), "is finished"),
+                         (("model.arch=retinanet", "model.backbone=resnet18"),
+                          "model.arch 'fssd' -> 'retinanet'"),
+                         (("train.batch_size=4",), "train.batch_size 8 -> 4.*steps per epoch 3 -> 6"),
+                         (("model.width=0.25",), "model.width 0.125 -> 0.25")]:
+        with pytest.raises(ResumeError, match=match):
+            train(tiny_config(tmp_path, "train.epochs=2", "data.val_fraction=0.25", *extra),
+                  resume=True, verbose=0)
+        assert {name: (tmp_path / name).read_bytes() for name in kept} == kept, extra
+
+
+def _final_and_checkpoint_weights(cfg, run, step):
+    """Pairs (final.weights.h5 value, ckpt-<step> value) of every variable of the run's model."""
+    import mgdet
+    import tensorflow as tf
+    from mgdet.checkpoint import model_keys
+    names = json.loads((run / "config.json").read_text())["class_names"]
+    models = [mgdet.build_model(cfg, class_names=names) for _ in range(2)]
+    for model in models:
+        model(tf.zeros([1, cfg.model.image_size, cfg.model.image_size, 3]), training=False)
+    models[0].load_weights(str(run / "final.weights.h5"))
+    tf.train.Checkpoint(model=tf.train.Checkpoint(**model_keys(models[1]))).restore(
+        str(run / "checkpoints" / f"ckpt-{step}")).expect_partial().assert_existing_objects_matched()
+    return [(a.numpy(), b.numpy()) for a, b in zip(models[0].variables, models[1].variables)]
 
 
 def _tensorboard_tags(folder):
@@ -121,9 +152,11 @@ def _checkpoint_weights(run, step, cfg):
     """The model weights stored in ``<run>/checkpoints/ckpt-<step>``."""
     import mgdet
     import tensorflow as tf
-    model = mgdet.build_model(cfg, num_classes=3)
+    from mgdet.checkpoint import model_keys
+    with open(os.path.join(run, "config.json")) as f:
+        model = mgdet.build_model(cfg, class_names=json.load(f)["class_names"])
     model(tf.zeros([1, 64, 64, 3]), training=False)
-    tf.train.Checkpoint(model=model).restore(
+    tf.train.Checkpoint(model=tf.train.Checkpoint(**model_keys(model))).restore(
         os.path.join(run, "checkpoints", f"ckpt-{step}")).expect_partial()
     return [w.numpy() for w in model.weights]
 
@@ -219,3 +252,42 @@ def test_cli_refuses_a_used_out_dir_and_an_existing_export_version(tmp_path, cap
     assert cli.main(["export", "--version", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already exists" in err[0] and "--version" in err[0]
+
+
+def test_empty_eval_split_is_refused_at_start_and_leaves_no_run_folder(tmp_path):
+    from mgdet.train import train
+    from tests.data_files import jpeg
+    images, anns = [], []
+    for i in range(8):
+        jpeg(str(tmp_path / f"{i}.jpg"), 64, 64, seed=i)
+        images.append({"id": i + 1, "file_name": f"{i}.jpg", "width": 64, "height": 64})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
+                     "bbox": [4, 4, 30, 30], "area": 900.0})
+    categories = [{"id": 1, "name": "thing"}]
+    (tmp_path / "train.json").write_text(json.dumps(
+        {"images": images, "annotations": anns, "categories": categories}))
+    (tmp_path / "eval.json").write_text(json.dumps(
+        {"images": [], "annotations": [], "categories": categories}))
+    cfg = load_config(os.path.join(ROOT, "configs", "default.yaml"), [
+        "model.image_size=64", "model.width=0.125", "train.batch_size=4", "data.source=coco_json",
+        f"data.train_ann={tmp_path / 'train.json'}", f"data.train_images={tmp_path}",
+        f"data.eval_ann={tmp_path / 'eval.json'}", f"data.eval_images={tmp_path}"])
+    with pytest.raises(ConfigError, match="the eval split has no usable images"):
+        train(cfg, out_dir=str(tmp_path / "run"), verbose=0)
+    assert not (tmp_path / "run").exists()  # the run wrote nothing: its folder is removed
+
+
+def test_ctrl_c_in_the_first_epoch_says_no_checkpoint_exists(tmp_path):
+    import keras
+    from mgdet.train import train
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    cfg = load_config(os.path.join(ROOT, "configs", "default.yaml"),
+                      FAST + ["train.epochs=2", "train.eval_every=0"])
+    with pytest.raises(KeyboardInterrupt, match="no checkpoint was written yet") as err:
+        train(cfg, verbose=0, out_dir=str(tmp_path / "run"), callbacks=[CtrlC()])
+    assert "--resume" not in str(err.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
