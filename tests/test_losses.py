@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from mgdet import anchors as anchor_ops
 from mgdet.assign import Assignment, assign
-from mgdet.losses import balanced_l1_loss, detection_loss, focal_loss
+from mgdet.losses import balanced_l1_loss, detection_loss, focal_loss, resolve_cls_loss
 from tests import reference as ref
 
 
@@ -88,3 +88,21 @@ def test_gradients_finite_and_only_through_predictions():
     # regression gradient only on regression positives
     pos = a.reg_positive.numpy()[0]
     assert np.all(gd.numpy()[0][~pos] == 0) and np.any(gd.numpy()[0][pos] != 0)
+
+
+@pytest.mark.parametrize("cls_loss,strategy,want", [
+    ("auto", "tal", "quality_focal"), ("auto", "mg", "focal"), ("auto", "atss", "focal"),
+    ("focal", "tal", "focal"), ("quality_focal", "mg", "quality_focal")])
+def test_cls_loss_auto_picks_quality_focal_only_for_soft_targets(cls_loss, strategy, want):
+    assert resolve_cls_loss(cls_loss, strategy) == want
+
+
+def test_unknown_cls_loss_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"unknown classification loss 'qfl': use one of \('auto', "
+                                         r"'focal', 'quality_focal'\)"):
+        resolve_cls_loss("qfl", "mg")
+    z = tf.zeros([1, 2, 1])
+    none = tf.fill([1, 2], -1)
+    a = Assignment(none, none, tf.zeros([1, 2], bool), none)
+    with pytest.raises(ValueError, match="cls_loss must be 'focal' or 'quality_focal', got 'auto'"):
+        detection_loss(a, tf.zeros([1, 2, 4]), z, tf.zeros([2, 4]), tf.zeros([1, 1, 4]), cls_loss="auto")
