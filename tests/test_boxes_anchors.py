@@ -66,8 +66,16 @@ def test_anchor_coordinates_exact_in_float32():
 
 
 def test_anchor_size_validation():
-    with pytest.raises(ValueError, match="multiple of 64"):
-        anchor_ops.generate_anchors(300)
+    for size in (300, 0, -64):
+        with pytest.raises(ValueError, match=f"positive multiple of 64, got {size}"):
+            anchor_ops.generate_anchors(size)
+
+
+def test_anchor_defaults_and_dtype():
+    """320 px, base size 24 (the paper's FSSD setting), float32."""
+    a = anchor_ops.generate_anchors()
+    assert a.dtype == tf.float32
+    np.testing.assert_allclose(a.numpy(), ref.anchors_ref(320, 24.0), atol=1e-6)
 
 
 def _random_boxes(rng, shape):
