@@ -15,8 +15,10 @@
 # - every tf.function runs eagerly (MGDET_MUTATION, tests/conftest.py): mutmut forks each mutant
 #   from a process that already ran TF, and a graph function run in a forked child waits forever
 #   on the parent's inter-op threads (the child has none) -- every mutant would "time out";
-# - a mutant's tests get (their clean time + 1 s) x ${MUTATION_TIMEOUT_X:-4} of wall time before
-#   they count as a timeout (a hung mutant is detected, counted as killed);
+# - a mutant's tests get (their clean time + ${MUTATION_TIMEOUT_S:-10} s) x ${MUTATION_TIMEOUT_X:-4} of
+#   wall time before they count as a timeout (counted as killed: a hang); the constant is large
+#   because a forked run on a busy machine can stall for seconds, and a short limit then passes
+#   surviving mutants off as timeouts;
 # - address space capped at ${MUTATION_MEM_GB:-8} GB: a mutant that builds a huge tensor (an anchor
 #   grid of 10^7 boxes) fails at once with a MemoryError instead of taking the machine's memory.
 set -euo pipefail
@@ -33,7 +35,12 @@ tests_for() {
                      "tests/test_assign_atss_tal.py::test_quality_focal_matches_formula" \
                      "tests/test_assign_atss_tal.py::test_detection_loss_with_quality_focal_matches_reference" ;;
     voc_metric)    echo "tests/test_voc_metric.py tests/test_difficult.py" ;;
-    targets)       echo "tests/test_keras_hub_inputs.py" ;;
+    targets)       # the conversion tests (the ones that train a model take minutes a mutant)
+                   t=tests/test_keras_hub_inputs.py
+                   echo "$t::test_every_box_format_converts_to_relative_xyxy" \
+                        "$t::test_classes_key_float_labels_and_an_explicit_valid_mask" \
+                        "$t::test_bad_targets_name_the_expected_keys" \
+                        "$t::test_unknown_box_format_is_refused" ;;
     postprocess)   echo "tests/test_postprocess.py" ;;
     assign)        echo "tests/test_assign.py tests/test_assign_atss_tal.py" ;;
     *) echo "unknown module '$1': use boxes, anchors, optim, losses, voc_metric, targets," \
@@ -50,14 +57,16 @@ run_module() {
   (cd "$ROOT" && tar cf - --exclude=__pycache__ mgdet tests configs cli.py setup.cfg \
      pyproject.toml) | (cd "$work" && tar xf -)
   # this module only, its own tests only (replaces the [mutmut] section of the copy)
-  python - "$work/setup.cfg" "$path" "${MUTATION_TIMEOUT_X:-4}" $files <<'EOF'
+  python - "$work/setup.cfg" "$path" "${MUTATION_TIMEOUT_X:-4}" "${MUTATION_TIMEOUT_S:-10}" \
+    $files <<'EOF'
 import configparser, sys
-cfg_path, path, timeout_x, tests = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+cfg_path, path, timeout_x, timeout_s, tests = sys.argv[1:5] + [sys.argv[5:]]
 cfg = configparser.ConfigParser()
 cfg.read(cfg_path)
 cfg["mutmut"]["only_mutate"] = "\n" + path
 cfg["mutmut"]["pytest_add_cli_args_test_selection"] = "\n" + "\n".join(tests)
 cfg["mutmut"]["timeout_multiplier"] = timeout_x
+cfg["mutmut"]["timeout_constant"] = timeout_s
 with open(cfg_path, "w") as f:
     cfg.write(f)
 EOF
