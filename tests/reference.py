@@ -142,6 +142,11 @@ def focal_ref(logit, target, alpha=0.25, gamma=2.0):
     return -(1 - alpha) * p ** gamma * math.log(1 - p)
 
 
+def qfl_ref(logit, y, beta=2.0):
+    p = 1 / (1 + math.exp(-logit))
+    return -abs(y - p) ** beta * (y * math.log(p) + (1 - y) * math.log(1 - p))
+
+
 def balanced_l1_ref(x, alpha=0.5, gamma=1.5, beta=0.11):
     x = abs(x)
     b = math.exp(gamma / alpha) - 1

@@ -7,7 +7,6 @@ an anchor claimed by several objects goes to the highest IoU (ATSS: IoU with the
 IoU with the predicted box), the lower object index on equal IoUs; ATSS takes ``topk * 6``
 anchors per level (the authors' ``TOPK * num_anchors_per_loc``) and the sample std (n - 1).
 """
-import math
 
 import numpy as np
 import pytest
@@ -443,18 +442,13 @@ def test_bad_hyper_parameters_name_the_value():
 # --- quality focal loss -----------------------------------------------------------------------
 
 
-def _qfl_ref(logit, y, beta):
-    p = 1 / (1 + math.exp(-logit))
-    return -abs(y - p) ** beta * (y * math.log(p) + (1 - y) * math.log(1 - p))
-
-
 @pytest.mark.parametrize("beta", [0.0, 2.0])
 def test_quality_focal_matches_formula(beta):
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 3, 300).astype(np.float32)
     targets = np.where(rng.uniform(size=300) < 0.3, rng.uniform(size=300), 0.0).astype(np.float32)
     got = quality_focal_loss(tf.constant(logits), tf.constant(targets), beta).numpy()
-    want = [_qfl_ref(float(x), float(y), beta) for x, y in zip(logits, targets)]
+    want = [ref.qfl_ref(float(x), float(y), beta) for x, y in zip(logits, targets)]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
 
 
@@ -474,7 +468,7 @@ def test_detection_loss_with_quality_focal_matches_reference(strategy):
                 y = 0.0
                 if a_np.cls_labels[i, k] == c:
                     y = 1.0 if a_np.cls_target is None else float(a_np.cls_target[i, k])
-                total += _qfl_ref(float(logits[i, k, c]), y, 2.0)
+                total += ref.qfl_ref(float(logits[i, k, c]), y, 2.0)
     npos = (a_np.cls_labels >= 0).sum()
     assert npos > 0
     np.testing.assert_allclose(float(out["cls"]), total / npos, rtol=1e-4)

@@ -12,8 +12,9 @@ from tests import reference as ref
                                         (128, 6 * (16**2 + 8**2 + 4**2 + 2**2)),
                                         (192, 6 * (24**2 + 12**2 + 6**2 + 3**2))])
 def test_anchor_counts_and_values(size, count):
+    assert anchor_ops.num_anchors(size) == count  # first: a wrong layout may be huge to build
     a = anchor_ops.generate_anchors(size).numpy()
-    assert a.shape == (count, 4) == (anchor_ops.num_anchors(size), 4)
+    assert a.shape == (count, 4)
     np.testing.assert_allclose(a, ref.anchors_ref(size), atol=1e-6)
     clipped = anchor_ops.generate_anchors(size, clip=True).numpy()
     np.testing.assert_allclose(clipped, ref.anchors_ref(size, clip=True), atol=1e-6)
@@ -65,8 +66,16 @@ def test_anchor_coordinates_exact_in_float32():
 
 
 def test_anchor_size_validation():
-    with pytest.raises(ValueError, match="multiple of 64"):
-        anchor_ops.generate_anchors(300)
+    for size in (300, 0, -64):
+        with pytest.raises(ValueError, match=f"positive multiple of 64, got {size}"):
+            anchor_ops.generate_anchors(size)
+
+
+def test_anchor_defaults_and_dtype():
+    """320 px, base size 24 (the paper's FSSD setting), float32."""
+    a = anchor_ops.generate_anchors()
+    assert a.dtype == tf.float32
+    np.testing.assert_allclose(a.numpy(), ref.anchors_ref(320, 24.0), atol=1e-6)
 
 
 def _random_boxes(rng, shape):

@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from mgdet import anchors as anchor_ops
 from mgdet.assign import Assignment, assign
-from mgdet.losses import balanced_l1_loss, detection_loss, focal_loss
+from mgdet.losses import (balanced_l1_loss, detection_loss, focal_loss, quality_focal_loss,
+                          resolve_cls_loss)
 from tests import reference as ref
 
 
@@ -88,3 +89,78 @@ def test_gradients_finite_and_only_through_predictions():
     # regression gradient only on regression positives
     pos = a.reg_positive.numpy()[0]
     assert np.all(gd.numpy()[0][~pos] == 0) and np.any(gd.numpy()[0][pos] != 0)
+
+
+@pytest.mark.parametrize("cls_loss,strategy,want", [
+    ("auto", "tal", "quality_focal"), ("auto", "mg", "focal"), ("auto", "atss", "focal"),
+    ("focal", "tal", "focal"), ("quality_focal", "mg", "quality_focal")])
+def test_cls_loss_auto_picks_quality_focal_only_for_soft_targets(cls_loss, strategy, want):
+    assert resolve_cls_loss(cls_loss, strategy) == want
+
+
+def test_unknown_cls_loss_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"unknown classification loss 'qfl': use one of \('auto', "
+                                         r"'focal', 'quality_focal'\)"):
+        resolve_cls_loss("qfl", "mg")
+    z = tf.zeros([1, 2, 1])
+    none = tf.fill([1, 2], -1)
+    a = Assignment(none, none, tf.zeros([1, 2], bool), none)
+    with pytest.raises(ValueError, match="cls_loss must be 'focal' or 'quality_focal', got 'auto'"):
+        detection_loss(a, tf.zeros([1, 2, 4]), z, tf.zeros([2, 4]), tf.zeros([1, 1, 4]), cls_loss="auto")
+
+
+def test_defaults_are_the_papers_hyper_parameters():
+    """focal alpha 0.25, gamma 2; quality focal beta 2; detection_loss's focal gamma 2."""
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0, 3, 50).astype(np.float32)
+    hard = (rng.uniform(size=50) < 0.5).astype(np.float32)
+    soft = rng.uniform(size=50).astype(np.float32)
+    np.testing.assert_allclose(focal_loss(tf.constant(logits), tf.constant(hard)).numpy(),
+                               [ref.focal_ref(float(x), t, 0.25, 2.0) for x, t in zip(logits, hard)],
+                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(quality_focal_loss(tf.constant(logits), tf.constant(soft)).numpy(),
+                               [ref.qfl_ref(float(x), float(y), 2.0) for x, y in zip(logits, soft)],
+                               rtol=1e-4, atol=1e-7)
+    a, deltas, logits, anchors, gt = _one_regression_positive()
+    want = sum(ref.focal_ref(float(logits[0, k, c]), a.cls_labels[0, k] == c, 0.25, 2.0)
+               for k in range(4) for c in range(2) if a.cls_labels[0, k] != -2) / 2
+    np.testing.assert_allclose(float(detection_loss(a, deltas, logits, anchors, gt)["cls"]), want,
+                               rtol=1e-5)
+
+
+def _one_regression_positive():
+    """A hand-made batch of 4 anchors, 2 classes: anchor 0 positive (class 1, regresses to
+    object 0), 1 negative, 2 ignored, 3 a classification-only positive (class 0)."""
+    anchors = np.array([[0.1, 0.1, 0.4, 0.5], [0.5, 0.5, 0.9, 0.8], [0.0, 0.2, 0.3, 0.3],
+                        [0.2, 0.6, 0.7, 0.9]], np.float32)
+    gt = np.array([[[0.15, 0.05, 0.5, 0.45], [0.0, 0.0, 0.0, 0.0]]], np.float32)
+    a = Assignment(cls_labels=np.array([[1, -1, -2, 0]], np.int32),
+                   cls_gt_index=np.array([[0, -1, 0, 0]], np.int32),
+                   reg_positive=np.array([[True, False, False, False]]),
+                   reg_gt_index=np.array([[0, -1, -1, -1]], np.int32),
+                   cls_target=np.array([[0.7, 0.0, 0.0, 0.4]], np.float32))
+    rng = np.random.default_rng(8)
+    deltas = rng.normal(0, 1, (1, 4, 4)).astype(np.float32)
+    deltas[0, 0, 0] = 0.05  # inside balanced L1's beta of 0.3 below
+    logits = rng.normal(0, 2, (1, 4, 2)).astype(np.float32)
+    return a, deltas, logits, anchors, gt
+
+
+def test_detection_loss_passes_every_hyper_parameter_on():
+    """Non-default focal, quality focal, balanced-L1 and variance values against the formulas;
+    one regression positive: reg = its balanced-L1 sum / 4 (normalizer clamped at 1, not more)."""
+    a, deltas, logits, anchors, gt = _one_regression_positive()
+    v = (0.2, 0.3)
+    t = ref.encode_ref(gt[0, 0].astype(np.float64), anchors[0].astype(np.float64), v)
+    reg = sum(ref.balanced_l1_ref(float(deltas[0, 0, d] - t[d]), 0.4, 1.2, 0.3) for d in range(4)) / 4
+    kept = [(k, c) for k in range(4) for c in range(2) if a.cls_labels[0, k] != -2]
+    focal = sum(ref.focal_ref(float(logits[0, k, c]), a.cls_labels[0, k] == c, 0.6, 1.5)
+                for k, c in kept) / 2
+    qfl = sum(ref.qfl_ref(float(logits[0, k, c]), a.cls_target[0, k] * (a.cls_labels[0, k] == c), 1.3)
+              for k, c in kept) / 2
+    kw = dict(bl1_alpha=0.4, bl1_gamma=1.2, bl1_beta=0.3, variances=v)
+    out = detection_loss(a, deltas, logits, anchors, gt, alpha=0.6, gamma=1.5, **kw)
+    np.testing.assert_allclose([float(out["cls"]), float(out["reg"])], [focal, reg], rtol=1e-4)
+    assert float(out["num_pos_cls"]) == 2 and float(out["num_pos_reg"]) == 1
+    out = detection_loss(a, deltas, logits, anchors, gt, cls_loss="quality_focal", qfl_beta=1.3, **kw)
+    np.testing.assert_allclose([float(out["cls"]), float(out["reg"])], [qfl, reg], rtol=1e-4)

@@ -1,5 +1,7 @@
 """The authors' VOC metric (mgdet.voc_metric) against hand-worked values, the separate numpy
 reference of tests/test_evaluation.py and pycocotools."""
+import types
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,63 @@ def test_no_detections_and_table():
     assert evaluation.voc07_map(gt, [])["mAP"] == 0.0
     table = voc_metric.format_voc_table({"AP": 0.5, "AP50": 0.75, "AP75": float("nan")}, "t")
     assert table.splitlines()[0] == "t" and table.splitlines()[-1] == "| 50.0 | 75.0 | - |"
+
+
+def test_iou_edge_cases_and_the_inclusive_threshold():
+    """Hand-worked IoUs: a sub-pixel pair at exactly 0.5 (a true positive at 0.5, not at 0.51),
+    two zero-area boxes (IoU 0) and disjoint boxes (IoU 0)."""
+    gt = {1: np.array([[0, 0, 0.5, 0.25]]), 2: np.array([[1.0, 1, 1, 1]]), 3: np.array([[5.0, 5, 7, 7]])}
+    difficult = {k: np.zeros(1, bool) for k in gt}
+    dets = np.array([[0, 0, 0.5, 0.5], [1, 1, 1, 1], [0, 0, 2, 2]], np.float64)
+    tp, fp = voc_metric.class_flags(gt, difficult, [1, 2, 3], dets, [0.9, 0.8, 0.7], (0.1, 0.5, 0.51))
+    np.testing.assert_array_equal(tp, [[1, 0, 0], [1, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(fp, 1 - tp)
+
+
+def test_equal_scores_keep_the_input_order():
+    """Tied detections are taken in the order listed (a stable sort): of 20 detections scored
+    0.5 / 0.9 alternately, only the 3rd 0.9 one (input 5) matches the object, so it is the
+    3rd in score order."""
+    gt = {1: np.array([[10.0, 10, 20, 20]])}
+    dets = np.tile([50.0, 50, 60, 60], (20, 1))
+    dets[5] = [10, 10, 20, 20]
+    tp, fp = voc_metric.class_flags(gt, {1: np.zeros(1, bool)}, [1] * 20, dets, [0.5, 0.9] * 10,
+                                    (0.5,))
+    want = np.zeros(20)
+    want[2] = 1
+    np.testing.assert_array_equal(tp[0], want)
+    np.testing.assert_array_equal(fp[0], 1 - want)
+
+
+def test_one_detection_one_object_is_ap_1():
+    assert voc_metric.voc07_ap(np.array([1.0]), np.array([0.0]), 1) == 1.0
+    assert voc_metric.voc07_ap(np.array([0.0]), np.array([1.0]), 1) == 0.0
+
+
+def test_coco_objects_unnamed_and_empty_categories_and_missing_flags():
+    """A ``COCO``-like object is read through ``.dataset``; a category without ground truth is
+    left out (also when it comes first), one without a name is listed by its id, annotations
+    without ``difficult`` / ``iscrowd`` keys count as ordinary objects."""
+    gt = {"images": [{"id": 1}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10]},
+                          {"id": 2, "image_id": 1, "category_id": 3, "bbox": [20, 20, 10, 10]}],
+          "categories": [{"id": 1, "name": "empty"}, {"id": 2, "name": "a"}, {"id": 3}]}
+    dets = [{"image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10], "score": 0.9},
+            {"image_id": 1, "category_id": 3, "bbox": [50, 50, 10, 10], "score": 0.8}]
+    for source in (gt, types.SimpleNamespace(dataset=gt)):
+        m = voc_metric.voc_metrics(source, dets)
+        assert m["per_class"] == {"a": 1.0, "3": 0.0}
+        assert m["AP"] == m["AP50"] == m["AP75"] == 0.5
+
+
+def test_without_ground_truth_or_without_0_5_and_0_75_the_values_are_nan():
+    gt = {"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}
+    m = voc_metric.voc_metrics(gt, [])
+    assert np.isnan(m["AP"]) and np.isnan(m["AP50"]) and m["per_class"] == {}
+    assert list(m["per_threshold"]) == list(voc_metric.IOU_THRESHOLDS)
+    assert all(np.isnan(v) for v in m["per_threshold"].values())
+    one = _gt(num_images=2, seed=1)
+    m = voc_metric.voc_metrics(one, [], thresholds=(0.6,))
+    assert m["AP"] == 0.0 and np.isnan(m["AP50"]) and np.isnan(m["AP75"])
+    assert voc_metric.format_voc_table(m).splitlines() == [
+        "| VOC07 AP | VOC07 AP50 | VOC07 AP75 |", "|---|---|---|", "| 0.0 | - | - |"]
