@@ -54,13 +54,26 @@ def _trained_config(args, weights, stream=None):
     return cfg
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the ``sys.stderr`` of the moment, not the one at set-up (``main()`` may run
+    several times in one process, e.g. from a notebook or tests that replace stderr)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
 def setup_logging(verbosity):
     """``mgdet`` loggers to stderr: INFO by default, DEBUG with ``-v``, WARNING with ``-q``."""
     level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
     logger = logging.getLogger("mgdet")
     logger.setLevel(level)
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
 

@@ -140,7 +140,8 @@ def test_predict_takes_a_run_folder_and_numbers_its_output_folders(run, tmp_path
         assert code == 0, out
         folder = tmp_path / "runs" / expected
         assert f"to {os.path.join('runs', expected)}" in out
-        assert sorted(os.listdir(folder)) == ["a.png", "detections.json"]
+        # the claim of the folder (mgdet/rundir.py's manifest), as for a training run
+        assert sorted(os.listdir(folder)) == ["a.png", "detections.json", "mgdet_run.json"]
     assert os.listdir(images) == ["a.png"]
 
 

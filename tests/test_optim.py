@@ -25,6 +25,7 @@ def lr_formula(step, lr, total, warmup, warmup_lr, min_lr):
 def test_learning_rate_at_start_end_of_warmup_middle_and_last_step(lr, total, warmup,
                                                                    warmup_lr, min_lr):
     schedule = learning_rate_schedule(lr, total, warmup, warmup_lr, min_lr)
+    warmup = min(warmup, total // 3)  # the documented cap: at most a third of the run
     middle = warmup + (total - warmup) // 2
     steps = [0, warmup // 2, warmup, middle, total - 1, total, total + 5]
     got = [float(schedule(s)) for s in steps]
@@ -41,11 +42,12 @@ def test_learning_rate_without_warmup_and_with_warmup_longer_than_the_run():
     np.testing.assert_allclose([float(schedule(s)) for s in (0, 5, 10)],
                                [lr_formula(s, 0.02, 10, 0, 0.02, 0.002) for s in (0, 5, 10)],
                                rtol=1e-6)
-    # warm-up cut to total - 1 steps: lr is reached at the last step, then min_lr
+    # warm-up cut to a third of the run (4 // 3 = 1 step): lr at step 1, then the cosine
     schedule = learning_rate_schedule(0.02, 4, warmup_steps=50, warmup_lr=0.0, min_lr=0.001)
     np.testing.assert_allclose([float(schedule(s)) for s in range(5)],
-                               [lr_formula(s, 0.02, 4, 3, 0.0, 0.001) for s in range(5)],
+                               [lr_formula(s, 0.02, 4, 1, 0.0, 0.001) for s in range(5)],
                                rtol=1e-6)
+    assert float(schedule(1)) == pytest.approx(0.02, rel=1e-6)
 
 
 def _layers():
