@@ -226,6 +226,14 @@ def records_dataset(records):
     """
     import tensorflow as tf
 
+    return tf.data.Dataset.from_tensor_slices(records_tensors(records))
+
+
+def records_tensors(records):
+    """The columns of :func:`records_dataset` (dict of tensors, ragged per-box ones), one row
+    per record."""
+    import tensorflow as tf
+
     optional = [k for k in ("difficult", "is_crowd", "area") if records and k in records[0]]
     row_lengths = np.asarray([len(r["labels"]) for r in records], np.int64)
 
@@ -242,7 +250,15 @@ def records_dataset(records):
     }
     for k in optional:
         tensors[k] = ragged(k, np.float32 if k == "area" else bool)
-    return tf.data.Dataset.from_tensor_slices(tensors)
+    return tensors
+
+
+def records_at(records, positions):
+    """Decoded examples of ``records`` at ``positions`` (a ``tf.data.Dataset`` of int64
+    indices into ``records``), in that order: only those images are read and decoded
+    (:func:`decode_records`)."""
+    tensors = records_tensors(records)
+    return decode_records(positions.map(lambda i: {k: v[i] for k, v in tensors.items()}))
 
 
 def decode_records(ds):
