@@ -257,7 +257,10 @@ def records_at(records, positions):
     """Decoded examples of ``records`` at ``positions`` (a ``tf.data.Dataset`` of int64
     indices into ``records``), in that order: only those images are read and decoded
     (:func:`decode_records`)."""
-    tensors = records_tensors(records)
+    import tensorflow as tf
+
+    with tf.init_scope():  # eager even inside a tf.data function: captured, not copied in it
+        tensors = records_tensors(records)
     return decode_records(positions.map(lambda i: {k: v[i] for k, v in tensors.items()}))
 
 

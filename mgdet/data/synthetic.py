@@ -553,11 +553,13 @@ def synthetic_at(num_images, image_size, seed, split, positions):
     import tensorflow as tf
 
     data = generate(num_images, image_size, seed, split)
-    images = tf.convert_to_tensor(data.images)
-    boxes = tf.convert_to_tensor(data.boxes)
-    labels = tf.convert_to_tensor(data.labels)
-    row_splits = tf.convert_to_tensor(data.row_splits)
-    ids = tf.convert_to_tensor(data.image_ids)
+    if getattr(data, "_tensors", None) is None:
+        # once, eagerly even inside a tf.data function (a stream's passes): functions then
+        # capture these tensors instead of holding a copy of every image as a constant
+        with tf.init_scope():
+            data._tensors = tuple(tf.convert_to_tensor(a) for a in (
+                data.images, data.boxes, data.labels, data.row_splits, data.image_ids))
+    images, boxes, labels, row_splits, ids = data._tensors
 
     def _get(i):
         a, b = row_splits[i], row_splits[i + 1]
