@@ -171,6 +171,9 @@ class Stream(NamedTuple):
     uninterrupted run trains on from step ``k``. An image that fails to decode is skipped and
     the next one takes its place (and its augmentation seed): a run resumed after such a skip
     is one example behind the uninterrupted one for each image skipped before ``start``.
+    With ``cache`` the examples are decoded once, in order, and each pass is a buffer of all
+    of them shuffled with a seed drawn from ``(seed, p)``; a resumed stream decodes that one
+    pass again to fill its cache (as the uninterrupted run's first pass did).
 
     Attributes:
       examples_at: ``positions -> decoded examples`` (``tf.data.Dataset`` of int64 positions in
@@ -190,11 +193,14 @@ _ORDER, _AUGMENT = 0x0D3E, 0xA065  # the two stateless random streams keyed by t
 def pass_order(num_examples, seed, pass_index):
     """int64 ``[num_examples]``: the order of pass ``pass_index`` (a uniform permutation of
     ``range(num_examples)``), a function of ``(seed, pass_index)`` only (stateless)."""
-    key = tf.random.experimental.stateless_fold_in(tf.constant([int(seed), _ORDER], tf.int64),
-                                                   tf.cast(pass_index, tf.int64))
-    draws = tf.random.stateless_uniform([num_examples], key, minval=None, maxval=None,
-                                        dtype=tf.int64)
+    draws = tf.random.stateless_uniform([num_examples], _pass_key(seed, pass_index),
+                                        minval=None, maxval=None, dtype=tf.int64)
     return tf.cast(tf.argsort(draws, stable=True), tf.int64)
+
+
+def _pass_key(seed, pass_index):
+    return tf.random.experimental.stateless_fold_in(tf.constant([int(seed), _ORDER], tf.int64),
+                                                    tf.cast(pass_index, tf.int64))
 
 
 def augment_seed(seed, position):
@@ -217,9 +223,8 @@ def _stream_examples(stream, seed, cache, prepare):
         whole = prepare(stream.examples_at(tf.data.Dataset.range(n))).cache()
 
         def one_pass(p, skip=0):
-            key = tf.random.experimental.stateless_fold_in(
-                tf.constant([int(seed), _ORDER], tf.int64), tf.cast(p, tf.int64))
-            return whole.shuffle(n, seed=key[0], reshuffle_each_iteration=False).skip(skip)
+            return whole.shuffle(n, seed=_pass_key(seed, p)[0],
+                                 reshuffle_each_iteration=False).skip(skip)
     else:
         def one_pass(p, skip=0):
             positions = tf.data.Dataset.from_tensor_slices(pass_order(n, seed, p)[skip:])
@@ -246,7 +251,7 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
       seed: shuffle and augmentation seed (same seed -> same batches, epoch after epoch).
       cache: cache the sanitized decoded examples in memory (small datasets; pointless for the
         synthetic source, which is in memory already). When the dataset size is known the
-        whole cache is reshuffled every epoch.
+        whole cache is reshuffled every epoch (a :class:`Stream`: every pass).
       shuffle_buffer: examples in the shuffle buffer (training; 0 or 1 disables). File sources
         also shuffle their file list (``load_source(..., shuffle=True)``), so a few hundred is
         enough.
