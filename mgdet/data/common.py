@@ -286,13 +286,15 @@ def decode_records(ds):
         with tf.control_dependencies([counters.increment("images_listed")]):
             return {k: tf.identity(v) for k, v in ex.items()}
 
-    listed = int(ds.cardinality())  # the records of one pass, known before decoding
+    listed = ds.cardinality()  # the records of one pass, known before decoding
+    # (a tensor when built inside a tf.data function, a stream's pass, whose size is known)
+    known = not tf.executing_eagerly() or int(listed) >= 0
 
     def _decode(ex):
         out = {k: v for k, v in ex.items() if k != "path"}
         out["image"] = decode_oriented(tf.io.read_file(ex["path"]))  # EXIF orientation applied
-        if listed >= 0:  # lets a pipeline count its own failures per pass (mgdet.data.stats)
-            out[stats.LISTED_KEY] = tf.constant(listed, tf.int64)
+        if known:  # lets a pipeline count its own failures per pass (mgdet.data.stats)
+            out[stats.LISTED_KEY] = tf.cast(listed, tf.int64)
         return out
 
     def _count_decoded(ex):
