@@ -172,8 +172,9 @@ class Stream(NamedTuple):
     the next one takes its place (and its augmentation seed): a run resumed after such a skip
     is one example behind the uninterrupted one for each image skipped before ``start``.
     With ``cache`` the examples are decoded once, in order, and each pass is a buffer of all
-    of them shuffled with a seed drawn from ``(seed, p)``; a resumed stream decodes that one
-    pass again to fill its cache (as the uninterrupted run's first pass did).
+    of them reshuffled by a generator seeded with ``seed``; a resumed stream decodes that one
+    pass again to fill its cache (as the uninterrupted run's first pass did), then skips the
+    earlier examples through the buffer (references to the cached tensors: fast).
 
     Attributes:
       examples_at: ``positions -> decoded examples`` (``tf.data.Dataset`` of int64 positions in
@@ -193,14 +194,11 @@ _ORDER, _AUGMENT = 0x0D3E, 0xA065  # the two stateless random streams keyed by t
 def pass_order(num_examples, seed, pass_index):
     """int64 ``[num_examples]``: the order of pass ``pass_index`` (a uniform permutation of
     ``range(num_examples)``), a function of ``(seed, pass_index)`` only (stateless)."""
-    draws = tf.random.stateless_uniform([num_examples], _pass_key(seed, pass_index),
-                                        minval=None, maxval=None, dtype=tf.int64)
+    key = tf.random.experimental.stateless_fold_in(tf.constant([int(seed), _ORDER], tf.int64),
+                                                   tf.cast(pass_index, tf.int64))
+    draws = tf.random.stateless_uniform([num_examples], key, minval=None, maxval=None,
+                                        dtype=tf.int64)
     return tf.cast(tf.argsort(draws, stable=True), tf.int64)
-
-
-def _pass_key(seed, pass_index):
-    return tf.random.experimental.stateless_fold_in(tf.constant([int(seed), _ORDER], tf.int64),
-                                                    tf.cast(pass_index, tf.int64))
 
 
 def augment_seed(seed, position):
@@ -216,19 +214,19 @@ def _stream_examples(stream, seed, cache, prepare):
     n = int(stream.num_examples)
     if n < 1:
         raise DataError("make_dataset: a training stream needs at least one example")
-    first_pass, skip = divmod(int(stream.start), n)
     if cache:
         # Decoded once (the first pass fills the cache), then each pass reorders the cached
-        # examples (references, not copies) with a buffer of all of them seeded by the pass.
+        # examples (references, not copies) in a buffer of all of them, reshuffled each pass
+        # by a seeded generator: skipping to ``start`` moves references only.
         whole = prepare(stream.examples_at(tf.data.Dataset.range(n))).cache()
+        return whole.shuffle(n, seed=int(seed), reshuffle_each_iteration=True).repeat().skip(
+            int(stream.start))
+    first_pass, skip = divmod(int(stream.start), n)
 
-        def one_pass(p, skip=0):
-            return whole.shuffle(n, seed=_pass_key(seed, p)[0],
-                                 reshuffle_each_iteration=False).skip(skip)
-    else:
-        def one_pass(p, skip=0):
-            positions = tf.data.Dataset.from_tensor_slices(pass_order(n, seed, p)[skip:])
-            return prepare(stream.examples_at(positions), counted=not skip)
+    def one_pass(p, skip=0):
+        positions = tf.data.Dataset.from_tensor_slices(pass_order(n, seed, p)[skip:])
+        return prepare(stream.examples_at(positions), counted=not skip)
+
     rest = tf.data.Dataset.counter(first_pass + 1).flat_map(one_pass)
     return one_pass(first_pass, skip).concatenate(rest)
 
