@@ -167,11 +167,46 @@ def build_eval_dataset(cfg, source=None, split="eval"):
     return eval_ds, source.ground_truth(split)
 
 
+def build_train_dataset(cfg, source, worker=None, start_step=0):
+    """The training batches of ``source`` from global step ``start_step`` on, repeated forever.
+
+    The stream (:class:`mgdet.data.pipeline.Stream`) is a function of ``data.seed`` and the
+    step only: each pass over the training images is a fresh seeded permutation, each
+    example's augmentation seed is drawn from its position in the stream, and a run resumed
+    at step ``k`` skips the ``k`` batches' positions before reading any image, so it trains on
+    the batches of the uninterrupted run from step ``k`` on. A source read in sequence only
+    (TFDS) falls back to a shuffle buffer and restarts its stream on resume.
+
+    ``worker``: see :func:`build_datasets`; a worker's stream advances ``batch_size / count``
+    examples per step (each step it feeds its replicas their share of a global batch).
+    """
+    d, m = cfg.data, cfg.model
+    batch = cfg.train.batch_size
+    kwargs = dict(training=True, seed=d.seed, cache=d.cache, difficult=d.difficult,
+                  augment={"mode": d.augment, "max_expand": d.max_expand})
+    num_train = source.num_examples("train")
+    index, count = worker if worker is not None and worker[1] > 1 else (0, 1)
+    share = np.arange(index, num_train, count)
+    if count > 1:
+        at = lambda positions: source.examples_at(  # noqa: E731
+            "train", positions.map(lambda i: tf.gather(share, i)))
+    else:
+        at = lambda positions: source.examples_at("train", positions)  # noqa: E731
+    if source.examples_at("train", tf.data.Dataset.range(0)) is None:  # read in sequence only
+        examples = (source.subset("train", share, shuffle=True) if count > 1
+                    else source.dataset("train", shuffle=True))
+        return data_pipeline.make_dataset(examples, m.image_size, batch, d.max_objects,
+                                          repeat=True, **kwargs)
+    stream = data_pipeline.Stream(at, len(share), int(start_step) * batch // count)
+    return data_pipeline.make_dataset(stream, m.image_size, batch, d.max_objects, **kwargs)
+
+
 def build_datasets(cfg, worker=None):
     """Training and evaluation datasets, class names, COCO ground truth of the eval split and
     the number of steps per epoch.
 
-    The training dataset repeats forever and an epoch is ``steps_per_epoch`` batches:
+    The training dataset (:func:`build_train_dataset`, from step 0) repeats forever and an
+    epoch is ``steps_per_epoch`` batches:
     ``train.steps_per_epoch``, else the full batches in one pass over the usable examples (less
     the ``data.val_fraction`` held out for model selection, :mod:`mgdet.data.holdout`). That
     number comes from the source's records, known after listing and header checks and before
@@ -198,15 +233,7 @@ def build_datasets(cfg, worker=None):
         raise ConfigError("the eval split has no usable images: every run evaluates it; point "
                           "it at images (data.eval_sets, data.eval_ann / data.eval_images, or "
                           "data.num_eval for the synthetic source)")
-    if worker is not None and worker[1] > 1:
-        index, count = worker
-        examples = source.subset("train", np.arange(index, num_train, count), shuffle=True)
-    else:
-        examples = source.dataset("train", shuffle=True)
-    train_ds = data_pipeline.make_dataset(
-        examples, m.image_size, cfg.train.batch_size, d.max_objects,
-        training=True, seed=d.seed, cache=d.cache, repeat=True,
-        augment={"mode": d.augment, "max_expand": d.max_expand}, difficult=d.difficult)
+    train_ds = build_train_dataset(cfg, source, worker)
     eval_ds, gt_coco = build_eval_dataset(cfg, source)
     for split in ("train", "eval"):
         report = {k: v for k, v in source.report(split).items() if v}
@@ -339,6 +366,12 @@ def _train(cfg, strategy, chief, chief_dir, out_dir, resume, verbose, callbacks)
     try:
         with guard.catch_sigterm():
             for epochs, initial_epoch, steps in plan:
+                # each fit reads a new iterator: the stream from the step it starts at
+                step = int(optimizer.iterations.numpy())
+                if step:
+                    train_ds = distributed.shard(
+                        build_train_dataset(cfg, get_source(cfg.data, cfg.model.image_size),
+                                            worker, step), strategy, sharding)
                 model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
                           steps_per_epoch=steps, callbacks=all_callbacks, verbose=verbose,
                           shuffle=False)

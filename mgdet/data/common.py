@@ -226,6 +226,14 @@ def records_dataset(records):
     """
     import tensorflow as tf
 
+    return tf.data.Dataset.from_tensor_slices(records_tensors(records))
+
+
+def records_tensors(records):
+    """The columns of :func:`records_dataset` (dict of tensors, ragged per-box ones), one row
+    per record."""
+    import tensorflow as tf
+
     optional = [k for k in ("difficult", "is_crowd", "area") if records and k in records[0]]
     row_lengths = np.asarray([len(r["labels"]) for r in records], np.int64)
 
@@ -242,7 +250,18 @@ def records_dataset(records):
     }
     for k in optional:
         tensors[k] = ragged(k, np.float32 if k == "area" else bool)
-    return tf.data.Dataset.from_tensor_slices(tensors)
+    return tensors
+
+
+def records_at(records, positions):
+    """Decoded examples of ``records`` at ``positions`` (a ``tf.data.Dataset`` of int64
+    indices into ``records``), in that order: only those images are read and decoded
+    (:func:`decode_records`)."""
+    import tensorflow as tf
+
+    with tf.init_scope():  # eager even inside a tf.data function: captured, not copied in it
+        tensors = records_tensors(records)
+    return decode_records(positions.map(lambda i: {k: v[i] for k, v in tensors.items()}))
 
 
 def decode_records(ds):
@@ -267,13 +286,15 @@ def decode_records(ds):
         with tf.control_dependencies([counters.increment("images_listed")]):
             return {k: tf.identity(v) for k, v in ex.items()}
 
-    listed = int(ds.cardinality())  # the records of one pass, known before decoding
+    listed = ds.cardinality()  # the records of one pass, known before decoding
+    # (a tensor when built inside a tf.data function, a stream's pass, whose size is known)
+    known = not tf.executing_eagerly() or int(listed) >= 0
 
     def _decode(ex):
         out = {k: v for k, v in ex.items() if k != "path"}
         out["image"] = decode_oriented(tf.io.read_file(ex["path"]))  # EXIF orientation applied
-        if listed >= 0:  # lets a pipeline count its own failures per pass (mgdet.data.stats)
-            out[stats.LISTED_KEY] = tf.constant(listed, tf.int64)
+        if known:  # lets a pipeline count its own failures per pass (mgdet.data.stats)
+            out[stats.LISTED_KEY] = tf.cast(listed, tf.int64)
         return out
 
     def _count_decoded(ex):

@@ -62,6 +62,14 @@ class HeldOutSource(Source):
         return self.source.subset("train", self._indices(split)[np.asarray(indices, np.int64)],
                                   shuffle)
 
+    def examples_at(self, split, positions):
+        if split == "eval":
+            return self.source.examples_at(split, positions)
+        import tensorflow as tf
+
+        indices = self._indices(split)
+        return self.source.examples_at("train", positions.map(lambda i: tf.gather(indices, i)))
+
     def num_examples(self, split):
         if split == "eval":
             return self.source.num_examples(split)

@@ -21,6 +21,7 @@ as that pass's (:func:`mgdet.data.stats.last_pass`); truncation also prints one 
 """
 import logging
 import sys
+from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
@@ -158,6 +159,78 @@ def _print_truncation(name, n, max_objects):
     return tf.constant(True)
 
 
+class Stream(NamedTuple):
+    """A resumable training stream, the source :func:`make_dataset` repeats without state.
+
+    Pass ``p`` over the ``num_examples`` examples reads them in the order
+    :func:`pass_order` ``(num_examples, seed, p)``; the ``t``-th example of the stream (all
+    passes end to end) is augmented with :func:`augment_seed` ``(seed, t)``. The stream begins
+    at example ``start`` (pass ``start // num_examples``, position ``start % num_examples``):
+    the examples before it are skipped as positions, before any is read or decoded, so a run
+    resumed at global step ``k`` with ``start = k * batch_size`` gets the batches the
+    uninterrupted run trains on from step ``k``. An image that fails to decode is skipped and
+    the next one takes its place (and its augmentation seed): a run resumed after such a skip
+    is one example behind the uninterrupted one for each image skipped before ``start``.
+    With ``cache`` the examples are decoded once, in order, and each pass is a buffer of all
+    of them reshuffled by a generator seeded with ``seed``; a resumed stream decodes that one
+    pass again to fill its cache (as the uninterrupted run's first pass did), then skips the
+    earlier examples through the buffer (references to the cached tensors: fast).
+
+    Attributes:
+      examples_at: ``positions -> decoded examples`` (``tf.data.Dataset`` of int64 positions in
+        the unshuffled split; :meth:`mgdet.data.source.Source.examples_at`).
+      num_examples: examples in one pass.
+      start: stream position of the first example (int).
+    """
+
+    examples_at: Callable
+    num_examples: int
+    start: int = 0
+
+
+_ORDER, _AUGMENT = 0x0D3E, 0xA065  # the two stateless random streams keyed by the data seed
+
+
+def pass_order(num_examples, seed, pass_index):
+    """int64 ``[num_examples]``: the order of pass ``pass_index`` (a uniform permutation of
+    ``range(num_examples)``), a function of ``(seed, pass_index)`` only (stateless)."""
+    key = tf.random.experimental.stateless_fold_in(tf.constant([int(seed), _ORDER], tf.int64),
+                                                   tf.cast(pass_index, tf.int64))
+    draws = tf.random.stateless_uniform([num_examples], key, minval=None, maxval=None,
+                                        dtype=tf.int64)
+    return tf.cast(tf.argsort(draws, stable=True), tf.int64)
+
+
+def augment_seed(seed, position):
+    """int64 ``[2]``: the augmentation seed of stream example ``position`` (stateless)."""
+    return tf.random.experimental.stateless_fold_in(tf.constant([int(seed), _AUGMENT], tf.int64),
+                                                    tf.cast(position, tf.int64))
+
+
+def _stream_examples(stream, seed, cache, prepare):
+    """The sanitized examples of ``stream`` from its ``start`` on, forever (see
+    :class:`Stream`); ``prepare`` sanitizes one pass. Each complete pass is counted
+    (:func:`mgdet.data.stats.counted_passes`); a pass entered mid-way is not."""
+    n = int(stream.num_examples)
+    if n < 1:
+        raise DataError("make_dataset: a training stream needs at least one example")
+    if cache:
+        # Decoded once (the first pass fills the cache), then each pass reorders the cached
+        # examples (references, not copies) in a buffer of all of them, reshuffled each pass
+        # by a seeded generator: skipping to ``start`` moves references only.
+        whole = prepare(stream.examples_at(tf.data.Dataset.range(n))).cache()
+        return whole.shuffle(n, seed=int(seed), reshuffle_each_iteration=True).repeat().skip(
+            int(stream.start))
+    first_pass, skip = divmod(int(stream.start), n)
+
+    def one_pass(p, skip=0):
+        positions = tf.data.Dataset.from_tensor_slices(pass_order(n, seed, p)[skip:])
+        return prepare(stream.examples_at(positions), counted=not skip)
+
+    rest = tf.data.Dataset.counter(first_pass + 1).flat_map(one_pass)
+    return one_pass(first_pass, skip).concatenate(rest)
+
+
 def make_dataset(source_dataset, image_size, batch_size, max_objects=100, training=True, seed=0,
                  cache=False, shuffle_buffer=256, augment=None, name=None, drop_remainder=None,
                  num_parallel_calls=tf.data.AUTOTUNE, prefetch=tf.data.AUTOTUNE, repeat=False,
@@ -165,7 +238,9 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     """Batches a dataset of decoded examples for training or evaluation.
 
     Args:
-      source_dataset: ``tf.data.Dataset`` of decoded examples (any :mod:`mgdet.data` source).
+      source_dataset: ``tf.data.Dataset`` of decoded examples (any :mod:`mgdet.data` source),
+        or a :class:`Stream` (training: a stream that resumes at any example without state;
+        it repeats and orders itself: ``shuffle_buffer`` and ``repeat`` do not apply).
       image_size: model input side ``S`` (int).
       batch_size: images per batch (global batch under ``tf.distribute``).
       max_objects: ``M``, boxes per image after padding / truncation.
@@ -174,7 +249,7 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
       seed: shuffle and augmentation seed (same seed -> same batches, epoch after epoch).
       cache: cache the sanitized decoded examples in memory (small datasets; pointless for the
         synthetic source, which is in memory already). When the dataset size is known the
-        whole cache is reshuffled every epoch.
+        whole cache is reshuffled every epoch (a :class:`Stream`: every pass).
       shuffle_buffer: examples in the shuffle buffer (training; 0 or 1 disables). File sources
         also shuffle their file list (``load_source(..., shuffle=True)``), so a few hundred is
         enough.
@@ -190,14 +265,11 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     Returns:
       ``tf.data.Dataset`` of ``(images, targets)``, see module docstring.
     """
-    if not isinstance(source_dataset, tf.data.Dataset):
-        raise DataError(f"make_dataset: source_dataset must be a tf.data.Dataset, got "
-                        f"{type(source_dataset).__name__}")
-    spec = source_dataset.element_spec
-    missing = [k for k in ("image", "boxes", "labels", "image_id") if not isinstance(spec, dict) or k not in spec]
-    if missing:
-        raise DataError(f"make_dataset: source examples lack {missing}; expected decoded examples "
-                        "{'image','boxes','labels','image_id'} (see mgdet.data.common)")
+    stream = source_dataset if isinstance(source_dataset, Stream) else None
+    if stream is None:
+        _check_examples(source_dataset)
+    elif not training:
+        raise DataError("make_dataset: a Stream is a training source (training=True)")
     image_size, batch_size, max_objects = int(image_size), int(batch_size), int(max_objects)
     if image_size <= 0 or batch_size <= 0 or max_objects <= 0:
         raise DataError(f"make_dataset: image_size, batch_size and max_objects must be positive, "
@@ -216,11 +288,23 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     # The map functions are plain TF (explicit tf.cond/while_loop): autograph would only spend
     # start-up time converting them.
     plain = tf.autograph.experimental.do_not_convert
-    ds = source_dataset.map(plain(lambda ex: sanitize(ex, counters)),
-                            num_parallel_calls=num_parallel_calls, deterministic=True)
-    # Each pass over the images records its counts (mgdet.data.stats.last_pass), framed
-    # before the cache (a cached pass decodes nothing), shuffle and repeat (read-ahead).
-    ds = data_stats.counted_passes(ds, counters)
+
+    def prepare(examples, counted=True):
+        _check_examples(examples)
+        ds = examples.map(plain(lambda ex: sanitize(ex, counters)),
+                          num_parallel_calls=num_parallel_calls, deterministic=True)
+        # Each pass over the images records its counts (mgdet.data.stats.last_pass), framed
+        # before the cache (a cached pass decodes nothing), shuffle and repeat (read-ahead).
+        return data_stats.counted_passes(ds, counters) if counted else ds
+
+    if stream is not None:
+        ds = _stream_examples(stream, seed, cache, prepare)
+        seeds = tf.data.Dataset.counter(int(stream.start)).map(
+            plain(lambda t: augment_seed(seed, t)))
+        cache = shuffle_buffer = repeat = False  # the stream's own
+    else:
+        ds = prepare(source_dataset)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     if cache:
         ds = ds.cache()
         # The cache replays its first pass; shuffle all of it when the size is known (the
@@ -254,7 +338,6 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
         return image, targets
 
     if training:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds))
         ds = ds.map(plain(_train_map), num_parallel_calls=num_parallel_calls, deterministic=True)
     else:
@@ -266,6 +349,19 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     options.deterministic = True
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     return ds.with_options(options)
+
+
+def _check_examples(ds):
+    """DataError unless ``ds`` is a ``tf.data.Dataset`` of decoded examples."""
+    if not isinstance(ds, tf.data.Dataset):
+        raise DataError(f"make_dataset: source_dataset must be a tf.data.Dataset or a Stream, "
+                        f"got {type(ds).__name__}")
+    spec = ds.element_spec
+    missing = [k for k in ("image", "boxes", "labels", "image_id")
+               if not isinstance(spec, dict) or k not in spec]
+    if missing:
+        raise DataError(f"make_dataset: source examples lack {missing}; expected decoded examples "
+                        "{'image','boxes','labels','image_id'} (see mgdet.data.common)")
 
 
 def stats():

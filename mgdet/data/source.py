@@ -9,6 +9,12 @@ A source reads one dataset format. It is built from ``cfg.data`` (a
     source.num_examples(split)      -> int, known before any image is decoded
     source.ground_truth(split)      -> COCO-format dict (category_id = label + 1)
     source.report(split)            -> {counter: int}: what listing skipped (empty if nothing can)
+    source.examples_at(split, positions)
+                                    -> decoded examples at a tf.data.Dataset of int64 positions
+                                       of the unshuffled split, in that order, reading only
+                                       those (the resumable training stream,
+                                       mgdet.data.pipeline.training_stream); None for a source
+                                       that can only be read in sequence (TFDS)
     source.subset(split, indices, shuffle) / source.subset_ground_truth(split, indices)
                                     -> the same for the examples at those positions of the
                                        unshuffled split (the held-out validation split,
@@ -21,7 +27,8 @@ one subclass plus its line in that table.
 """
 import numpy as np
 
-from mgdet.data.common import DEFAULT_MAX_PIXELS, DataError, records_to_dataset, to_coco
+from mgdet.data.common import (DEFAULT_MAX_PIXELS, DataError, records_at, records_to_dataset,
+                               to_coco)
 
 SPLITS = ("train", "eval")
 
@@ -80,6 +87,11 @@ class Source:
     def report(self, split):
         return {}
 
+    def examples_at(self, split, positions):
+        """Decoded examples at ``positions`` (``tf.data.Dataset`` of int64 positions in the
+        unshuffled ``split``), in that order, or None: this source is read in sequence only."""
+        return None
+
     def subset(self, split, indices, shuffle=False):
         """Decoded examples at ``indices`` (positions in the unshuffled ``split``), in that
         order, or reshuffled every epoch (seeded by ``data.seed``) when ``shuffle``.
@@ -130,6 +142,9 @@ class RecordSource(Source):
 
     def report(self, split):
         return self.records(split)[1].as_dict()
+
+    def examples_at(self, split, positions):
+        return records_at(self.records(split)[0], positions)
 
     def _records_at(self, split, indices):
         records = self.records(split)[0]

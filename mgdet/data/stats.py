@@ -134,8 +134,10 @@ def counted_passes(ds, group):
         return tf.data.Dataset.range(1).filter(plain(fn)).map(
             plain(lambda _: tf.nest.map_structure(empty, ds.element_spec)))
 
-    size = ds.cardinality()
     framed = marker(begin).concatenate(ds).concatenate(marker(finish))
+    if not tf.executing_eagerly():  # built inside a tf.data function (a stream's pass)
+        return framed
+    size = ds.cardinality()
     return framed.apply(tf.data.experimental.assert_cardinality(size)) if size >= 0 else framed
 
 

@@ -538,24 +538,34 @@ def synthetic_dataset(num_images, image_size=160, seed=0, split="train", shuffle
     """
     import tensorflow as tf
 
-    data = generate(num_images, image_size, seed, split)
-    images = tf.convert_to_tensor(data.images)
-    boxes = tf.convert_to_tensor(data.boxes)
-    labels = tf.convert_to_tensor(data.labels)
-    row_splits = tf.convert_to_tensor(data.row_splits)
-    ids = tf.convert_to_tensor(data.image_ids)
     if indices is None:
-        indices = np.arange(len(data), dtype=np.int64)
+        indices = np.arange(int(num_images), dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
     if shuffle and len(indices):
         ds = ds.shuffle(len(indices), seed=seed if shuffle_seed is None else shuffle_seed,
                         reshuffle_each_iteration=True)
+    return synthetic_at(num_images, image_size, seed, split, ds)
+
+
+def synthetic_at(num_images, image_size, seed, split, positions):
+    """The examples of :func:`synthetic_dataset` at ``positions`` (``tf.data.Dataset`` of
+    int64 image indices), in that order."""
+    import tensorflow as tf
+
+    data = generate(num_images, image_size, seed, split)
+    if getattr(data, "_tensors", None) is None:
+        # once, eagerly even inside a tf.data function (a stream's passes): functions then
+        # capture these tensors instead of holding a copy of every image as a constant
+        with tf.init_scope():
+            data._tensors = tuple(tf.convert_to_tensor(a) for a in (
+                data.images, data.boxes, data.labels, data.row_splits, data.image_ids))
+    images, boxes, labels, row_splits, ids = data._tensors
 
     def _get(i):
         a, b = row_splits[i], row_splits[i + 1]
         return {"image": images[i], "boxes": boxes[a:b], "labels": labels[a:b], "image_id": ids[i]}
 
-    return ds.map(_get, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return positions.map(_get, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def load_synthetic(num_images=2000, image_size=160, seed=0, split="train", shuffle=False):
@@ -623,6 +633,9 @@ class SyntheticSource(Source):
 
     def subset(self, split, indices, shuffle=False):
         return synthetic_dataset(*self._args(split), shuffle=shuffle, indices=indices)
+
+    def examples_at(self, split, positions):
+        return synthetic_at(*self._args(split), positions)
 
     def subset_ground_truth(self, split, indices):
         examples = list(generate(*self._args(split)).coco_examples())
