@@ -113,7 +113,12 @@ def counted_passes(ds, group):
         return tf.stack([group.variable(k).read_value() for k in _COUNTED])
 
     def begin(_):
-        with tf.control_dependencies([start.assign(totals(), read_value=False)]):
+        # the group is shared by name (``train``) across pipelines of one process: a pass whose
+        # source lists no files must not add the listed count an earlier file source left
+        with tf.control_dependencies([
+                start.assign(totals(), read_value=False),
+                group.variable("listed_per_pass").assign(tf.constant(0, tf.int64),
+                                                         read_value=False)]):
             return tf.constant(False)
 
     def finish(_):
