@@ -155,6 +155,15 @@ def run(strategy, anchors, boxes, labels, valid, deltas=None, logits=None, **kw)
     return {k: v.numpy() for k, v in out._asdict().items() if v is not None}
 
 
+
+def _assert_owned(got, i, owner, labels):
+    """Image ``i`` of an assignment's outputs: every anchor's object (``owner``, -1 for none)
+    and its label, for classification and regression alike (ATSS and TAL share positives)."""
+    np.testing.assert_array_equal(got["cls_gt_index"][i], owner, err_msg=f"image {i}")
+    np.testing.assert_array_equal(got["cls_labels"][i], _labels_of(owner, labels))
+    np.testing.assert_array_equal(got["reg_positive"][i], owner >= 0)
+    np.testing.assert_array_equal(got["reg_gt_index"][i], owner)
+
 def check_atss(anchors, boxes, labels, valid, topk=9, allow_near_ties=False):
     """ATSS of a batch equals the reference; returns (outputs, images compared)."""
     got = run("atss", anchors, boxes, labels, valid, atss_topk=topk)
@@ -166,10 +175,7 @@ def check_atss(anchors, boxes, labels, valid, topk=9, allow_near_ties=False):
         if near and allow_near_ties:
             continue
         assert not near, "a hand-made case must not hold float near-ties"
-        np.testing.assert_array_equal(got["cls_gt_index"][i], owner, err_msg=f"image {i}")
-        np.testing.assert_array_equal(got["cls_labels"][i], _labels_of(owner, labels[i]))
-        np.testing.assert_array_equal(got["reg_positive"][i], owner >= 0)
-        np.testing.assert_array_equal(got["reg_gt_index"][i], owner)
+        _assert_owned(got, i, owner, labels[i])
         compared += 1
     assert "cls_target" not in got  # ATSS trains on hard labels
     return got, compared
@@ -188,10 +194,7 @@ def check_tal(anchors, boxes, labels, valid, deltas, logits, topk=13, alpha=1.0,
         if near and allow_near_ties:
             continue
         assert not near, "a hand-made case must not hold float near-ties"
-        np.testing.assert_array_equal(got["cls_gt_index"][i], owner, err_msg=f"image {i}")
-        np.testing.assert_array_equal(got["cls_labels"][i], _labels_of(owner, labels[i]))
-        np.testing.assert_array_equal(got["reg_positive"][i], owner >= 0)
-        np.testing.assert_array_equal(got["reg_gt_index"][i], owner)
+        _assert_owned(got, i, owner, labels[i])
         np.testing.assert_allclose(got["cls_target"][i], target, rtol=1e-4, atol=1e-6)
         compared += 1
     return got, compared
