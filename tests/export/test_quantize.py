@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from mgdet import boxes as box_ops
 from mgdet import cli, export
-from tests.test_export import WITHOUT_MGDET
+from tests.export.test_export import WITHOUT_MGDET
 
 SIZE = 64
 TINY = ["--set", f"model.image_size={SIZE}", "--set", "data.num_train=40",

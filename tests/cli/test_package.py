@@ -15,7 +15,8 @@ import pytest
 import yaml
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
+
 SMOKE = ["--set", "train.epochs=1", "--set", "data.num_train=16", "--set", "data.num_eval=8",
          "--set", "train.batch_size=8", "--set", "eval.batch_size=8", "--set",
          "model.image_size=64", "--set", "train.eval_every=0"]

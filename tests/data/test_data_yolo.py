@@ -10,7 +10,7 @@ import pytest
 from mgdet.data import DataError, get_source
 from mgdet.data.yolo import find_class_names, labels_dir_for, parse_line
 from tests.data_files import jpeg, truncated_jpeg, write
-from tests.test_train_sources import _run
+from tests.training.test_train_sources import _run
 
 W, H = 64, 48
 

@@ -12,7 +12,7 @@ from mgdet import build_model
 from mgdet.config import ConfigError, replace
 from mgdet.models.heads import PRIOR_PROBABILITY
 from mgdet.models.transfer import init_from
-from tests.test_train import tiny_config
+from tests.training.test_train import tiny_config
 
 
 def _trained_run(folder, cfg, names, seed):

@@ -6,7 +6,8 @@ import pytest
 
 from mgdet.config import RANGES, ConfigError, load_config, numeric_keys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
+
 DEFAULT = os.path.join(ROOT, "configs", "default.yaml")
 
 

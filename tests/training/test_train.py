@@ -10,7 +10,8 @@ import pytest
 from mgdet.config import ConfigError, load_config
 from mgdet.rundir import ResumeError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
+
 TINY = ["model.image_size=64", "model.width=0.125", "data.num_train=32", "data.num_eval=8",
         "data.max_objects=10", "train.batch_size=8", "train.warmup_steps=2", "train.lr=0.01",
         "train.eval_every=1", "eval.batch_size=8", "eval.max_detections=50"]
@@ -111,7 +112,7 @@ def test_bad_config_values_name_the_key(override, message):
 def test_every_shipped_config_validates_and_builds_its_model():
     import mgdet
     for name in sorted(n for n in os.listdir(os.path.join(ROOT, "configs")) if n.endswith(".yaml")):
-        # (the paper configs' ImageNet weights file is not here: tests/test_convert_weights.py)
+        # (the paper configs' weights file is not here: tests/convert/test_convert_weights.py)
         cfg = load_config(os.path.join(ROOT, "configs", name), {"model": {"weights": None}})
         assert cfg.name == name[:-5]
         if cfg.model.num_classes:  # the paper's configs: build at a small size to stay fast

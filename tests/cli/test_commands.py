@@ -20,9 +20,10 @@ from mgdet import build_model
 from mgdet.config import load_config
 from mgdet.data.synthetic import CLASS_NAMES
 from mgdet.rundir import write_json
-from tests.test_train import tiny_config
+from tests.training.test_train import tiny_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
+
 # The run's model on top of any config: these tests are about what comes after the config.
 RUN_MODEL = ["--set", "model.image_size=64", "--set", "model.width=0.125"]
 
@@ -171,7 +172,7 @@ def test_predict_skips_images_over_max_pixels_without_decoding_them(run, tmp_pat
     from mgdet.data.common import DEFAULT_MAX_PIXELS
     from mgdet.export import DEFAULT_MAX_PIXELS as export_limit
     from mgdet.predict import run_predict
-    from tests.test_export import _bombs
+    from tests.export.test_export import _bombs
     assert DataConfig().max_pixels == export_limit == DEFAULT_MAX_PIXELS == 40_000_000
     images = tmp_path / "images"
     images.mkdir()

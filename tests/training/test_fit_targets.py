@@ -13,7 +13,8 @@ import pytest
 
 from tests.batches import painted_batch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT as REPO
+
 S, B, C = 64, 4, 3
 
 # Shared by this process and the MirroredStrategy worker: a batch of 4 images with 1-3 real

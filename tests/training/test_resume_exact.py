@@ -7,7 +7,8 @@ import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
+
 TINY = ["model.image_size=64", "model.width=0.125", "data.num_train=18", "data.num_eval=4",
         "data.max_objects=10", "train.batch_size=4", "train.warmup_steps=0", "train.epochs=2",
         "train.eval_every=0", "eval.batch_size=4", "eval.max_detections=20"]

@@ -7,9 +7,10 @@ import re
 
 from mgdet.config import load_config
 from mgdet.train import train
-from tests.test_data_sources import coco_files, voc_root  # noqa: F401  (pytest fixtures)
+from tests.data.test_data_sources import coco_files, voc_root  # noqa: F401  (pytest fixtures)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
+
 EPOCHS = 3
 TINY = ["model.image_size=64", "model.width=0.125", "data.max_objects=8", "train.batch_size=2",
         f"train.epochs={EPOCHS}", "train.warmup_steps=1", "train.eval_every=0",

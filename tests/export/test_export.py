@@ -529,7 +529,7 @@ def test_serving_bytes_applies_the_exif_orientation(exported):
     """A JPEG stored sideways with EXIF orientation 6 gives, through serving_bytes, the
     detections of its displayed pixels sent to serving_default (and not those of the stored
     pixels)."""
-    from tests.test_exif import jpeg_with_orientation
+    from tests.data.test_exif import jpeg_with_orientation
     data = jpeg_with_orientation(6)
     loaded = tf.saved_model.load(exported["path"])
     out = {k: v.numpy() for k, v in loaded.signatures["serving_bytes"](

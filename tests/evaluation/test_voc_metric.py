@@ -1,12 +1,12 @@
 """The authors' VOC metric (mgdet.voc_metric) against hand-worked values, the separate numpy
-reference of tests/test_evaluation.py and pycocotools."""
+reference of tests/evaluation/test_evaluation.py and pycocotools."""
 import types
 
 import numpy as np
 import pytest
 
 from mgdet import evaluation, voc_metric
-from tests.test_evaluation import _gt, _noisy_detections, _voc07_reference
+from tests.evaluation.test_evaluation import _gt, _noisy_detections, _voc07_reference
 
 
 def _ann(i, img, box, difficult=0):

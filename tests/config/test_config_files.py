@@ -8,7 +8,7 @@ import yaml
 
 from mgdet.config import ConfigError, config_names, config_to_yaml, load_config, read_config_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
 
 
 def _write(path, text):

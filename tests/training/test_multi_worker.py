@@ -18,7 +18,8 @@ import pytest
 
 from mgdet.distributed import loopback_tf_configs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
+
 DEADLINE_S = 600  # per group of processes: far above what they need, even on 2 busy cores
 # The default config, tiny: 4 steps of 8 images per epoch, 8 eval images.
 TINY = ["model.image_size=64", "model.width=0.25", "data.num_train=32", "data.num_eval=8",
@@ -382,7 +383,7 @@ def _check_checkpoints_hold_every_variable(run, first, last):
     from mgdet import checkpoint
     from mgdet.config import load_config
     from mgdet.optim import build_optimizer
-    from tests.test_train import _final_and_checkpoint_weights
+    from tests.training.test_train import _final_and_checkpoint_weights
     cfg = load_config("default", TINY)
     names = json.loads((run / "config.json").read_text())["class_names"]
     model = mgdet.build_model(cfg, class_names=names)

@@ -1,0 +1,1 @@
+"""Tests of mgdet.assign: label assignment."""

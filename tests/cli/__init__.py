@@ -1,0 +1,1 @@
+"""Tests of the mgdet command and the installed package."""

@@ -1,0 +1,1 @@
+"""Tests of mgdet.config: config files and validation."""

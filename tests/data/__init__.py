@@ -1,0 +1,1 @@
+"""Tests of mgdet.data: sources, pipeline, augmentation, synthetic data."""

@@ -1,0 +1,1 @@
+"""Tests of mgdet.evaluation: COCO and VOC07 metrics, error analysis."""

@@ -1,0 +1,1 @@
+"""Tests of mgdet.export: SavedModel, ONNX and TFLite exports."""

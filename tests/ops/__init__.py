@@ -1,0 +1,1 @@
+"""Tests of mgdet.ops: box coding, anchors, post-processing."""

@@ -1,0 +1,1 @@
+"""Tests of mgdet.training: the training loop, checkpoints, run folders, optimizer, distribution."""

@@ -1,0 +1,1 @@
+"""Tests of mgdet.viz: drawing and plots."""
