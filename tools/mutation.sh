@@ -29,20 +29,20 @@ BASE="${MUTATION_DIR:-/tmp/mgdet-mutation}"
 # module -> the mutmut name pattern and the test files (or test ids) that cover it
 tests_for() {
   case "$1" in
-    boxes|anchors) echo "tests/test_boxes_anchors.py" ;;
-    optim)         echo "tests/test_optim.py" ;;
+    boxes|anchors) echo "tests/ops/test_boxes_anchors.py" ;;
+    optim)         echo "tests/training/test_optim.py" ;;
     losses)        echo "tests/test_losses.py" \
-                     "tests/test_assign_atss_tal.py::test_quality_focal_matches_formula" \
-                     "tests/test_assign_atss_tal.py::test_detection_loss_with_quality_focal_matches_reference" ;;
-    voc_metric)    echo "tests/test_voc_metric.py tests/test_difficult.py" ;;
+                     "tests/assign/test_assign_atss_tal.py::test_quality_focal_matches_formula" \
+                     "tests/assign/test_assign_atss_tal.py::test_detection_loss_with_quality_focal_matches_reference" ;;
+    voc_metric)    echo "tests/evaluation/test_voc_metric.py tests/assign/test_difficult.py" ;;
     targets)       # the conversion tests (the ones that train a model take minutes a mutant)
-                   t=tests/test_keras_hub_inputs.py
+                   t=tests/models/test_keras_hub_inputs.py
                    echo "$t::test_every_box_format_converts_to_relative_xyxy" \
                         "$t::test_classes_key_float_labels_and_an_explicit_valid_mask" \
                         "$t::test_bad_targets_name_the_expected_keys" \
                         "$t::test_unknown_box_format_is_refused" ;;
-    postprocess)   echo "tests/test_postprocess.py" ;;
-    assign)        echo "tests/test_assign.py tests/test_assign_atss_tal.py" ;;
+    postprocess)   echo "tests/ops/test_postprocess.py" ;;
+    assign)        echo "tests/assign/test_assign.py tests/assign/test_assign_atss_tal.py" ;;
     *) echo "unknown module '$1': use boxes, anchors, optim, losses, voc_metric, targets," \
             "postprocess, assign or all" >&2; exit 2 ;;
   esac

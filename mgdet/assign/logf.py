@@ -4,7 +4,7 @@ C2L's quality takes one ``log`` per (object, anchor) pair: 8.2 M of them at batc
 x 12,750 anchors. On a 2-core Xeon (AVX-512), the log of such a stored matrix took 2.3 ms here
 against 3.2 ms for XLA's CPU ``log`` (3.9 ms for TensorFlow's kernel), and 7.4 against 8.5 ms fused
 after the IoU (median of 31 interleaved calls). It is also the more accurate: 0.82 ulp at most
-against float64 on 3 M random inputs, XLA's 1.15 (``tests/test_assign.py`` checks <= 1 ulp).
+against float64 on 3 M random inputs, XLA's 1.15 (``tests/assign/test_assign.py`` checks <= 1 ulp).
 """
 import tensorflow as tf
 

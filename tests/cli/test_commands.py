@@ -67,6 +67,7 @@ def _png(path, height=40, width=56, seed=0):
 # The run's config
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_eval_uses_the_runs_config_and_set_overrides_it(run, tmp_path, capsys):
     code, out, _ = _main(capsys, "eval", "--weights", run, "--out", tmp_path / "e.json")
     assert code == 0
@@ -82,6 +83,7 @@ def test_eval_uses_the_runs_config_and_set_overrides_it(run, tmp_path, capsys):
     assert mgdet.evaluate(str(run))["num_images"] == 8  # the Python API reads it too
 
 
+@pytest.mark.slow
 def test_export_uses_the_runs_config_and_name(run, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, _ = _main(capsys, "export", "--weights", run / "final.weights.h5")
@@ -93,6 +95,7 @@ def test_export_uses_the_runs_config_and_name(run, tmp_path, capsys, monkeypatch
     assert not (tmp_path / "saved_models" / "default").exists()
 
 
+@pytest.mark.slow
 def test_export_without_weights_is_refused_unless_untrained(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert "--untrained" in _one_line_error(capsys, "export")
@@ -130,6 +133,7 @@ def test_onnx_without_the_extra_is_one_line_naming_it(run, tmp_path, capsys, mon
 # predict
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_predict_takes_a_run_folder_and_numbers_its_output_folders(run, tmp_path, capsys,
                                                                     monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -163,6 +167,7 @@ def test_predict_refuses_an_out_dir_that_holds_or_is_inside_the_inputs(run, tmp_
     assert "--out-dir" in line and (images / "a.png").read_bytes() == original
 
 
+@pytest.mark.slow
 def test_predict_skips_images_over_max_pixels_without_decoding_them(run, tmp_path, monkeypatch,
                                                                     caplog):
     """A small PNG whose header claims 20000 x 20000 pixels is refused from its header (the

@@ -54,6 +54,7 @@ def installed(tmp_path_factory):
     return _installed_mgdet(tmp_path_factory.mktemp("install"))
 
 
+@pytest.mark.slow
 def test_installed_mgdet_trains_the_default_config_outside_the_checkout(tmp_path, installed):
     command, env = installed
     work = tmp_path / "elsewhere"
@@ -93,6 +94,7 @@ def test_installed_mgdet_trains_the_default_config_outside_the_checkout(tmp_path
             assert im.size[0] > 300, picture
 
 
+@pytest.mark.slow
 def test_public_api_is_small_lazy_and_callable():
     code = ("import sys, mgdet; print(sorted(n for n in dir(mgdet) if not n.startswith('_'))); "
             "print('tensorflow' in sys.modules); import mgdet.predict as p; "
@@ -106,6 +108,7 @@ def test_public_api_is_small_lazy_and_callable():
     assert last == "True list_images True"  # the module stays a module, and is callable
 
 
+@pytest.mark.slow
 def test_drawing_depends_on_nothing_that_loads_models():
     code = ("import sys, mgdet.drawing; print(sorted(m for m in sys.modules if m.startswith("
             "'mgdet') or m in ('tensorflow', 'keras')))")
@@ -152,6 +155,7 @@ def _readme_api_blocks():
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
+@pytest.mark.slow
 def test_readme_python_api_blocks_run_end_to_end(tmp_path, monkeypatch):
     blocks = _readme_api_blocks()
     assert len(blocks) >= 2 and any("mgdet.predict" in b for b in blocks)
@@ -213,6 +217,7 @@ def _coco_files(work, data):
             {"id": 1, "name": "square"}, {"id": 2, "name": "other"}]}))
 
 
+@pytest.mark.slow
 def test_readme_own_data_and_fine_tuning_commands_run_from_the_installed_package(
         tmp_path, installed):
     """The README's own-data section as written: its YAML saved where its first line says, a

@@ -59,6 +59,7 @@ def test_base_cycles_missing_bases_and_bad_keys_are_errors_naming_file_and_key(t
         load_config(_write(tmp_path / "f.yaml", "base: {x: 1}\n"))
 
 
+@pytest.mark.slow
 def test_shipped_configs_by_name_and_print_config_shows_the_merged_result():
     names = config_names()
     assert "default" in names and "retinanet_resnet18_voc" in names and len(names) == 11

@@ -107,6 +107,7 @@ def test_labels_folder_and_class_names_files(tmp_path, yolo_root):
         get_source(_Data(yolo_root, train_images=None)).records("train")
 
 
+@pytest.mark.slow
 def test_train_from_yolo(tmp_path, capsys, yolo_root):
     # 6 images listed, the truncated one skipped: 5 usable, 2 steps of 2 per epoch
     _, out = _run(tmp_path / "run", capsys, 5, "data.source=yolo",

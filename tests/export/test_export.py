@@ -114,6 +114,7 @@ _FRESH = WITHOUT_MGDET + textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_fresh_process_without_mgdet_gives_the_keras_detections(exported, tmp_path):
     model = exported["model"]
     images = _smooth_images(2, 80, 96, seed=1)  # not the model's size: resized inside
@@ -158,6 +159,7 @@ def test_fresh_process_without_mgdet_gives_the_keras_detections(exported, tmp_pa
     _assert_same(part("jpeg"), _keras_detect(model, decoded))
 
 
+@pytest.mark.slow
 def test_keras_predict_equals_export_when_settings_match(exported, tmp_path):
     """The SavedModel with the model's own settings gives exactly ``model.predict``."""
     from mgdet.models import FSSD
@@ -172,6 +174,7 @@ def test_keras_predict_equals_export_when_settings_match(exported, tmp_path):
     _assert_same(out, ref)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_show_and_run(exported, tmp_path):
     cli = os.path.join(BIN, "saved_model_cli")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -200,6 +203,7 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
     _assert_same(out, _keras_detect(exported["model"], x))
 
 
+@pytest.mark.slow
 def test_tf_serving_predict_request_runs_through_the_signature(exported):
     """A gRPC PredictRequest built with tensorflow-serving-api's protos, serialized and parsed
     back as the server would, then run through the signature it names."""
@@ -235,6 +239,7 @@ def test_tf_serving_predict_request_runs_through_the_signature(exported):
     _assert_same(out, _keras_detect(exported["model"], decoded))
 
 
+@pytest.mark.slow
 def test_rest_json_request_with_b64(exported):
     """The REST body of the README ({"signature_name", "instances": [{"b64": ...}]}), decoded as
     TF Serving does for a one-input signature (row format)."""
@@ -258,6 +263,7 @@ def test_rest_json_request_with_b64(exported):
     _assert_same(out, _keras_detect(exported["model"], images))
 
 
+@pytest.mark.slow
 def test_labels_asset_and_layout(exported):
     path = exported["path"]
     with open(os.path.join(path, "assets", "labels.txt")) as f:
@@ -281,6 +287,7 @@ def test_next_version(tmp_path):
     assert export.next_version(str(tmp_path)) == 4
 
 
+@pytest.mark.slow
 def test_run_export_loads_weights_and_overrides_settings(exported, tmp_path):
     """``cli.py export``'s function: config + weights -> saved_models/<name>/<next version>."""
     from mgdet.config import load_config
@@ -308,6 +315,7 @@ def test_run_export_loads_weights_and_overrides_settings(exported, tmp_path):
     assert int(loaded.metadata()["max_pixels"]) == 1234567
 
 
+@pytest.mark.slow
 def test_two_exports_of_one_name_at_once_get_two_versions(exported, tmp_path, monkeypatch):
     """While one export writes, another of the same name completes (as two processes at once):
     both read the next free version before either finished. Each must keep its own."""
@@ -417,6 +425,7 @@ _BOMBS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_serving_bytes_refuses_decompression_bombs_before_decoding(exported, tmp_path):
     bombs = _bombs()
     assert all(len(b) < 1500 for b in bombs.values()), {k: len(b) for k, b in bombs.items()}
@@ -442,6 +451,7 @@ def test_serving_bytes_refuses_decompression_bombs_before_decoding(exported, tmp
 # mgdet.predict (shares the exported model)
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_run_predict_saved_model_and_weights_agree(exported, tmp_path, capsys):
     from mgdet.config import load_config
     from mgdet.predict import run_predict
@@ -502,6 +512,7 @@ def _image_size(path):
 # Optional formats
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tflite_float_export_equals_keras(exported, tmp_path):
     from mgdet import boxes as box_ops
     model = exported["model"]
@@ -515,6 +526,7 @@ def test_tflite_float_export_equals_keras(exported, tmp_path):
     np.testing.assert_allclose(out["scores"], tf.sigmoid(logits).numpy(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_onnx_export_equals_keras(exported, tmp_path):
     import onnxruntime as ort  # the test extra installs it (and tf2onnx)
     path = export.export_onnx(exported["model"], str(tmp_path / "tiny.onnx"), **SETTINGS)
@@ -525,6 +537,7 @@ def test_onnx_export_equals_keras(exported, tmp_path):
     _assert_same(out, _keras_detect(exported["model"], images))
 
 
+@pytest.mark.slow
 def test_serving_bytes_applies_the_exif_orientation(exported):
     """A JPEG stored sideways with EXIF orientation 6 gives, through serving_bytes, the
     detections of its displayed pixels sent to serving_default (and not those of the stored

@@ -91,6 +91,7 @@ _FRESH = WITHOUT_MGDET + textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_int8_tflite_detects_in_a_fresh_process_close_to_the_float_model(int8, tmp_path):
     model = int8["model"]
     x = _painted_image(int8["cfg"])
@@ -119,6 +120,7 @@ def test_int8_tflite_detects_in_a_fresh_process_close_to_the_float_model(int8, t
         assert f.read().split() == int8["class_names"]
 
 
+@pytest.mark.slow
 def test_float16_through_the_cli_default_path_and_refuses_an_existing_file(int8, tmp_path,
                                                                            monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -161,6 +163,7 @@ def test_unknown_choices_are_refused_and_saved_model_stays_the_default(capsys):
         assert "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_int8_needs_representative_images_and_the_calibration_set_is_training_data():
     cfg = _config()
     images = export.representative_images(cfg, 3)

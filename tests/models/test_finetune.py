@@ -14,6 +14,8 @@ from mgdet.models.heads import PRIOR_PROBABILITY
 from mgdet.models.transfer import init_from
 from tests.training.test_train import tiny_config
 
+pytestmark = pytest.mark.slow  # trains the runs it starts from
+
 
 def _trained_run(folder, cfg, names, seed):
     """A run folder as ``train`` leaves it: final.weights.h5 + config.json (random weights)."""

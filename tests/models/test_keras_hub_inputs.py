@@ -85,6 +85,7 @@ def _tiny(**kwargs):
     return FSSD(num_classes=3, backbone="resnet18", image_size=S, width=0.125, **kwargs)
 
 
+@pytest.mark.slow
 def test_keras_hub_targets_train_exactly_like_mgdets_own():
     """One batch in mgdet's form and in keras-hub's (pixel xywh, labels -1-padded under
     'classes'): the same losses, and one training step gives the same weights."""

@@ -195,6 +195,7 @@ def test_initial_class_probability_is_001():
 # --- training ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy,arch,backbone", [
     ("iou", "fssd", "vgg16"), ("l2c", "fssd", "resnet18"), ("c2l", "fssd", "vgg16"),
     ("mg", "fssd", "resnet18")])
@@ -214,6 +215,7 @@ def test_overfits_one_batch(strategy, arch, backbone):
     assert losses[0] / losses[-1] >= 5.0, (strategy, losses)
 
 
+@pytest.mark.slow
 def test_fit_evaluate_predict_on_a_dataset():
     model = tiny("retinanet", "resnet18", image_size=64, max_detections=20)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))

@@ -12,6 +12,8 @@ from mgdet.config import load_config
 from mgdet.optim import build_optimizer
 from tests.batches import painted_batch
 
+pytestmark = pytest.mark.slow  # fits every detector
+
 DETECTORS = [("fssd", "vgg16"), ("retinanet", "resnet18"), ("rfbnet", "vgg16")]
 
 

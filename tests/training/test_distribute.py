@@ -14,6 +14,8 @@ import pytest
 
 from tests import ROOT as REPO
 
+pytestmark = pytest.mark.slow  # trains in fresh processes
+
 _WORKER = textwrap.dedent(r'''
     import json, sys
     import numpy as np

@@ -15,6 +15,8 @@ from tests.batches import painted_batch
 
 from tests import ROOT as REPO
 
+pytestmark = pytest.mark.slow  # fits detectors, one under MirroredStrategy in a fresh process
+
 S, B, C = 64, 4, 3
 
 # Shared by this process and the MirroredStrategy worker: a batch of 4 images with 1-3 real

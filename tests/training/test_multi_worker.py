@@ -178,6 +178,7 @@ def _coco_files(folder, count=36, side=64):
     return path
 
 
+@pytest.mark.slow
 def test_two_and_three_workers_train_as_one_process_on_the_global_batch(tmp_path, processes):
     """One process, a cluster of 2 workers and a cluster of 3, side by side on the same global
     batches: the same weights after 3 steps, the same logged loss, and each worker of each
@@ -241,6 +242,7 @@ def _wait_for(path, procs, timeout):
     return True
 
 
+@pytest.mark.slow
 def test_killed_worker_fails_the_job_and_resume_continues(tmp_path, processes):
     shared, other = tmp_path / "shared", tmp_path / "worker1_out"
     tmp1, tmp2 = tmp_path / "tmp1", tmp_path / "tmp2"
@@ -329,6 +331,7 @@ def _join_argv():
     return ["-c", "from mgdet.distributed import multi_worker_strategy; multi_worker_strategy()"]
 
 
+@pytest.mark.slow
 def test_unusable_own_address_is_one_clear_error(tmp_path, processes):
     held, port = _held_port()
     with held:
@@ -342,6 +345,7 @@ def test_unusable_own_address_is_one_clear_error(tmp_path, processes):
     assert "Traceback" not in out and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_cluster_that_never_forms_times_out_and_ctrl_c_ends_the_wait(processes):
     held, port = _held_port()  # the leader's address: something that is not a TF server
     with held:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests import ROOT
 
@@ -96,6 +97,7 @@ print("RESULT " + json.dumps(result))
 """
 
 
+@pytest.mark.slow
 def test_resumed_runs_end_with_the_uninterrupted_runs_weights_bit_for_bit(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-c", SCRIPT, ROOT, str(tmp_path), json.dumps(TINY)],

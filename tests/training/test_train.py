@@ -22,6 +22,7 @@ def tiny_config(tmp_path, *extra):
                        TINY + [f"train.out_dir={tmp_path}"] + list(extra))
 
 
+@pytest.mark.slow
 def test_train_resume_continues_from_the_right_step(tmp_path):
     from mgdet.train import train
     # 8 of the 32 training images are held out to pick the best weights: 24 train, 3 steps
@@ -128,12 +129,14 @@ def _cli(*args, cwd=ROOT):
                           capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_bad_key_is_one_clear_error_without_traceback():
     out = _cli("train", "--set", "model.arhc=fssd")
     assert out.returncode == 2
     assert "unknown config key 'model.arhc'" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_missing_config_and_dataset_are_clear_errors(tmp_path):
     out = _cli("train", "--config", str(tmp_path / "nope.yaml"))
     assert out.returncode == 2 and "nope.yaml" in out.stderr and "Traceback" not in out.stderr
@@ -162,6 +165,7 @@ def _checkpoint_weights(run, step, cfg):
     return [w.numpy() for w in model.weights]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
     import keras
     from mgdet.faults import TrainingDiverged
@@ -205,6 +209,7 @@ def test_clip_norm_clips_the_global_gradient_norm():
     np.testing.assert_allclose(step, -0.1 * 0.5 / 13 * np.array([3, 4, 0, 0, 12]), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_at_the_step_exits_cleanly_and_resume_finishes(tmp_path):
     import re
     import signal
@@ -278,6 +283,7 @@ def test_empty_eval_split_is_refused_at_start_and_leaves_no_run_folder(tmp_path)
     assert not (tmp_path / "run").exists()  # the run wrote nothing: its folder is removed
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_first_epoch_says_no_checkpoint_exists(tmp_path):
     import keras
     from mgdet.train import train

@@ -12,6 +12,7 @@ from tests.batches import painted_batch
 ARCHS = (("fssd", "resnet18"), ("retinanet", "resnet18"), ("rfbnet", "vgg16"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["atss", "tal"])
 @pytest.mark.parametrize("arch,backbone", ARCHS)
 def test_strategy_trains_every_detector(strategy, arch, backbone):

@@ -1,9 +1,12 @@
 """A short run of the public ``mgdet.train`` on the embedded synthetic data learns: the training
 loss of the last epoch is well below the first's (a run whose learning rate is ~0 stays put)."""
 import numpy as np
+import pytest
 
 import mgdet
 from mgdet.config import load_config
+
+pytestmark = pytest.mark.slow  # trains for 4 epochs
 
 TINY = ["model.image_size=64", "model.width=0.125", "data.num_train=48", "data.num_eval=8",
         "data.max_objects=10", "train.batch_size=8", "train.epochs=4", "train.warmup_steps=2",

@@ -5,11 +5,15 @@ epoch, steps per epoch = usable images // batch) and reports the data counts of 
 import os
 import re
 
+import pytest
+
 from mgdet.config import load_config
 from mgdet.train import train
 from tests.data.test_data_sources import coco_files, voc_root  # noqa: F401  (pytest fixtures)
 
 from tests import ROOT
+
+pytestmark = pytest.mark.slow  # trains from every source
 
 EPOCHS = 3
 TINY = ["model.image_size=64", "model.width=0.125", "data.max_objects=8", "train.batch_size=2",
