@@ -58,6 +58,7 @@ def _ambiguous(anchors, q_raw_rows, q_owned, counts, valid):
     return amb
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", PAPER_STRATEGIES)
 def test_random_batches_match_reference(strategy):
     rng = np.random.default_rng(PAPER_STRATEGIES.index(strategy))

@@ -211,6 +211,7 @@ def _weights_copy(run, folder, data):
     return folder
 
 
+@pytest.mark.slow
 def test_bad_weight_files_are_one_line(run, tmp_path, capsys):
     weights = (run / "final.weights.h5").read_bytes()
     junk = _weights_copy(run, tmp_path / "junk", os.urandom(4096))

@@ -247,6 +247,7 @@ def test_coco_json_dispatch_and_errors(coco_files, tmp_path):
         load_source(types.SimpleNamespace(source="kitti"), "train")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,crowd_key", [("voc/2007", "difficult"), ("coco/2017", "is_crowd")])
 def test_tfds_mock(name, crowd_key):
     import tensorflow_datasets as tfds

@@ -107,6 +107,7 @@ def test_keras_hub_targets_train_exactly_like_mgdets_own():
     assert max(np.abs(a - b).max() for a, b in zip(own_w, hub_w)) < 1e-5
 
 
+@pytest.mark.slow
 def test_predict_returns_boxes_in_the_models_format():
     model = _tiny(bounding_box_format="center_xywh", score_threshold=0.0, max_detections=20)
     images = painted_batch(S, 2, 3, 3, seed=5)[0]
@@ -117,6 +118,7 @@ def test_predict_returns_boxes_in_the_models_format():
     np.testing.assert_array_equal(out["classes"], own["classes"].numpy())
 
 
+@pytest.mark.slow
 def test_class_names_travel_in_the_keras_file(tmp_path):
     import mgdet
     names = ("cat", "dog", "bird")

@@ -39,6 +39,7 @@ def make_batch(image_size=64, batch=2, max_objects=4, seed=0):
 # --- shapes, anchors, parameters ----------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,backbone", PAIRS)
 def test_outputs_match_anchors(arch, backbone):
     model = tiny(arch, backbone, image_size=64)
@@ -165,6 +166,7 @@ PAPER_PARAMS = {("fssd", "vgg16"): 19_266_688, ("fssd", "resnet18"): 16_277_888,
                 ("rfbnet", "vgg16"): 23_037_792}
 
 
+@pytest.mark.slow
 def test_parameter_counts_of_the_paper_models():
     """20 classes, 320 px, width 1.0: exactly the count of the architecture (the models are
     built symbolically, nothing is computed)."""
@@ -233,6 +235,7 @@ def test_fit_evaluate_predict_on_a_dataset():
 # --- inference and serialization ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_keras_save_load_round_trip(tmp_path):
     model = tiny("rfbnet", "vgg16", image_size=64, strategy="c2l", sigma=3.0, max_detections=7)
     # One eager training step (tracing RFBNet's training graph costs ~20 s of CPU) moves the
@@ -302,6 +305,7 @@ def test_detector_base_class_is_abstract():
         Detector(num_classes=2)
 
 
+@pytest.mark.slow
 def test_backbone_weights_file(tmp_path):
     source = tiny("fssd", "resnet18", image_size=64, seed=1)
     path = str(tmp_path / "r18.npz")

@@ -103,12 +103,14 @@ class _Generic(Source):
         return self.inner.num_examples(split)
 
 
+@pytest.mark.slow
 def test_record_and_generic_sources_split_alike(tmp_path):
     records = _Records(str(tmp_path))
     by_records = _check_split(HeldOutSource(records, 0.5, seed=2), range(10, 16))
     assert _check_split(HeldOutSource(_Generic(records), 0.5, seed=2), range(10, 16)) == by_records
 
 
+@pytest.mark.slow
 def test_a_worker_share_of_the_held_out_train_split(tmp_path):
     """``subset`` of a HeldOutSource (data.worker_sharding: files with data.val_fraction):
     positions within its "train" split, picked before decoding, never a "val" image."""

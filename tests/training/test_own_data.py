@@ -94,6 +94,7 @@ def _pairs(text):
     return {k: int(v) for k, v in re.findall(r"(\w+)=(-?\d+)", text)}
 
 
+@pytest.mark.slow
 def test_each_epoch_reports_one_pass_over_the_images_not_the_read_ahead(tmp_path):
     from mgdet.data import stats
     from mgdet.train import build_datasets

@@ -28,6 +28,7 @@ def _batches(cfg, start_step, steps):
     return [(images.numpy(), targets["boxes"].numpy()) for images, targets in ds.take(steps)]
 
 
+@pytest.mark.slow
 def test_the_stream_from_step_k_is_the_uninterrupted_stream_after_k_batches():
     # 18 images, batches of 4: passes end inside batches, steps 5.. read the third pass
     for extra in ((), ("data.cache=true",), ("data.val_fraction=0.25",)):

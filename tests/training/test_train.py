@@ -110,6 +110,7 @@ def test_bad_config_values_name_the_key(override, message):
         load_config(os.path.join(ROOT, "configs", "default.yaml"), [override])
 
 
+@pytest.mark.slow
 def test_every_shipped_config_validates_and_builds_its_model():
     import mgdet
     for name in sorted(n for n in os.listdir(os.path.join(ROOT, "configs")) if n.endswith(".yaml")):
