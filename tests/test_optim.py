@@ -67,6 +67,10 @@ def test_only_kernels_are_decayed():
     assert decayed == ["conv/kernel", "dense/kernel", "dw/kernel"]
     kept = sorted(v.path for v in model.trainable_variables if not is_decayed(v))
     assert kept == ["bn/beta", "bn/gamma", "conv/bias", "dense/bias"]
+    # TF's own variable names carry the scope and the output index: the last part counts
+    for name, decayed in (("block/conv/kernel", True), ("block/dw/depthwise_kernel", True),
+                          ("block/kernel_scale/bias", False), ("block/bn/gamma", False)):
+        assert is_decayed(tf.Variable(1.0, name=name)) == decayed, name
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
@@ -107,6 +111,12 @@ def test_one_sgd_step_by_hand():
     opt.apply_gradients([(tf.constant([[1.0]]), dense.kernel), (tf.constant([1.0]), dense.bias)])
     assert float(dense.kernel[0, 0]) == pytest.approx(2.0 - 0.1 * (1.0 + 0.5 * 2.0))
     assert float(dense.bias[0]) == pytest.approx(2.0 - 0.1 * 1.0)
+    # built first, then `apply` without the variables: the built ones, kernel decayed as above
+    opt = SGDWithL2(l2=0.5, learning_rate=0.1, momentum=0.0)
+    opt.build([dense.kernel, dense.bias])
+    opt.apply([tf.constant([[1.0]]), tf.constant([1.0])])
+    assert float(dense.kernel[0, 0]) == pytest.approx(1.8 - 0.1 * (1.0 + 0.5 * 1.8))
+    assert float(dense.bias[0]) == pytest.approx(1.9 - 0.1 * 1.0)
 
 
 def test_one_step_runs_no_warmup_and_min_lr_above_lr_keeps_lr():
