@@ -1,5 +1,6 @@
 """The optimizer recipe against numpy written from its formulas: the warm-up + cosine learning
 rate, and SGD's coupled L2 term on kernels only, with momentum."""
+import logging
 import math
 
 import keras
@@ -48,6 +49,14 @@ def test_learning_rate_without_warmup_and_with_warmup_longer_than_the_run():
                                [lr_formula(s, 0.02, 4, 1, 0.0, 0.001) for s in range(5)],
                                rtol=1e-6)
     assert float(schedule(1)) == pytest.approx(0.02, rel=1e-6)
+
+
+def test_a_shortened_warmup_is_logged_once_with_its_numbers(caplog):
+    with caplog.at_level(logging.INFO, logger="mgdet.optim"):
+        learning_rate_schedule(0.02, 4, warmup_steps=50)
+        learning_rate_schedule(0.02, 9, warmup_steps=3)  # exactly a third: kept as it is
+    assert [r.getMessage() for r in caplog.records] == [
+        "train.warmup_steps 50 shortened to 1: warm-up takes at most a third of the run's 4 steps"]
 
 
 def _layers():
@@ -122,6 +131,7 @@ def test_one_sgd_step_by_hand():
 def test_one_step_runs_no_warmup_and_min_lr_above_lr_keeps_lr():
     schedule = learning_rate_schedule(0.02, 1, warmup_steps=5, warmup_lr=0.001, min_lr=0.001)
     assert float(schedule(0)) == pytest.approx(0.02)  # no room for a warm-up in one step
+    assert float(schedule(1)) == pytest.approx(0.001)  # and the decay is over after it
     schedule = learning_rate_schedule(0.02, 10, warmup_steps=0, min_lr=0.05)
     np.testing.assert_allclose([float(schedule(s)) for s in (0, 5, 10)], 0.02, rtol=1e-6)
 
