@@ -298,6 +298,28 @@ def test_own_matches_reference_on_ties(jit):
             np.testing.assert_array_equal(owner[i][kept], want.argmax(0)[kept])
 
 
+def test_own_of_the_log_quality_gives_the_same_owners():
+    """own(log Q, empty=LOG_ZERO, forced=0) (the documented monotone transform): the owners of
+    own(Q) and the log of its kept values; a padding row owns nothing even at the top value."""
+    from mgdet.assign.strategies import LOG_ZERO
+
+    def log(x):
+        return np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), LOG_ZERO).astype(np.float32)
+
+    rng = np.random.default_rng(23)
+    for case in range(3):
+        q, valid = _tied_quality(rng, 3, int(rng.integers(2, 7)), int(rng.integers(5, 40)))
+        valid[:, 0], valid[:, -1] = True, False  # a real object and a padding row per image
+        q[~valid] = 1.0  # log 0: the largest log value, above every real object's
+        owned, owner = (t.numpy() for t in own(tf.constant(log(q)), tf.constant(valid),
+                                               empty=LOG_ZERO, forced=0.0))
+        for i in range(q.shape[0]):
+            want = ref.own_ref(q[i].astype(np.float64), valid[i])
+            np.testing.assert_array_equal(owned[i], log(want.max(0)), err_msg=f"case {case}")
+            kept = want.max(0) > 0
+            np.testing.assert_array_equal(owner[i][kept], want.argmax(0)[kept])
+
+
 def test_best_anchors_is_the_first_maximum_on_long_rows():
     """best_anchors (TF's multi-threaded ArgMax kernel outside XLA) returns the lowest anchor index
     among exact ties on rows as long as a model's anchors, where the kernel splits its work."""
