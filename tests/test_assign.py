@@ -298,6 +298,25 @@ def test_own_matches_reference_on_ties(jit):
             np.testing.assert_array_equal(owner[i][kept], want.argmax(0)[kept])
 
 
+def test_amplified_log_quality_is_the_log_of_eq_1():
+    """``log IoU^((sigma - p) / sigma)`` (paper Eq. 1, sigma 2 by default) where the IoU is > 0,
+    the floor LOG_ZERO where it is 0."""
+    from mgdet.assign.strategies import LOG_ZERO, amplified_log_quality
+    rng = np.random.default_rng(27)
+    iou = rng.uniform(0.01, 1.0, (2, 3, 50)).astype(np.float32)
+    iou[rng.uniform(size=iou.shape) < 0.3] = 0.0
+    labels = rng.integers(0, 4, (2, 3)).astype(np.int32)
+    logits = rng.normal(0, 2, (2, 50, 4)).astype(np.float32)
+    for sigma in (None, 3.0):
+        args = (tf.constant(iou), tf.constant(labels), tf.constant(logits))
+        got = (amplified_log_quality(*args) if sigma is None else
+               amplified_log_quality(*args, sigma=sigma)).numpy()
+        for i in range(2):
+            amp = _amp(iou[i].astype(np.float64), logits[i], labels[i], sigma or 2.0)
+            want = np.where(iou[i] > 0, np.log(np.where(iou[i] > 0, amp, 1.0)), LOG_ZERO)
+            np.testing.assert_allclose(got[i], want, rtol=2e-6, atol=1e-6)
+
+
 def test_own_of_the_log_quality_gives_the_same_owners():
     """own(log Q, empty=LOG_ZERO, forced=0) (the documented monotone transform): the owners of
     own(Q) and the log of its kept values; a padding row owns nothing even at the top value."""
