@@ -317,6 +317,29 @@ def test_amplified_log_quality_is_the_log_of_eq_1():
             np.testing.assert_allclose(got[i], want, rtol=2e-6, atol=1e-6)
 
 
+def test_count_by_iou_at_the_thresholds():
+    """Np = #{IoU >= pos_iou} (at least 1), Ni = #{neg_iou <= IoU < pos_iou} per valid object,
+    with IoUs exactly at the thresholds; defaults 0.5 / 0.4 (the paper's)."""
+    owned = tf.constant([[0.5, 0.4, 0.45, 0.39, 0.9, 0.0, 0.5, 0.3]] * 2)
+    owner = tf.constant([[0, 0, 1, 1, 1, 0, 1, 2]] * 2)
+    valid = tf.constant([[True, True, True], [True, False, True]])
+
+    def counts(pos_iou, neg_iou):
+        iou, who = owned.numpy(), owner.numpy()
+        pos = np.array([[max(np.sum((who[i] == j) & (iou[i] >= pos_iou)), 1) for j in range(3)]
+                        for i in range(2)])
+        ign = np.array([[np.sum((who[i] == j) & (iou[i] >= neg_iou) & (iou[i] < pos_iou))
+                         for j in range(3)] for i in range(2)])
+        return pos * valid.numpy(), ign * valid.numpy()
+
+    got = [t.numpy() for t in ownership.count_by_iou(owned, owner, valid)]
+    np.testing.assert_array_equal(got, counts(np.float32(0.5), np.float32(0.4)))
+    assert got[0][0].tolist() == [1, 2, 1] and got[1][0].tolist() == [1, 1, 0]  # by hand
+    got = ownership.count_by_iou(owned, owner, valid, pos_iou=0.6, neg_iou=0.45)
+    np.testing.assert_array_equal([t.numpy() for t in got],
+                                  counts(np.float32(0.6), np.float32(0.45)))
+
+
 def test_own_of_the_log_quality_gives_the_same_owners():
     """own(log Q, empty=LOG_ZERO, forced=0) (the documented monotone transform): the owners of
     own(Q) and the log of its kept values; a padding row owns nothing even at the top value."""
