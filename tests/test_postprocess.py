@@ -83,6 +83,24 @@ def test_postprocess_nms_by_class():
     np.testing.assert_allclose(wide["boxes"][0, 0], [0, 0, 1, 1])
 
 
+@pytest.mark.parametrize("nms_iou,kept", [(0.3, [0.9, 0.7]), (0.5, [0.9, 0.7, 0.6]),
+                                           (0.7, [0.9, 0.8, 0.7, 0.6])])
+def test_nms_iou_is_the_suppression_threshold(nms_iou, kept):
+    """Two pairs of same-class boxes, IoU 0.6 (0.16 + 0.16 - 0.12 = 0.2 union, 0.12 overlap) and
+    1/3 (0.08 / 0.24): a pair loses its lower box where its IoU is above ``nms_iou``."""
+    anchors = np.array([[0.0, 0.0, 0.4, 0.4], [0.1, 0.0, 0.5, 0.4],
+                        [0.0, 0.5, 0.4, 0.9], [0.2, 0.5, 0.6, 0.9]], np.float32)
+    scores = np.array([[[0.9], [0.8], [0.7], [0.6]]])
+    logits = np.log(scores / (1 - scores)).astype(np.float32)
+    deltas = np.zeros((1, 4, 4), np.float32)
+    out = postprocess(deltas, logits, anchors, 0.5, nms_iou, 10)
+    want = postprocess_ref(deltas, logits, anchors, 0.5, nms_iou, 10, 10)[0]
+    assert [round(w[1], 6) for w in want] == kept
+    n = int(out["num_detections"][0])
+    np.testing.assert_allclose(out["scores"][0, :n], kept, rtol=1e-5)
+    np.testing.assert_allclose(out["boxes"][0, :n], [w[0] for w in want], atol=1e-6)
+
+
 def test_defaults_are_the_papers_evaluation_settings():
     """Score threshold 0.005, NMS IoU 0.5, 300 detections, no per-class cap below that."""
     rng = np.random.default_rng(2)
