@@ -218,6 +218,9 @@ def test_level_sizes_are_the_anchor_layout():
     for size in range(64, 8192 + 1, 64):
         want = tuple(6 * f * f for f in anchor_ops.feature_sizes(size))
         assert level_sizes(anchor_ops.num_anchors(size)) == want, size
+    # the count of a size the anchors are never built for (100 px: not a multiple of 64)
+    with pytest.raises(ValueError, match="1428 anchors is not"):
+        level_sizes(anchor_ops.num_anchors(100))
     with pytest.raises(ValueError) as error:
         level_sizes(12_751)
     assert str(error.value) == ("12751 anchors is not mgdet's anchor layout of any input size: "
