@@ -1,7 +1,12 @@
 """The optimizer recipe against numpy written from its formulas: the warm-up + cosine learning
 rate, and SGD's coupled L2 term on kernels only, with momentum."""
+import json
 import logging
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -126,6 +131,60 @@ def test_one_sgd_step_by_hand():
     opt.apply([tf.constant([[1.0]]), tf.constant([1.0])])
     assert float(dense.kernel[0, 0]) == pytest.approx(1.8 - 0.1 * (1.0 + 0.5 * 1.8))
     assert float(dense.bias[0]) == pytest.approx(1.9 - 0.1 * 1.0)
+
+
+_TWO_REPLICAS = textwrap.dedent(r'''
+    import json
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    import keras
+    from mgdet.optim import SGDWithL2
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        dense = keras.layers.Dense(1)
+        dense.build((None, 1))
+        dense.kernel.assign([[2.0]])
+        dense.bias.assign([2.0])
+        opt = SGDWithL2(l2=0.5, learning_rate=0.1, momentum=0.0)
+        opt.build(dense.trainable_variables)
+
+    @tf.function
+    def step():
+        def replica():  # replica 0 has gradient 1, replica 1 gradient 2: 3 summed
+            ctx = tf.distribute.get_replica_context()
+            g = tf.cast(ctx.replica_id_in_sync_group, tf.float32) + 1.0
+            opt.apply([tf.reshape(g, [1, 1]), tf.reshape(g, [1])], dense.trainable_variables)
+        strategy.run(replica)
+
+    step()
+    print(json.dumps([strategy.num_replicas_in_sync, float(dense.kernel[0, 0]),
+                      float(dense.bias[0])]))
+''')
+
+
+def test_l2_enters_once_over_two_replicas():
+    """MirroredStrategy on 2 logical CPUs sums the replicas' gradients: each adds half the L2
+    term, so a step equals one device's with the summed gradient (3): ``w - lr (3 + l2 w)``. The
+    CPU is split before TF starts its devices: the 2-replica step runs in a fresh process."""
+    dense = keras.layers.Dense(1)
+    dense.build((None, 1))
+    dense.kernel.assign([[2.0]])
+    dense.bias.assign([2.0])
+    opt = SGDWithL2(l2=0.5, learning_rate=0.1, momentum=0.0)
+    opt.apply([tf.constant([[3.0]]), tf.constant([3.0])], dense.trainable_variables)
+    one_device = [float(dense.kernel[0, 0]), float(dense.bias[0])]
+    assert one_device == pytest.approx([2.0 - 0.1 * (3.0 + 0.5 * 2.0), 2.0 - 0.1 * 3.0])
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], env=env, cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    replicas, kernel, bias = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert replicas == 2
+    assert [kernel, bias] == pytest.approx(one_device, rel=1e-6)
 
 
 def test_one_step_runs_no_warmup_and_min_lr_above_lr_keeps_lr():
