@@ -340,6 +340,27 @@ def test_count_by_iou_at_the_thresholds():
                                   counts(np.float32(0.6), np.float32(0.45)))
 
 
+def test_candidates_are_the_top_quality_bins_reaching_the_count():
+    """candidate_key's documented rule on qualities in distinct 1/8-octave bins: per object the
+    anchors of quality > 0 in the bins from the top down to the first where the count reaches
+    ``num_ranked``; all of them when it is never reached (a quality below 2^-31, the lowest bin,
+    included); quality 0 never. select_ranked keeps anchors of quality > 0 only, also when the
+    owner has fewer of them than asked."""
+    owned = tf.constant([[0.5, 1e-11, 0.0, 0.3, 0.9, 0.8, 0.7, 0.1, 0.05, 1.0, 0.95, 0.6]])
+    owner = tf.constant([[0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2]])
+    key, candidate = ownership.candidate_key(owned, owner, tf.constant([[5, 2, 1]]))
+    want = [True, True, False, True, True, True, False, False, False, True, False, False]
+    assert candidate.numpy()[0].tolist() == want
+    full = ownership.rank_key(owned, owner).numpy()[0]
+    np.testing.assert_array_equal(key.numpy()[0][want], full[want])
+    assert np.all(key.numpy()[0][~np.array(want)] < full.min())
+    rank = ownership.rank_within_owner(owned, owner, 3)
+    first, nxt = ownership.select_ranked(rank, owned, owner, tf.constant([[5, 2, 1]]),
+                                         tf.constant([[1, 1, 1]]))
+    assert first.numpy()[0].tolist() == want  # object 0: 3 anchors of quality > 0 for 5 asked
+    assert np.flatnonzero(nxt.numpy()[0]).tolist() == [6, 10]
+
+
 def test_own_of_the_log_quality_gives_the_same_owners():
     """own(log Q, empty=LOG_ZERO, forced=0) (the documented monotone transform): the owners of
     own(Q) and the log of its kept values; a padding row owns nothing even at the top value."""
