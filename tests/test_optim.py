@@ -1,12 +1,7 @@
 """The optimizer recipe against numpy written from its formulas: the warm-up + cosine learning
 rate, and SGD's coupled L2 term on kernels only, with momentum."""
-import json
 import logging
 import math
-import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -15,6 +10,7 @@ import tensorflow as tf
 
 from mgdet.config import load_config
 from mgdet.optim import SGDWithL2, build_optimizer, is_decayed, learning_rate_schedule
+from tests.batches import on_two_replicas
 
 
 def lr_formula(step, lr, total, warmup, warmup_lr, min_lr):
@@ -133,15 +129,9 @@ def test_one_sgd_step_by_hand():
     assert float(dense.bias[0]) == pytest.approx(1.9 - 0.1 * 1.0)
 
 
-_TWO_REPLICAS = textwrap.dedent(r'''
-    import json
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+_TWO_REPLICAS_STEP = r'''
     import keras
     from mgdet.optim import SGDWithL2
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         dense = keras.layers.Dense(1)
         dense.build((None, 1))
@@ -161,7 +151,7 @@ _TWO_REPLICAS = textwrap.dedent(r'''
     step()
     print(json.dumps([strategy.num_replicas_in_sync, float(dense.kernel[0, 0]),
                       float(dense.bias[0])]))
-''')
+'''
 
 
 def test_l2_enters_once_over_two_replicas():
@@ -176,13 +166,7 @@ def test_l2_enters_once_over_two_replicas():
     opt.apply([tf.constant([[3.0]]), tf.constant([3.0])], dense.trainable_variables)
     one_device = [float(dense.kernel[0, 0]), float(dense.bias[0])]
     assert one_device == pytest.approx([2.0 - 0.1 * (3.0 + 0.5 * 2.0), 2.0 - 0.1 * 3.0])
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], env=env, cwd=repo,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    replicas, kernel, bias = json.loads(proc.stdout.strip().splitlines()[-1])
+    replicas, kernel, bias = on_two_replicas(_TWO_REPLICAS_STEP)
     assert replicas == 2
     assert [kernel, bias] == pytest.approx(one_device, rel=1e-6)
 
