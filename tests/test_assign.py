@@ -361,6 +361,30 @@ def test_candidates_are_the_top_quality_bins_reaching_the_count():
     assert np.flatnonzero(nxt.numpy()[0]).tolist() == [6, 10]
 
 
+def test_iou_labels_at_the_thresholds():
+    """Static labels: the owner's class where the owned IoU >= pos_iou, ignored (-2) where
+    neg_iou <= IoU < pos_iou, background (-1) below; IoUs exactly at 0.5 / 0.4 (the defaults)."""
+    from mgdet.assign.strategies import iou_anchor_labels
+    owned = tf.constant([[0.5, 0.4, 0.45, 0.39, 0.9, 0.0]])
+    owner = tf.constant([[0, 0, 1, 1, 1, 0]])
+    labels = tf.constant([[3, 7]])
+    cls, index = iou_anchor_labels(owned, owner, labels)
+    assert cls.numpy().tolist() == [[3, -2, -2, -1, 7, -1]]
+    assert index.numpy().tolist() == [[0, 0, 1, -1, 1, -1]]
+    cls, _ = iou_anchor_labels(owned, owner, labels, pos_iou=0.45, neg_iou=0.39)
+    assert cls.numpy().tolist() == [[3, -2, 7, -2, 7, -1]]
+
+
+def test_own_masked_is_own_of_a_masked_matrix():
+    """own_masked's defaults are own()'s (the IoU ownership of assign() relies on them)."""
+    rng = np.random.default_rng(28)
+    q, valid = _tied_quality(rng, 2, 4, 30)
+    masked = ownership.mask_invalid(tf.constant(q), tf.constant(valid))
+    for got, want in zip(ownership.own_masked(masked, tf.constant(valid)),
+                         own(tf.constant(q), tf.constant(valid))):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 def test_own_of_the_log_quality_gives_the_same_owners():
     """own(log Q, empty=LOG_ZERO, forced=0) (the documented monotone transform): the owners of
     own(Q) and the log of its kept values; a padding row owns nothing even at the top value."""
