@@ -440,6 +440,16 @@ def test_column_max_is_max_and_first_argmax_over_objects(jit):
         np.testing.assert_array_equal(got_arg, np.argmax(q, axis=1), err_msg=f"m={m}")
 
 
+def test_log_positive_reads_any_input_as_float32():
+    """numpy float64 or a Python list: the log of their float32 values, as for a float32 tensor."""
+    from mgdet.assign.logf import log_positive
+    x = np.array([[1e-3, 0.25, 0.5], [0.75, 1.0, 3.0]])
+    want = log_positive(tf.constant(x, tf.float32)).numpy()
+    np.testing.assert_allclose(want, np.log(x.astype(np.float32)), rtol=1e-6)
+    for given in (x, x.tolist()):
+        np.testing.assert_array_equal(log_positive(given).numpy(), want)
+
+
 @pytest.mark.parametrize("jit", [False, True])
 def test_log_positive_is_within_one_ulp_of_float64_log(jit):
     """C2L's log (plain arithmetic on the float's bits) against numpy's float64 log: uniform and
