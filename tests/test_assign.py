@@ -440,6 +440,30 @@ def test_column_max_is_max_and_first_argmax_over_objects(jit):
         np.testing.assert_array_equal(got_arg, np.argmax(q, axis=1), err_msg=f"m={m}")
 
 
+def test_regressed_iou_decodes_with_the_given_variances():
+    """L2C's quality IoU(g, decode(t, a)) against the numpy decode and IoU, with the default and
+    with other box-coding variances."""
+    from mgdet.assign.strategies import regressed_iou
+    rng = np.random.default_rng(29)
+    anchors = anchor_ops.generate_anchors(64).numpy()[:40]
+    deltas = rng.normal(0, 1, (1, 40, 4)).astype(np.float32)
+    gt = np.array([[[0.1, 0.1, 0.6, 0.5], [0.3, 0.2, 0.9, 0.9]]], np.float32)
+    for variances in (None, (0.2, 0.3)):
+        args = (tf.constant(gt), tf.constant(anchors), tf.constant(deltas))
+        got = (regressed_iou(*args) if variances is None
+               else regressed_iou(*args, variances=variances)).numpy()
+        pred = ref.decode_ref(deltas[0].astype(np.float64), anchors.astype(np.float64),
+                              variances or (0.1, 0.2))
+        want = np.stack([ref.iou_one(g, pred) for g in gt[0].astype(np.float64)])
+        np.testing.assert_allclose(got[0], want, atol=1e-5)
+
+
+def test_validate_accepts_its_defaults():
+    from mgdet.assign import validate
+    for strategy in STRATEGIES:
+        assert validate(strategy) is None
+
+
 def test_log_positive_reads_any_input_as_float32():
     """numpy float64 or a Python list: the log of their float32 values, as for a float32 tensor."""
     from mgdet.assign.logf import log_positive
