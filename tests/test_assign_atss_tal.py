@@ -243,6 +243,22 @@ def test_centre_inside_is_strict():
     assert not got[0, :, 0].any() and got[1, 0].all()  # on the 4 edges; all strictly inside
 
 
+def test_adaptive_defaults_are_the_papers():
+    """ATSS takes the top 9 per level (Zhang et al. 2020); TAL the top 13 with alpha 1, beta 6
+    (Feng et al. 2021): assign() without them equals assign() with them, and this batch tells
+    each of them from the next value."""
+    rng = np.random.default_rng(31)
+    batch = random_batch(rng, 2, 4, 3, ANCHORS_64, fill=1.0)
+    for strategy, paper in (("atss", dict(atss_topk=9)),
+                            ("tal", dict(tal_topk=13, tal_alpha=1.0, tal_beta=6.0))):
+        default, want = run(strategy, ANCHORS_64, *batch), run(strategy, ANCHORS_64, *batch, **paper)
+        for key in want:
+            np.testing.assert_array_equal(default[key], want[key], err_msg=f"{strategy} {key}")
+        for name, value in paper.items():
+            other = run(strategy, ANCHORS_64, *batch, **{**paper, name: value + 1})
+            assert any(np.any(other[k] != want[k]) for k in want), name
+
+
 @pytest.mark.parametrize("topk", [9, 2])
 def test_atss_random_batches_match_reference(topk):
     rng = np.random.default_rng(topk)
