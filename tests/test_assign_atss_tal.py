@@ -251,7 +251,8 @@ def test_adaptive_defaults_are_the_papers():
     batch = random_batch(rng, 2, 4, 3, ANCHORS_64, fill=1.0)
     for strategy, paper in (("atss", dict(atss_topk=9)),
                             ("tal", dict(tal_topk=13, tal_alpha=1.0, tal_beta=6.0))):
-        default, want = run(strategy, ANCHORS_64, *batch), run(strategy, ANCHORS_64, *batch, **paper)
+        default = run(strategy, ANCHORS_64, *batch)
+        want = run(strategy, ANCHORS_64, *batch, **paper)
         for key in want:
             np.testing.assert_array_equal(default[key], want[key], err_msg=f"{strategy} {key}")
         for name, value in paper.items():
