@@ -507,6 +507,10 @@ def test_bad_hyper_parameters_name_the_value():
             assign("atss", *args, **kw)
     with pytest.raises(ValueError, match="pred_deltas"):
         assign("tal", *args)
+    deltas = np.zeros((1, len(ANCHORS_64), 4), np.float32)
+    for strategy in ("tal", "c2l", "mg"):  # the classification output is needed too
+        with pytest.raises(ValueError, match=f"^strategy '{strategy}' needs pred_logits$"):
+            assign(strategy, *args, pred_deltas=deltas)
     with pytest.raises(ValueError, match="not mgdet's anchor layout"):
         assign("atss", ANCHORS_64[:100], *args[1:])
 
