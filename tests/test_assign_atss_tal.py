@@ -513,6 +513,9 @@ def test_bad_hyper_parameters_name_the_value():
             assign(strategy, *args, pred_deltas=deltas)
     with pytest.raises(ValueError, match="not mgdet's anchor layout"):
         assign("atss", ANCHORS_64[:100], *args[1:])
+    with pytest.raises(ValueError) as error:
+        assign("atss", *args, sizes=(300, 80))
+    assert str(error.value) == f"sizes (300, 80) add up to 380, not the {len(ANCHORS_64)} anchors"
 
 
 # --- quality focal loss -----------------------------------------------------------------------
