@@ -498,6 +498,23 @@ def test_ignore_objects_matches_a_per_anchor_reference():
     np.testing.assert_array_equal(got.cls_gt_index.numpy(), cls_owner)
 
 
+def test_iou_thresholds_and_top_k_at_their_bounds():
+    """``0 < neg_iou <= pos_iou <= 1`` and integer top-k >= 1: the bounds themselves are accepted
+    or refused as written, with one line naming the values."""
+    for neg, pos in ((0.5, 0.5), (0.4, 1.0), (1e-6, 0.5)):
+        assign_ops.validate("mg", pos_iou=pos, neg_iou=neg)
+    for neg, pos in ((0.0, 0.5), (0.6, 0.5), (0.4, 1.5)):
+        with pytest.raises(ValueError) as error:
+            assign_ops.validate("mg", pos_iou=pos, neg_iou=neg)
+        assert str(error.value) == ("need 0 < neg_iou <= pos_iou <= 1, got "
+                                    f"neg_iou={neg}, pos_iou={pos}")
+    for name in ("atss_topk", "tal_topk"):
+        assign_ops.validate("mg", **{name: 1})
+        with pytest.raises(ValueError) as error:
+            assign_ops.validate("mg", **{name: 0})
+        assert str(error.value) == f"{name} must be an integer >= 1, got 0"
+
+
 def test_bad_hyper_parameters_name_the_value():
     z = np.zeros((1, 1, 4), np.float32)
     args = (ANCHORS_64, z, np.zeros((1, 1), np.int32), np.ones((1, 1), bool))
