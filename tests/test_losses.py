@@ -5,9 +5,10 @@ import tensorflow as tf
 
 from mgdet import anchors as anchor_ops
 from mgdet.assign import Assignment, assign
-from mgdet.losses import (balanced_l1_loss, detection_loss, focal_loss, quality_focal_loss,
-                          resolve_cls_loss)
+from mgdet.losses import (_global_count, balanced_l1_loss, detection_loss, focal_loss,
+                          quality_focal_loss, resolve_cls_loss)
 from tests import reference as ref
+from tests.batches import on_two_replicas
 
 
 @pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0])
@@ -164,3 +165,24 @@ def test_detection_loss_passes_every_hyper_parameter_on():
     assert float(out["num_pos_cls"]) == 2 and float(out["num_pos_reg"]) == 1
     out = detection_loss(a, deltas, logits, anchors, gt, cls_loss="quality_focal", qfl_beta=1.3, **kw)
     np.testing.assert_allclose([float(out["cls"]), float(out["reg"])], [qfl, reg], rtol=1e-4)
+
+
+_TWO_REPLICAS_COUNT = r'''
+    from mgdet.losses import _global_count
+
+    @tf.function
+    def count():
+        def replica():  # replica 0 counts 1 positive, replica 1 counts 2
+            ctx = tf.distribute.get_replica_context()
+            return _global_count(tf.cast(ctx.replica_id_in_sync_group, tf.float32) + 1.0)
+        return strategy.experimental_local_results(strategy.run(replica))
+
+    print(json.dumps([float(c) for c in count()]))
+'''
+
+
+def test_positives_are_counted_over_all_replicas():
+    """The loss normaliser: under MirroredStrategy (2 logical CPUs) each replica gets the count
+    of the global batch, the sum over the replicas; on one device the count as it is."""
+    assert float(_global_count(tf.constant(3.0))) == 3.0
+    assert on_two_replicas(_TWO_REPLICAS_COUNT) == [3.0, 3.0]

@@ -299,6 +299,115 @@ def test_own_matches_reference_on_ties(jit):
             np.testing.assert_array_equal(owner[i][kept], want.argmax(0)[kept])
 
 
+def test_amplified_log_quality_is_the_log_of_eq_1():
+    """``log IoU^((sigma - p) / sigma)`` (paper Eq. 1, sigma 2 by default) where the IoU is > 0,
+    the floor LOG_ZERO where it is 0."""
+    from mgdet.assign.strategies import LOG_ZERO, amplified_log_quality
+    rng = np.random.default_rng(27)
+    iou = rng.uniform(0.01, 1.0, (2, 3, 50)).astype(np.float32)
+    iou[rng.uniform(size=iou.shape) < 0.3] = 0.0
+    labels = rng.integers(0, 4, (2, 3)).astype(np.int32)
+    logits = rng.normal(0, 2, (2, 50, 4)).astype(np.float32)
+    for sigma in (None, 3.0):
+        args = (tf.constant(iou), tf.constant(labels), tf.constant(logits))
+        got = (amplified_log_quality(*args) if sigma is None else
+               amplified_log_quality(*args, sigma=sigma)).numpy()
+        for i in range(2):
+            amp = _amp(iou[i].astype(np.float64), logits[i], labels[i], sigma or 2.0)
+            want = np.where(iou[i] > 0, np.log(np.where(iou[i] > 0, amp, 1.0)), LOG_ZERO)
+            np.testing.assert_allclose(got[i], want, rtol=2e-6, atol=1e-6)
+
+
+def test_count_by_iou_at_the_thresholds():
+    """Np = #{IoU >= pos_iou} (at least 1), Ni = #{neg_iou <= IoU < pos_iou} per valid object,
+    with IoUs exactly at the thresholds; defaults 0.5 / 0.4 (the paper's)."""
+    owned = tf.constant([[0.5, 0.4, 0.45, 0.39, 0.9, 0.0, 0.5, 0.3]] * 2)
+    owner = tf.constant([[0, 0, 1, 1, 1, 0, 1, 2]] * 2)
+    valid = tf.constant([[True, True, True], [True, False, True]])
+
+    def counts(pos_iou, neg_iou):
+        iou, who = owned.numpy(), owner.numpy()
+        pos = np.array([[max(np.sum((who[i] == j) & (iou[i] >= pos_iou)), 1) for j in range(3)]
+                        for i in range(2)])
+        ign = np.array([[np.sum((who[i] == j) & (iou[i] >= neg_iou) & (iou[i] < pos_iou))
+                         for j in range(3)] for i in range(2)])
+        return pos * valid.numpy(), ign * valid.numpy()
+
+    got = [t.numpy() for t in ownership.count_by_iou(owned, owner, valid)]
+    np.testing.assert_array_equal(got, counts(np.float32(0.5), np.float32(0.4)))
+    assert got[0][0].tolist() == [1, 2, 1] and got[1][0].tolist() == [1, 1, 0]  # by hand
+    got = ownership.count_by_iou(owned, owner, valid, pos_iou=0.6, neg_iou=0.45)
+    np.testing.assert_array_equal([t.numpy() for t in got],
+                                  counts(np.float32(0.6), np.float32(0.45)))
+
+
+def test_candidates_are_the_top_quality_bins_reaching_the_count():
+    """candidate_key's documented rule on qualities in distinct 1/8-octave bins: per object the
+    anchors of quality > 0 in the bins from the top down to the first where the count reaches
+    ``num_ranked``; all of them when it is never reached (a quality below 2^-31, the lowest bin,
+    included); quality 0 never. select_ranked keeps anchors of quality > 0 only, also when the
+    owner has fewer of them than asked."""
+    owned = tf.constant([[0.5, 1e-11, 0.0, 0.3, 0.9, 0.8, 0.7, 0.1, 0.05, 1.0, 0.95, 0.6]])
+    owner = tf.constant([[0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2]])
+    key, candidate = ownership.candidate_key(owned, owner, tf.constant([[5, 2, 1]]))
+    want = [True, True, False, True, True, True, False, False, False, True, False, False]
+    assert candidate.numpy()[0].tolist() == want
+    full = ownership.rank_key(owned, owner).numpy()[0]
+    np.testing.assert_array_equal(key.numpy()[0][want], full[want])
+    assert np.all(key.numpy()[0][~np.array(want)] < full.min())
+    rank = ownership.rank_within_owner(owned, owner, 3)
+    first, nxt = ownership.select_ranked(rank, owned, owner, tf.constant([[5, 2, 1]]),
+                                         tf.constant([[1, 1, 1]]))
+    assert first.numpy()[0].tolist() == want  # object 0: 3 anchors of quality > 0 for 5 asked
+    assert np.flatnonzero(nxt.numpy()[0]).tolist() == [6, 10]
+
+
+def test_iou_labels_at_the_thresholds():
+    """Static labels: the owner's class where the owned IoU >= pos_iou, ignored (-2) where
+    neg_iou <= IoU < pos_iou, background (-1) below; IoUs exactly at 0.5 / 0.4 (the defaults)."""
+    from mgdet.assign.strategies import iou_anchor_labels
+    owned = tf.constant([[0.5, 0.4, 0.45, 0.39, 0.9, 0.0]])
+    owner = tf.constant([[0, 0, 1, 1, 1, 0]])
+    labels = tf.constant([[3, 7]])
+    cls, index = iou_anchor_labels(owned, owner, labels)
+    assert cls.numpy().tolist() == [[3, -2, -2, -1, 7, -1]]
+    assert index.numpy().tolist() == [[0, 0, 1, -1, 1, -1]]
+    cls, _ = iou_anchor_labels(owned, owner, labels, pos_iou=0.45, neg_iou=0.39)
+    assert cls.numpy().tolist() == [[3, -2, 7, -2, 7, -1]]
+
+
+def test_own_masked_is_own_of_a_masked_matrix():
+    """own_masked's defaults are own()'s (the IoU ownership of assign() relies on them)."""
+    rng = np.random.default_rng(28)
+    q, valid = _tied_quality(rng, 2, 4, 30)
+    masked = ownership.mask_invalid(tf.constant(q), tf.constant(valid))
+    for got, want in zip(ownership.own_masked(masked, tf.constant(valid)),
+                         own(tf.constant(q), tf.constant(valid))):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_own_of_the_log_quality_gives_the_same_owners():
+    """own(log Q, empty=LOG_ZERO, forced=0) (the documented monotone transform): the owners of
+    own(Q) and the log of its kept values; a padding row owns nothing even at the top value."""
+    from mgdet.assign.strategies import LOG_ZERO
+
+    def log(x):
+        return np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), LOG_ZERO).astype(np.float32)
+
+    rng = np.random.default_rng(23)
+    for case in range(3):
+        q, valid = _tied_quality(rng, 3, int(rng.integers(2, 7)), int(rng.integers(5, 40)))
+        valid[:, 0], valid[:, -1] = True, False  # a real object and a padding row per image
+        q[~valid] = 1.0  # log 0: the largest log value, above every real object's
+        owned, owner = (t.numpy() for t in own(tf.constant(log(q)), tf.constant(valid),
+                                               empty=LOG_ZERO, forced=0.0))
+        for i in range(q.shape[0]):
+            want = ref.own_ref(q[i].astype(np.float64), valid[i])
+            np.testing.assert_array_equal(owned[i], log(want.max(0)), err_msg=f"case {case}")
+            kept = want.max(0) > 0
+            np.testing.assert_array_equal(owner[i][kept], want.argmax(0)[kept])
+
+
 def test_best_anchors_is_the_first_maximum_on_long_rows():
     """best_anchors (TF's multi-threaded ArgMax kernel outside XLA) returns the lowest anchor index
     among exact ties on rows as long as a model's anchors, where the kernel splits its work."""
@@ -330,6 +439,40 @@ def test_column_max_is_max_and_first_argmax_over_objects(jit):
         np.testing.assert_array_equal(got_max, want_max, err_msg=f"m={m}")
         np.testing.assert_array_equal(np.signbit(got_max), np.signbit(want_max) & (want_max != 0))
         np.testing.assert_array_equal(got_arg, np.argmax(q, axis=1), err_msg=f"m={m}")
+
+
+def test_regressed_iou_decodes_with_the_given_variances():
+    """L2C's quality IoU(g, decode(t, a)) against the numpy decode and IoU, with the default and
+    with other box-coding variances."""
+    from mgdet.assign.strategies import regressed_iou
+    rng = np.random.default_rng(29)
+    anchors = anchor_ops.generate_anchors(64).numpy()[:40]
+    deltas = rng.normal(0, 1, (1, 40, 4)).astype(np.float32)
+    gt = np.array([[[0.1, 0.1, 0.6, 0.5], [0.3, 0.2, 0.9, 0.9]]], np.float32)
+    for variances in (None, (0.2, 0.3)):
+        args = (tf.constant(gt), tf.constant(anchors), tf.constant(deltas))
+        got = (regressed_iou(*args) if variances is None
+               else regressed_iou(*args, variances=variances)).numpy()
+        pred = ref.decode_ref(deltas[0].astype(np.float64), anchors.astype(np.float64),
+                              variances or (0.1, 0.2))
+        want = np.stack([ref.iou_one(g, pred) for g in gt[0].astype(np.float64)])
+        np.testing.assert_allclose(got[0], want, atol=1e-5)
+
+
+def test_validate_accepts_its_defaults():
+    from mgdet.assign import validate
+    for strategy in STRATEGIES:
+        assert validate(strategy) is None
+
+
+def test_log_positive_reads_any_input_as_float32():
+    """numpy float64 or a Python list: the log of their float32 values, as for a float32 tensor."""
+    from mgdet.assign.logf import log_positive
+    x = np.array([[1e-3, 0.25, 0.5], [0.75, 1.0, 3.0]])
+    want = log_positive(tf.constant(x, tf.float32)).numpy()
+    np.testing.assert_allclose(want, np.log(x.astype(np.float32)), rtol=1e-6)
+    for given in (x, x.tolist()):
+        np.testing.assert_array_equal(log_positive(given).numpy(), want)
 
 
 @pytest.mark.parametrize("jit", [False, True])

@@ -15,7 +15,7 @@ import tensorflow as tf
 from mgdet import anchors as anchor_ops
 from mgdet import assign as assign_ops
 from mgdet.assign import Assignment, assign, ignore_objects
-from mgdet.assign.adaptive import level_sizes
+from mgdet.assign.adaptive import centre_inside, level_sizes
 from mgdet.losses import detection_loss, quality_focal_loss
 from tests import reference as ref
 
@@ -214,8 +214,50 @@ def _cell_anchors(image_size, level, row, col):
 def test_level_sizes_are_the_anchor_layout():
     assert level_sizes(12_750) == (9600, 2400, 600, 150)
     assert level_sizes(len(ANCHORS_64)) == (384, 96, 24, 6)
-    with pytest.raises(ValueError, match="12751 anchors"):
+    # every input size up to the largest, 8192 (anchor counts only: no grid is built)
+    for size in range(64, 8192 + 1, 64):
+        want = tuple(6 * f * f for f in anchor_ops.feature_sizes(size))
+        assert level_sizes(anchor_ops.num_anchors(size)) == want, size
+    # the count of a size the anchors are never built for (100 px: not a multiple of 64)
+    with pytest.raises(ValueError, match="1428 anchors is not"):
+        level_sizes(anchor_ops.num_anchors(100))
+    with pytest.raises(ValueError) as error:
         level_sizes(12_751)
+    assert str(error.value) == ("12751 anchors is not mgdet's anchor layout of any input size: "
+                                "pass level_sizes (anchors per pyramid level) to assign()")
+
+
+def test_centre_inside_is_strict():
+    """An anchor centre on a box's edge is not inside (ATSS's candidates): numpy reference, with
+    centres exactly on each of the four edges."""
+    anchors = np.array([[0.25, 0.25, 0.75, 0.75], [0.0, 0.0, 0.5, 0.5], [0.5, 0.25, 1.0, 0.75]],
+                       np.float32)  # centres (0.5, 0.5), (0.25, 0.25), (0.75, 0.5)
+    boxes = np.array([[[0.5, 0.25, 0.875, 0.75], [0.125, 0.25, 0.5, 0.75],
+                       [0.25, 0.5, 0.75, 0.875], [0.25, 0.125, 0.75, 0.5]],
+                      [[0.125, 0.125, 0.875, 0.875], [0.25, 0.125, 0.75, 0.625],
+                       [0.0, 0.0, 0.0, 0.0], [0.5, 0.0, 1.0, 0.5]]], np.float32)
+    got = centre_inside(tf.constant(anchors), tf.constant(boxes)).numpy()
+    centres = _centres(anchors)
+    want = [[[_inside(c, box) for c in centres] for box in image] for image in boxes]
+    np.testing.assert_array_equal(got, want)
+    assert not got[0, :, 0].any() and got[1, 0].all()  # on the 4 edges; all strictly inside
+
+
+def test_adaptive_defaults_are_the_papers():
+    """ATSS takes the top 9 per level (Zhang et al. 2020); TAL the top 13 with alpha 1, beta 6
+    (Feng et al. 2021): assign() without them equals assign() with them, and this batch tells
+    each of them from the next value."""
+    rng = np.random.default_rng(31)
+    batch = random_batch(rng, 2, 4, 3, ANCHORS_64, fill=1.0)
+    for strategy, paper in (("atss", dict(atss_topk=9)),
+                            ("tal", dict(tal_topk=13, tal_alpha=1.0, tal_beta=6.0))):
+        default = run(strategy, ANCHORS_64, *batch)
+        want = run(strategy, ANCHORS_64, *batch, **paper)
+        for key in want:
+            np.testing.assert_array_equal(default[key], want[key], err_msg=f"{strategy} {key}")
+        for name, value in paper.items():
+            other = run(strategy, ANCHORS_64, *batch, **{**paper, name: value + 1})
+            assert any(np.any(other[k] != want[k]) for k in want), name
 
 
 @pytest.mark.parametrize("topk", [9, 2])
@@ -429,6 +471,50 @@ def test_ignore_objects_keeps_the_soft_targets_of_the_others():
     assert np.all(ignored.cls_labels.numpy()[owner == 1] == -2)
 
 
+def test_ignore_objects_matches_a_per_anchor_reference():
+    """Mutual Guidance (classification and regression owners differ), two images with other
+    objects ignored (object 0 among them): an anchor whose classification owner is ignored gets
+    label -2, one whose regression owner is ignored no regression target; the others keep all."""
+    rng = np.random.default_rng(5)
+    boxes, labels, valid, deltas, logits = random_batch(rng, 2, 3, 3, ANCHORS_64, fill=1.0)
+    out = assign("mg", ANCHORS_64, boxes, labels, valid, deltas, logits)
+    ignore = np.array([[True, False, False], [False, True, True]])
+    got = ignore_objects(out, ignore)
+    cls_owner, reg_owner = out.cls_gt_index.numpy(), out.reg_gt_index.numpy()
+    cls_labels, reg_positive = out.cls_labels.numpy().copy(), out.reg_positive.numpy().copy()
+    reg_index = reg_owner.copy()
+    for i, a in np.ndindex(cls_owner.shape):
+        if cls_owner[i, a] >= 0 and ignore[i, cls_owner[i, a]]:
+            cls_labels[i, a] = -2
+        if reg_owner[i, a] >= 0 and ignore[i, reg_owner[i, a]]:
+            reg_positive[i, a], reg_index[i, a] = False, -1
+    for i in range(2):  # the case holds anchors of ignored and of kept objects in each image
+        assert ignore[i][cls_owner[i][cls_owner[i] >= 0]].any()
+        assert ignore[i][reg_owner[i][reg_positive[i] | (reg_index[i] != reg_owner[i])]].any()
+        assert reg_positive[i].any() and (cls_labels[i] >= 0).any()
+    np.testing.assert_array_equal(got.cls_labels.numpy(), cls_labels)
+    np.testing.assert_array_equal(got.reg_positive.numpy(), reg_positive)
+    np.testing.assert_array_equal(got.reg_gt_index.numpy(), reg_index)
+    np.testing.assert_array_equal(got.cls_gt_index.numpy(), cls_owner)
+
+
+def test_iou_thresholds_and_top_k_at_their_bounds():
+    """``0 < neg_iou <= pos_iou <= 1`` and integer top-k >= 1: the bounds themselves are accepted
+    or refused as written, with one line naming the values."""
+    for neg, pos in ((0.5, 0.5), (0.4, 1.0), (1e-6, 0.5)):
+        assign_ops.validate("mg", pos_iou=pos, neg_iou=neg)
+    for neg, pos in ((0.0, 0.5), (0.6, 0.5), (0.4, 1.5)):
+        with pytest.raises(ValueError) as error:
+            assign_ops.validate("mg", pos_iou=pos, neg_iou=neg)
+        assert str(error.value) == ("need 0 < neg_iou <= pos_iou <= 1, got "
+                                    f"neg_iou={neg}, pos_iou={pos}")
+    for name in ("atss_topk", "tal_topk"):
+        assign_ops.validate("mg", **{name: 1})
+        with pytest.raises(ValueError) as error:
+            assign_ops.validate("mg", **{name: 0})
+        assert str(error.value) == f"{name} must be an integer >= 1, got 0"
+
+
 def test_bad_hyper_parameters_name_the_value():
     z = np.zeros((1, 1, 4), np.float32)
     args = (ANCHORS_64, z, np.zeros((1, 1), np.int32), np.ones((1, 1), bool))
@@ -438,8 +524,15 @@ def test_bad_hyper_parameters_name_the_value():
             assign("atss", *args, **kw)
     with pytest.raises(ValueError, match="pred_deltas"):
         assign("tal", *args)
+    deltas = np.zeros((1, len(ANCHORS_64), 4), np.float32)
+    for strategy in ("tal", "c2l", "mg"):  # the classification output is needed too
+        with pytest.raises(ValueError, match=f"^strategy '{strategy}' needs pred_logits$"):
+            assign(strategy, *args, pred_deltas=deltas)
     with pytest.raises(ValueError, match="not mgdet's anchor layout"):
         assign("atss", ANCHORS_64[:100], *args[1:])
+    with pytest.raises(ValueError) as error:
+        assign("atss", *args, sizes=(300, 80))
+    assert str(error.value) == f"sizes (300, 80) add up to 380, not the {len(ANCHORS_64)} anchors"
 
 
 # --- quality focal loss -----------------------------------------------------------------------

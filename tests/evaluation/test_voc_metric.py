@@ -117,6 +117,16 @@ def test_equal_scores_keep_the_input_order():
     np.testing.assert_array_equal(fp[0], 1 - want)
 
 
+def test_a_detection_where_its_class_has_no_object_is_a_false_positive():
+    """The class's only object is in image 1: the better-scored detection, in image 2 (not in
+    ``gt_boxes``), is a false positive at every threshold; image 1's a true positive."""
+    box = [0.0, 0.0, 10.0, 10.0]
+    tp, fp = voc_metric.class_flags({1: np.array([box])}, {1: np.zeros(1, bool)}, [2, 1],
+                                    np.array([box, box]), [0.9, 0.8], (0.5, 0.75))
+    np.testing.assert_array_equal(tp, [[0, 1], [0, 1]])
+    np.testing.assert_array_equal(fp, [[1, 0], [1, 0]])
+
+
 def test_one_detection_one_object_is_ap_1():
     assert voc_metric.voc07_ap(np.array([1.0]), np.array([0.0]), 1) == 1.0
     assert voc_metric.voc07_ap(np.array([0.0]), np.array([1.0]), 1) == 0.0

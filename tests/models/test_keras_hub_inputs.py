@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from mgdet.models import FSSD
-from mgdet.targets import BOX_FORMATS, standardize_targets
+from mgdet.targets import BOX_FORMATS, check_box_format, standardize_targets
 from tests.batches import painted_batch
 
 S = 64
@@ -60,24 +60,52 @@ def test_classes_key_float_labels_and_an_explicit_valid_mask():
     out = standardize_targets({"boxes": np.zeros((2, 0, 4), np.float32),
                                "labels": np.zeros((2, 0), np.int32)})
     assert out["valid"].shape == (2, 0)
+    # an "ignore" mask passes through as it is; none given, none made
+    ignore = np.array([[False, True]])
+    out = standardize_targets({"boxes": boxes, "labels": np.array([[2, -1]]), "ignore": ignore})
+    assert out["ignore"] is ignore
+    assert "ignore" not in standardize_targets({"boxes": boxes, "labels": np.array([[2, -1]])})
+
+
+NOT_A_DICT = ("targets must be a dict with 'boxes' [B, M, 4] and 'labels' (or 'classes') [B, M] "
+              "(-1 for padding), optionally 'valid' [B, M]; got {}")
+NOT_DENSE = ("targets must be dense: pad boxes and labels to M objects per image (labels -1 for "
+             "padding), e.g. with keras.utils.bounding_boxes.pad or "
+             "RaggedTensor.to_tensor(default_value=-1)")
+RAGGED_BOXES = tf.ragged.constant([[[0.1, 0.1, 0.2, 0.2]], []], ragged_rank=1)
+RAGGED_LABELS = tf.ragged.constant([[1], []])
 
 
 @pytest.mark.parametrize("targets,message", [
-    ({"bbox": np.zeros((1, 1, 4)), "labels": np.zeros((1, 1))}, "'boxes'"),
-    ({"boxes": np.zeros((1, 1, 4))}, "'labels' \\(or 'classes'\\)"),
-    (np.zeros((1, 1, 4)), "must be a dict"),
-    ({"boxes": tf.ragged.constant([[[0.1, 0.1, 0.2, 0.2]]], ragged_rank=1),
-      "labels": tf.ragged.constant([[1]])}, "must be dense"),
+    ({"bbox": np.zeros((1, 1, 4)), "labels": np.zeros((1, 1))},
+     NOT_A_DICT.format("['bbox', 'labels']")),
+    ({"boxes": np.zeros((1, 1, 4))}, NOT_A_DICT.format("['boxes']")),
+    (np.zeros((1, 1, 4)), NOT_A_DICT.format("ndarray")),
+    ({"boxes": RAGGED_BOXES, "labels": RAGGED_LABELS}, NOT_DENSE),
+    # either one ragged is refused, the other padded or not
+    ({"boxes": RAGGED_BOXES, "labels": np.array([[1], [-1]])}, NOT_DENSE),
+    ({"boxes": np.zeros((2, 1, 4), np.float32), "classes": RAGGED_LABELS}, NOT_DENSE),
 ])
 def test_bad_targets_name_the_expected_keys(targets, message):
-    with pytest.raises(ValueError, match=message):
+    """One line: what is expected (keys and shapes), what was given (the keys, or the type), the
+    fix for ragged targets."""
+    with pytest.raises(ValueError) as error:
         standardize_targets(targets)
+    assert str(error.value) == message
 
 
 def test_unknown_box_format_is_refused():
     with pytest.raises(ValueError, match="bounding_box_format must be one of"):
         FSSD(num_classes=3, backbone="resnet18", image_size=S, width=0.125,
              bounding_box_format="cxcywh")
+    # the message lists every accepted format, comma-separated, and the one given
+    with pytest.raises(ValueError) as error:
+        check_box_format("cxcywh")
+    message = str(error.value)
+    assert message.endswith(", got 'cxcywh'")
+    listed = message.split("must be one of ", 1)[1].rsplit(", got ", 1)[0]
+    assert listed.split(", ") == list(BOX_FORMATS)
+    assert all(check_box_format(f) == f for f in BOX_FORMATS)
 
 
 def _tiny(**kwargs):

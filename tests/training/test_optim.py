@@ -1,5 +1,6 @@
 """The optimizer recipe against numpy written from its formulas: the warm-up + cosine learning
 rate, and SGD's coupled L2 term on kernels only, with momentum."""
+import logging
 import math
 
 import keras
@@ -9,6 +10,7 @@ import tensorflow as tf
 
 from mgdet.config import load_config
 from mgdet.optim import SGDWithL2, build_optimizer, is_decayed, learning_rate_schedule
+from tests.batches import on_two_replicas
 
 
 def lr_formula(step, lr, total, warmup, warmup_lr, min_lr):
@@ -50,6 +52,14 @@ def test_learning_rate_without_warmup_and_with_warmup_longer_than_the_run():
     assert float(schedule(1)) == pytest.approx(0.02, rel=1e-6)
 
 
+def test_a_shortened_warmup_is_logged_once_with_its_numbers(caplog):
+    with caplog.at_level(logging.INFO, logger="mgdet.optim"):
+        learning_rate_schedule(0.02, 4, warmup_steps=50)
+        learning_rate_schedule(0.02, 9, warmup_steps=3)  # exactly a third: kept as it is
+    assert [r.getMessage() for r in caplog.records] == [
+        "train.warmup_steps 50 shortened to 1: warm-up takes at most a third of the run's 4 steps"]
+
+
 def _layers():
     """A conv (kernel, bias), a depthwise conv, a batch norm and a dense layer, built."""
     x = keras.Input((6, 6, 2))
@@ -67,6 +77,10 @@ def test_only_kernels_are_decayed():
     assert decayed == ["conv/kernel", "dense/kernel", "dw/kernel"]
     kept = sorted(v.path for v in model.trainable_variables if not is_decayed(v))
     assert kept == ["bn/beta", "bn/gamma", "conv/bias", "dense/bias"]
+    # TF's own variable names carry the scope and the output index: the last part counts
+    for name, decayed in (("block/conv/kernel", True), ("block/dw/depthwise_kernel", True),
+                          ("block/kernel_scale/bias", False), ("block/bn/gamma", False)):
+        assert is_decayed(tf.Variable(1.0, name=name)) == decayed, name
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
@@ -107,11 +121,60 @@ def test_one_sgd_step_by_hand():
     opt.apply_gradients([(tf.constant([[1.0]]), dense.kernel), (tf.constant([1.0]), dense.bias)])
     assert float(dense.kernel[0, 0]) == pytest.approx(2.0 - 0.1 * (1.0 + 0.5 * 2.0))
     assert float(dense.bias[0]) == pytest.approx(2.0 - 0.1 * 1.0)
+    # built first, then `apply` without the variables: the built ones, kernel decayed as above
+    opt = SGDWithL2(l2=0.5, learning_rate=0.1, momentum=0.0)
+    opt.build([dense.kernel, dense.bias])
+    opt.apply([tf.constant([[1.0]]), tf.constant([1.0])])
+    assert float(dense.kernel[0, 0]) == pytest.approx(1.8 - 0.1 * (1.0 + 0.5 * 1.8))
+    assert float(dense.bias[0]) == pytest.approx(1.9 - 0.1 * 1.0)
+
+
+_TWO_REPLICAS_STEP = r'''
+    import keras
+    from mgdet.optim import SGDWithL2
+    with strategy.scope():
+        dense = keras.layers.Dense(1)
+        dense.build((None, 1))
+        dense.kernel.assign([[2.0]])
+        dense.bias.assign([2.0])
+        opt = SGDWithL2(l2=0.5, learning_rate=0.1, momentum=0.0)
+        opt.build(dense.trainable_variables)
+
+    @tf.function
+    def step():
+        def replica():  # replica 0 has gradient 1, replica 1 gradient 2: 3 summed
+            ctx = tf.distribute.get_replica_context()
+            g = tf.cast(ctx.replica_id_in_sync_group, tf.float32) + 1.0
+            opt.apply([tf.reshape(g, [1, 1]), tf.reshape(g, [1])], dense.trainable_variables)
+        strategy.run(replica)
+
+    step()
+    print(json.dumps([strategy.num_replicas_in_sync, float(dense.kernel[0, 0]),
+                      float(dense.bias[0])]))
+'''
+
+
+def test_l2_enters_once_over_two_replicas():
+    """MirroredStrategy on 2 logical CPUs sums the replicas' gradients: each adds half the L2
+    term, so a step equals one device's with the summed gradient (3): ``w - lr (3 + l2 w)``. The
+    CPU is split before TF starts its devices: the 2-replica step runs in a fresh process."""
+    dense = keras.layers.Dense(1)
+    dense.build((None, 1))
+    dense.kernel.assign([[2.0]])
+    dense.bias.assign([2.0])
+    opt = SGDWithL2(l2=0.5, learning_rate=0.1, momentum=0.0)
+    opt.apply([tf.constant([[3.0]]), tf.constant([3.0])], dense.trainable_variables)
+    one_device = [float(dense.kernel[0, 0]), float(dense.bias[0])]
+    assert one_device == pytest.approx([2.0 - 0.1 * (3.0 + 0.5 * 2.0), 2.0 - 0.1 * 3.0])
+    replicas, kernel, bias = on_two_replicas(_TWO_REPLICAS_STEP)
+    assert replicas == 2
+    assert [kernel, bias] == pytest.approx(one_device, rel=1e-6)
 
 
 def test_one_step_runs_no_warmup_and_min_lr_above_lr_keeps_lr():
     schedule = learning_rate_schedule(0.02, 1, warmup_steps=5, warmup_lr=0.001, min_lr=0.001)
     assert float(schedule(0)) == pytest.approx(0.02)  # no room for a warm-up in one step
+    assert float(schedule(1)) == pytest.approx(0.001)  # and the decay is over after it
     schedule = learning_rate_schedule(0.02, 10, warmup_steps=0, min_lr=0.05)
     np.testing.assert_allclose([float(schedule(s)) for s in (0, 5, 10)], 0.02, rtol=1e-6)
 
