@@ -170,14 +170,15 @@ def encode_ref(box, anchor, variance):
 
 @pytest.fixture(scope="module")
 def mg_with_variance():
-    """An MG model (center_xywh boxes) whose box coding scales offsets by (.1, .1, .2, .2)."""
+    """An MG model (center_xywh boxes) whose box coding scales offsets by (.25, .25, .5, .5)
+    (not mgdet's own (.1, .1, .2, .2)), with keras-hub's default anchors."""
     from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
     keras.utils.set_random_seed(2)
     generator = keras_hub.layers.AnchorGenerator("xyxy", min_level=3, max_level=7, num_scales=3,
                                                  aspect_ratios=[0.5, 1.0, 2.0], anchor_size=4)
     encoder = RetinaNetLabelEncoder(generator, bounding_box_format="center_xywh",
                                     encoding_format="center_xywh",
-                                    box_variance=[0.1, 0.1, 0.2, 0.2])
+                                    box_variance=[0.25, 0.25, 0.5, 0.5])
     return small_retinanet(C, S, "center_xywh", anchor_generator=generator,
                            label_encoder=encoder)
 
