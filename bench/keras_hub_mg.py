@@ -12,9 +12,10 @@ weights (the MG model is ``from_detector`` of the stock one), the batches, the o
 cosine decay) and keras-hub's losses (focal + Huber, ``compile()`` defaults). Both are evaluated
 with pycocotools on the held-out ``val`` split (keras-hub's NMS, confidence >= 0.05), then MG
 against stock: per-seed differences, mean, paired t-test (scipy). Prints the table and writes the
-JSON.
+JSON. An interrupted comparison resumes from ``<out>.partial`` (finished seeds are kept).
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -112,25 +113,41 @@ def main(argv=None):
     train = keras_hub_arrays(generate(args.train, args.image_size, 0, "train"), args.max_objects)
     eval_data = generate(args.eval, args.image_size, 0, "val")
     evaluation = (keras_hub_arrays(eval_data, args.max_objects)[0], eval_data)
-    runs = {}
+    runs = _finished(args)
     for seed in range(args.seeds):
-        runs[seed] = run_pair(seed, args, train, evaluation)
-        write_json(args.out + ".partial", {"settings": vars(args), "runs": runs})
+        if seed not in runs:
+            runs[seed] = run_pair(seed, args, train, evaluation)
+            write_json(args.out + ".partial", {"settings": vars(args), "runs": runs})
     stock = {s: r["stock"] for s, r in runs.items()}
     mg = {s: r["mg"] for s, r in runs.items()}
-    test = paired(stock, mg, KEYS)
+    # APl is nan at 64 px (no object above 96 x 96 px): test the metrics every run measured
+    keys = [k for k in KEYS if all(np.isfinite(r[a][k]) for r in runs.values() for a in ARMS)]
+    test = paired(stock, mg, keys)
 
     print(f"\nkeras-hub {keras_hub.__version__} RetinaNet, {args.image_size} px, {args.steps} "
           f"steps of {args.batch}, {args.train} training / {args.eval} held-out synthetic "
           f"images, {args.seeds} paired seeds (COCO AP, %)")
     rows = []
     for arm, values in (("stock encoder", stock), ("MG", mg)):
-        rows.append({"arm": arm, **{k: _cell([v[k] for v in values.values()]) for k in KEYS}})
-    rows.append({"arm": "MG - stock", **{k: _test_cell(test[k]) for k in KEYS}})
-    print_table(rows, [("arm", "", None)] + [(k, k, None) for k in KEYS])
+        rows.append({"arm": arm, **{k: _cell([v[k] for v in values.values()]) for k in keys}})
+    rows.append({"arm": "MG - stock", **{k: _test_cell(test[k]) for k in keys}})
+    print_table(rows, [("arm", "", None)] + [(k, k, None) for k in keys])
     write_json(args.out, {"settings": vars(args), "keras_hub": keras_hub.__version__,
                           "machine": machine(), "runs": runs, "paired_mg_minus_stock": test})
     os.remove(args.out + ".partial")
+
+
+def _finished(args):
+    """The runs of an interrupted comparison with the same settings (``<out>.partial``)."""
+    path = args.out + ".partial"
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        saved = json.load(f)
+    if saved["settings"] != vars(args):
+        return {}
+    print(f"resuming from {path}: seeds {sorted(saved['runs'])} done")
+    return {int(seed): runs for seed, runs in saved["runs"].items()}
 
 
 if __name__ == "__main__":
