@@ -58,12 +58,12 @@ def encode_ref(box, anchor, v=(0.1, 0.2)):
                      math.log(w / wa) / v[1], math.log(h / ha) / v[1]])
 
 
-def own_ref(q, valid):
+def own_ref(q, valid, force=True):
     """own() of docs/design.md: force (first argmax per object), exclusive (lower object wins
-    ties)."""
+    ties); ``force=False``: exclusive only."""
     q = q.copy()
     q[~valid] = 0.0
-    for j in np.flatnonzero(valid):
+    for j in np.flatnonzero(valid) if force else ():
         q[j, int(np.argmax(q[j]))] = 1.0
     out = np.zeros_like(q)
     for i in range(q.shape[1]):
@@ -80,12 +80,13 @@ def ranked_ref(q_owned, j, first, nxt=0):
 
 
 def assign_ref(strategy, anchors, boxes, labels, valid, deltas=None, logits=None, sigma=2.0,
-               pos_iou=0.5, neg_iou=0.4):
+               pos_iou=0.5, neg_iou=0.4, pred=None, force=True):
     """One image: returns dict of cls_labels, cls_gt_index, reg_positive, reg_gt_index [N], and
-    the three owned quality matrices for tie diagnostics."""
+    the three owned quality matrices for tie diagnostics. ``pred``: decoded predicted boxes
+    [N, 4] used instead of decoding ``deltas``; ``force``: as :func:`own_ref`."""
     m, n = boxes.shape[0], anchors.shape[0]
     iou_a = np.stack([iou_one(boxes[j], anchors) for j in range(m)]) if m else np.zeros((0, n))
-    qa = own_ref(iou_a, valid)
+    qa = own_ref(iou_a, valid, force)
     num_pos = np.array([max(1, int((qa[j] >= pos_iou).sum())) if valid[j] else 0
                         for j in range(m)], int)
     num_ign = np.array([int(((qa[j] >= neg_iou) & (qa[j] < pos_iou)).sum()) if valid[j] else 0
@@ -105,9 +106,9 @@ def assign_ref(strategy, anchors, boxes, labels, valid, deltas=None, logits=None
     reg_gt = np.where(reg_pos, cls_gt, -1)
     out = {"qa": qa, "num_pos": num_pos, "num_ign": num_ign}
     if strategy in ("l2c", "mg"):
-        pred = decode_ref(deltas, anchors)
+        pred = decode_ref(deltas, anchors) if pred is None else pred
         qr = own_ref(np.stack([iou_one(boxes[j], pred) for j in range(m)]) if m
-                     else np.zeros((0, n)), valid)
+                     else np.zeros((0, n)), valid, force)
         cls = np.full(n, -1)
         cls_gt = np.full(n, -1)
         for j in np.flatnonzero(valid):
@@ -123,7 +124,7 @@ def assign_ref(strategy, anchors, boxes, labels, valid, deltas=None, logits=None
         for j in range(m):
             p = probs[:, labels[j]]
             amp[j] = np.power(iou_a[j], (sigma - p) / sigma)
-        qc = own_ref(amp, valid)
+        qc = own_ref(amp, valid, force)
         reg_pos = np.zeros(n, bool)
         reg_gt = np.full(n, -1)
         for j in np.flatnonzero(valid):
@@ -153,3 +154,61 @@ def balanced_l1_ref(x, alpha=0.5, gamma=1.5, beta=0.11):
     if x < beta:
         return alpha / b * (b * x + 1) * math.log(b * x / beta + 1) - alpha * x
     return gamma * x + gamma / b - alpha * beta
+
+
+def _near_ties(q_raw_rows, q_owned, counts, valid, eps):
+    """Anchors whose label depends on a float near-tie (0 < |diff| < eps; exact ties are decided
+    by the index rule on both sides) of one quality matrix: ownership between objects, an
+    object's best anchor, or an object's rank cut at one of its ``counts``."""
+    n = q_owned.shape[1]
+    amb = np.zeros(n, bool)
+    if q_raw_rows.shape[0] == 0:
+        return amb
+    if q_raw_rows.shape[0] > 1:
+        top2 = np.sort(q_raw_rows, axis=0)[-2:]
+        amb |= (top2[1] > 0) & (top2[1] - top2[0] < eps) & (top2[1] > top2[0])
+    for j in np.flatnonzero(valid):
+        row = q_raw_rows[j]
+        o = np.argsort(-row, kind="stable")
+        if 0 < row[o[0]] - row[o[1]] < eps:  # the forced anchor itself is a near-tie
+            amb[row > row[o[0]] - eps] = True
+            amb[q_owned[j] > 0] = True
+        cand = np.flatnonzero(q_owned[j] > 0)
+        order = cand[np.lexsort((cand, -q_owned[j, cand]))]
+        for cut in counts[j]:
+            if 0 < cut < len(order):
+                a_, b_ = order[cut - 1], order[cut]
+                if 0 < q_owned[j, a_] - q_owned[j, b_] < eps:
+                    amb[order] = True
+    return amb
+
+
+def ambiguous_anchors(want, anchors, boxes, labels, valid, logits=None, sigma=2.0, deltas=None,
+                      pred=None, pos_iou=0.5, neg_iou=0.4, eps=1e-5):
+    """Anchors of one image whose :func:`assign_ref` labels (``want``) hinge on a float near-tie
+    (within ``eps``), so that a float32 implementation may rightly differ: to exclude from an
+    exact comparison. An IoU near a threshold makes every anchor ambiguous (it changes the
+    counts Np / Ni of the ranked strategies)."""
+    anchors, boxes = np.asarray(anchors, np.float64), np.asarray(boxes, np.float64)
+    m = boxes.shape[0]
+    iou_a = np.stack([iou_one(boxes[j], anchors) for j in range(m)])
+    iou_a[~valid] = 0
+    amb = _near_ties(iou_a, want["qa"], [[]] * m, valid, eps)
+    qa = want["qa"].max(0)
+    amb |= (np.abs(qa - pos_iou) < eps) | (np.abs(qa - neg_iou) < eps)
+    for j in range(m):
+        if valid[j] and np.any(np.abs(want["qa"][j][want["qa"][j] > 0] - pos_iou) < eps):
+            amb[:] = True
+    if "qr" in want:
+        if pred is None:
+            pred = decode_ref(np.asarray(deltas, np.float64), anchors)
+        raw = np.stack([iou_one(boxes[j], np.asarray(pred, np.float64)) for j in range(m)])
+        raw[~valid] = 0
+        counts = [[want["num_pos"][j], want["num_pos"][j] + want["num_ign"][j]] for j in range(m)]
+        amb |= _near_ties(raw, want["qr"], counts, valid, eps)
+    if "qc" in want:
+        p = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+        amp = np.stack([np.power(iou_a[j], (sigma - p[:, labels[j]]) / sigma) for j in range(m)])
+        amb |= _near_ties(np.where(valid[:, None], amp, 0), want["qc"],
+                          [[want["num_pos"][j]] for j in range(m)], valid, eps)
+    return amb

@@ -103,7 +103,7 @@ def validate(strategy, sigma=2.0, pos_iou=0.5, neg_iou=0.4, atss_topk=9, tal_top
 
 def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, pred_logits=None,
            sigma=2.0, pos_iou=0.5, neg_iou=0.4, atss_topk=9, tal_topk=13, tal_alpha=1.0,
-           tal_beta=6.0, sizes=None):
+           tal_beta=6.0, sizes=None, pred_boxes=None, force_match=True):
     """Assign training labels to anchors.
 
     Args:
@@ -120,11 +120,22 @@ def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, p
       tal_topk, tal_alpha, tal_beta: TAL's candidates per object and metric exponents
         ``t = s^alpha * u^beta`` (beta > 0).
       sizes: anchors per pyramid level (ATSS); None: :func:`adaptive.level_sizes` of N.
+      pred_boxes: float32 [B, N, 4] xyxy predictions already decoded (in the coordinates of
+        ``anchors`` and ``gt_boxes``, e.g. pixels) by another detector's box coding; l2c and mg
+        use them instead of decoding ``pred_deltas`` with mgdet's (paper strategies only).
+      force_match: True: each object's best anchor is forced (``ownership.own``), so every
+        object gets at least one positive. False: no forcing, an object whose best IoU is below
+        ``pos_iou`` may have none (keras-hub's RetinaNet encoder; paper strategies only).
     Returns:
       :class:`Assignment` (with ``cls_target`` for ``tal``). No gradient flows through it.
     """
     validate(strategy, sigma, pos_iou, neg_iou, atss_topk, tal_topk, tal_alpha, tal_beta)
-    if strategy in _L2C_CLS + ("tal",) and pred_deltas is None:
+    if strategy not in PAPER_STRATEGIES and (pred_boxes is not None or not force_match):
+        raise ValueError(f"pred_boxes and force_match=False apply to the strategies "
+                         f"{PAPER_STRATEGIES}, not {strategy!r}")
+    if strategy in _L2C_CLS and pred_deltas is None and pred_boxes is None:
+        raise ValueError(f"strategy {strategy!r} needs pred_deltas or pred_boxes")
+    if strategy == "tal" and pred_deltas is None:
         raise ValueError(f"strategy {strategy!r} needs pred_deltas")
     if strategy in _C2L_REG + ("tal",) and pred_logits is None:
         raise ValueError(f"strategy {strategy!r} needs pred_logits")
@@ -157,9 +168,11 @@ def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, p
     # 3. after the per-image top_k of the candidates (a TF kernel: faster than XLA's sort on CPU,
     #    bounded by the candidate count instead of a sort of all N anchors), ranks and labels.
     qualities = _quality_matrices(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_logits,
-                                  float(sigma), l2c, c2l)
-    best = {k: best_anchors(q) for k, q in qualities.items()}
-    owned = _own(qualities, best, gt_valid, gt_labels, float(pos_iou), float(neg_iou), l2c, c2l)
+                                  float(sigma), l2c, c2l, pred_boxes)
+    force = bool(force_match)
+    best = {k: best_anchors(q) if force else None for k, q in qualities.items()}
+    owned = _own(qualities, best, gt_valid, gt_labels, float(pos_iou), float(neg_iou), l2c, c2l,
+                 force)
     orders = {k: sort_keys(owned[k + "_key"], owned[k + "_candidate"])
               for k in ("l2c", "c2l") if k + "_key" in owned}
     return _labels_from_ranks(owned, orders, gt_labels)
@@ -167,13 +180,15 @@ def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, p
 
 @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
 def _quality_matrices(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_logits, sigma,
-                      l2c, c2l):
-    """``[B, M, N]`` qualities: IoU(g, a), and IoU(g, decode(t, a)) if ``l2c``, and the log of the
-    amplified IoU if ``c2l``; rows of invalid objects hold the empty value."""
+                      l2c, c2l, pred_boxes=None):
+    """``[B, M, N]`` qualities: IoU(g, a), and IoU(g, decode(t, a)) (or IoU(g, pred_boxes)) if
+    ``l2c``, and the log of the amplified IoU if ``c2l``; rows of invalid objects hold the empty
+    value."""
     anchor_iou = box_ops.iou(gt_boxes, anchors)
     out = {"iou": mask_invalid(anchor_iou, gt_valid)}
     if l2c:
-        out["l2c"] = mask_invalid(regressed_iou(gt_boxes, anchors, pred_deltas), gt_valid)
+        out["l2c"] = mask_invalid(regressed_iou(gt_boxes, anchors, pred_deltas,
+                                                pred_boxes=pred_boxes), gt_valid)
     if c2l:
         out["c2l"] = mask_invalid(amplified_log_quality(anchor_iou, gt_labels, pred_logits, sigma),
                                   gt_valid, LOG_ZERO)
@@ -181,20 +196,20 @@ def _quality_matrices(anchors, gt_boxes, gt_labels, gt_valid, pred_deltas, pred_
 
 
 @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
-def _own(qualities, best, gt_valid, gt_labels, pos_iou, neg_iou, l2c, c2l):
-    """``own()`` of each quality matrix given its objects' ``best`` anchors, the static labels,
-    Np/Ni and the ranking sort keys."""
-    owned_iou, owner = own_masked(qualities["iou"], gt_valid, best_anchor=best["iou"])
+def _own(qualities, best, gt_valid, gt_labels, pos_iou, neg_iou, l2c, c2l, force=True):
+    """``own()`` of each quality matrix given its objects' ``best`` anchors (forced unless
+    ``force`` is False), the static labels, Np/Ni and the ranking sort keys."""
+    owned_iou, owner = own_masked(qualities["iou"], gt_valid, best_anchor=best["iou"], force=force)
     cls_labels, cls_gt = iou_anchor_labels(owned_iou, owner, gt_labels, pos_iou, neg_iou)
     out = {"cls_labels": cls_labels, "cls_gt": cls_gt}
     if not (l2c or c2l):
         return out
     out["num_pos"], out["num_ignored"] = count_by_iou(owned_iou, owner, gt_valid, pos_iou, neg_iou)
     if l2c:
-        out["l2c"] = own_masked(qualities["l2c"], gt_valid, best_anchor=best["l2c"])
+        out["l2c"] = own_masked(qualities["l2c"], gt_valid, best_anchor=best["l2c"], force=force)
     if c2l:
         owned_log, owner_c = own_masked(qualities["c2l"], gt_valid, empty=LOG_ZERO, forced=0.0,
-                                        best_anchor=best["c2l"])
+                                        best_anchor=best["c2l"], force=force)
         out["c2l"] = (tf.exp(owned_log), owner_c)
     ranked = {"l2c": out["num_pos"] + out["num_ignored"], "c2l": out["num_pos"]}
     for k in ("l2c", "c2l"):

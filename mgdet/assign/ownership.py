@@ -39,7 +39,7 @@ def mask_invalid(quality, gt_valid, empty=0.0):
     return tf.where(tf.cast(gt_valid, tf.bool)[..., None], quality, empty)
 
 
-def own_masked(q, gt_valid, empty=0.0, forced=1.0, best_anchor=None):
+def own_masked(q, gt_valid, empty=0.0, forced=1.0, best_anchor=None, force=True):
     """:func:`own` of a quality matrix already passed through :func:`mask_invalid`.
 
     Two reductions of the unforced matrix (a forced copy would cost one more write and read),
@@ -50,7 +50,11 @@ def own_masked(q, gt_valid, empty=0.0, forced=1.0, best_anchor=None):
       q, gt_valid, empty, forced: as :func:`own`.
       best_anchor: ``[B, M]`` int32 :func:`best_anchors` of ``q``, computed by the caller, or
         None to compute it here.
+      force: False skips step 1 (no object is given its best anchor): the exclusive step only,
+        as keras-hub's RetinaNet encoder matches anchors by default.
     """
+    if not force:
+        return column_max(q)
     valid = tf.cast(gt_valid, tf.bool)
     b, m, n = tf.shape(q)[0], tf.shape(q)[1], tf.shape(q)[2]
     if best_anchor is None:

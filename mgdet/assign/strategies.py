@@ -40,10 +40,15 @@ def iou_anchor_labels(owned_iou, owner, gt_labels, pos_iou=0.5, neg_iou=0.4):
     return labels_from_mask(positive, owner, gt_labels, ignored)
 
 
-def regressed_iou(gt_boxes, anchors, pred_deltas, variances=box_ops.VARIANCES):
-    """L2C quality matrix ``IoU(g, decode(t, a))`` -> ``[B, M, N]`` (``own`` it next)."""
-    pred_boxes = box_ops.decode(tf.stop_gradient(pred_deltas), anchors, variances)  # [B, N, 4]
-    return box_ops.iou(gt_boxes, pred_boxes)
+def regressed_iou(gt_boxes, anchors, pred_deltas, variances=box_ops.VARIANCES, pred_boxes=None):
+    """L2C quality matrix ``IoU(g, decode(t, a))`` -> ``[B, M, N]`` (``own`` it next).
+
+    ``pred_boxes``: ``[B, N, 4]`` xyxy predictions already decoded by the caller's box coding
+    (another detector's), used instead of decoding ``pred_deltas`` with mgdet's.
+    """
+    if pred_boxes is None:
+        pred_boxes = box_ops.decode(pred_deltas, anchors, variances)  # [B, N, 4]
+    return box_ops.iou(gt_boxes, tf.stop_gradient(tf.cast(pred_boxes, tf.float32)))
 
 
 def class_logits(gt_labels, pred_logits):

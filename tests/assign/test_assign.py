@@ -32,32 +32,6 @@ def run(strategy, anchors, boxes, labels, valid, deltas, logits, **kw):
     return {k: v.numpy() for k, v in out._asdict().items() if v is not None}
 
 
-def _ambiguous(anchors, q_raw_rows, q_owned, counts, valid):
-    """Anchors whose reference label depends on a float near-tie (0 < |diff| < EPS; exact ties
-    are decided by the index rule on both sides): excluded from the exact comparison."""
-    n = anchors.shape[0]
-    amb = np.zeros(n, bool)
-    if q_raw_rows.shape[0] == 0:
-        return amb
-    top2 = np.sort(q_raw_rows, axis=0)[-2:] if q_raw_rows.shape[0] > 1 else None
-    if top2 is not None:
-        amb |= (top2[1] > 0) & (top2[1] - top2[0] < EPS) & (top2[1] > top2[0])  # ownership between objects
-    for j in np.flatnonzero(valid):
-        row = q_raw_rows[j]
-        o = np.argsort(-row, kind="stable")
-        if 0 < row[o[0]] - row[o[1]] < EPS:  # the forced anchor itself is a near-tie
-            amb[row > row[o[0]] - EPS] = True
-            amb[q_owned[j] > 0] = True
-        cand = np.flatnonzero(q_owned[j] > 0)
-        order = cand[np.lexsort((cand, -q_owned[j, cand]))]
-        for cut in counts[j]:
-            if 0 < cut < len(order):
-                a_, b_ = order[cut - 1], order[cut]
-                if 0 < q_owned[j, a_] - q_owned[j, b_] < EPS:
-                    amb[order] = True
-    return amb
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", PAPER_STRATEGIES)
 def test_random_batches_match_reference(strategy):
@@ -72,23 +46,8 @@ def test_random_batches_match_reference(strategy):
         for i in range(b):
             want = ref.assign_ref(strategy, anchors.astype(np.float64), boxes[i].astype(np.float64), labels[i],
                                   valid[i], deltas[i].astype(np.float64), logits[i], sigma=sigma)
-            iou_a = np.stack([ref.iou_one(boxes[i, j], anchors) for j in range(m)])
-            iou_a[~valid[i]] = 0
-            amb = _ambiguous(anchors, iou_a, want["qa"], [[]] * m, valid[i])
-            qa = want["qa"].max(0)
-            amb |= (np.abs(qa - 0.5) < EPS) | (np.abs(qa - 0.4) < EPS)
-            for j in range(m):  # counts near a threshold change Np/Ni for the ranked strategies
-                if valid[i, j] and np.any(np.abs(want["qa"][j][want["qa"][j] > 0] - 0.5) < EPS):
-                    amb[:] = True
-            if "qr" in want:
-                pred = ref.decode_ref(deltas[i].astype(np.float64), anchors.astype(np.float64))
-                raw = np.stack([ref.iou_one(boxes[i, j], pred) for j in range(m)])
-                raw[~valid[i]] = 0
-                amb |= _ambiguous(pred, raw, want["qr"],
-                                  [[want["num_pos"][j], want["num_pos"][j] + want["num_ign"][j]] for j in range(m)], valid[i])
-            if "qc" in want:
-                amb |= _ambiguous(anchors, np.where(valid[i][:, None], want["qc"] * 0 + _amp(iou_a, logits[i], labels[i], sigma), 0),
-                                  want["qc"], [[want["num_pos"][j]] for j in range(m)], valid[i])
+            amb = ref.ambiguous_anchors(want, anchors, boxes[i], labels[i], valid[i],
+                                        logits[i], sigma, deltas=deltas[i], eps=EPS)
             keep = ~amb
             compared += keep.sum()
             excluded += amb.sum()
@@ -97,9 +56,61 @@ def test_random_batches_match_reference(strategy):
     assert excluded <= 0.05 * (compared + excluded), (excluded, compared)
 
 
-def _amp(iou_a, logits, labels, sigma):
-    p = 1 / (1 + np.exp(-logits.astype(np.float64)))
-    return np.stack([np.power(iou_a[j], (sigma - p[:, labels[j]]) / sigma) for j in range(len(labels))])
+@pytest.mark.parametrize("force_match", [True, False])
+@pytest.mark.parametrize("strategy", PAPER_STRATEGIES)
+def test_decoded_predictions_and_no_force_match_against_reference(strategy, force_match):
+    """``pred_boxes`` (predictions decoded by another detector's coding, here in pixels) replace
+    mgdet's decoding of ``pred_deltas``; ``force_match=False`` drops the force step."""
+    rng = np.random.default_rng(11 + PAPER_STRATEGIES.index(strategy))
+    size = 64.0
+    anchors = anchor_ops.generate_anchors(64).numpy() * size
+    compared = excluded = 0
+    for case in range(3):
+        b, m, c = 2, int(rng.integers(1, 8)), 3
+        boxes, labels, valid, _, logits = make_batch(rng, b, m, c, anchors, min_wh=0.06)
+        boxes = boxes * size
+        shift = rng.normal(0, 3.0, (b, len(anchors), 4))
+        pred = (anchors[None] + shift).astype(np.float32)  # anchors moved by a few pixels
+        out = assign(strategy, tf.constant(anchors), boxes, labels, valid, pred_logits=logits,
+                     pred_boxes=pred, force_match=force_match)
+        got = {k: v.numpy() for k, v in out._asdict().items() if v is not None}
+        for i in range(b):
+            want = ref.assign_ref(strategy, anchors.astype(np.float64), boxes[i].astype(np.float64),
+                                  labels[i], valid[i], logits=logits[i],
+                                  pred=pred[i].astype(np.float64), force=force_match)
+            amb = ref.ambiguous_anchors(want, anchors, boxes[i], labels[i], valid[i], logits[i],
+                                        pred=pred[i], eps=EPS)
+            compared, excluded = compared + (~amb).sum(), excluded + amb.sum()
+            for key in ("cls_labels", "cls_gt_index", "reg_positive", "reg_gt_index"):
+                np.testing.assert_array_equal(got[key][i][~amb], want[key][~amb],
+                                              err_msg=f"{strategy} {key} case {case} image {i}")
+    assert excluded <= 0.05 * (compared + excluded), (excluded, compared)
+
+
+def test_force_match_false_leaves_a_poorly_covered_object_without_positive():
+    anchors = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], np.float32)
+    boxes = np.array([[[0.0, 0.0, 0.3, 0.3], [0.5, 0.5, 1.0, 0.95]]], np.float32)  # IoU .36, .9
+    args = (tf.constant(anchors), boxes, np.array([[1, 2]], np.int32), np.array([[True, True]]))
+    kw = dict(pred_boxes=np.repeat(anchors[None], 1, 0), pred_logits=np.zeros((1, 2, 3), np.float32))
+    for strategy in PAPER_STRATEGIES:
+        forced = assign(strategy, *args, **kw)
+        assert forced.cls_labels.numpy().tolist() == [[1, 2]], strategy
+        free = assign(strategy, *args, force_match=False, **kw)
+        # the IoU-anchor labels: object 0's best IoU 0.36 < neg_iou, so its anchor is background;
+        # L2C ranks object 0's own anchors (Np clamps to 1), so it keeps one
+        want = [[1, 2]] if strategy in ("l2c", "mg") else [[-1, 2]]
+        assert free.cls_labels.numpy().tolist() == want, strategy
+        want_reg = [[True, True]] if strategy in ("c2l", "mg") else [[False, True]]
+        assert free.reg_positive.numpy().tolist() == want_reg, strategy
+
+
+def test_pred_boxes_and_force_match_are_for_the_paper_strategies():
+    anchors = tf.constant(ANCHORS_128)
+    boxes, labels, valid, deltas, logits = make_batch(np.random.default_rng(0), 1, 2, 3, ANCHORS_128)
+    with pytest.raises(ValueError, match="force_match"):
+        assign("atss", anchors, boxes, labels, valid, force_match=False)
+    with pytest.raises(ValueError, match="pred_deltas or pred_boxes"):
+        assign("l2c", anchors, boxes, labels, valid)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
