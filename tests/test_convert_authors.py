@@ -6,6 +6,7 @@ channels) are filled with random values: no torch needed. The equality of the co
 outputs with the authors' PyTorch models is checked outside the test suite (docs/zoo.md,
 "How the conversion was verified").
 """
+import functools
 import json
 import os
 
@@ -43,9 +44,13 @@ def authors_state(arch, dataset="voc", seed=0):
     return state
 
 
+SMALL = ["--set", "model.image_size=64"]  # converted weights fit any size below 512 (4 levels)
+
+
+@functools.lru_cache(maxsize=None)
 def small_model(arch, num_classes=20):
-    """The full-width detector at 64 px: the variables' shapes do not depend on the image size
-    below 512 (4 levels)."""
+    """The full-width detector at 64 px (shared: only read): the variables' shapes do not depend
+    on the image size below 512 (4 levels)."""
     return MODELS[arch](num_classes=num_classes, backbone="vgg16", image_size=64)
 
 
@@ -181,7 +186,7 @@ def test_convert_command_writes_a_run_folder_that_loads_with_class_names(tmp_pat
     state = authors_state("retinanet", "coco", seed=4)
     src, out = str(tmp_path / "COCO_retinanet.safetensors"), str(tmp_path / "retinanet_coco")
     save_file(state, src)
-    assert cli.main(["convert-weights", src, out]) == 0
+    assert cli.main(["convert-weights", src, out] + SMALL) == 0
     assert "the authors' retinanet (VGG16, 80 classes: person, bicycle, car" in \
         capsys.readouterr().out
     with open(os.path.join(out, "config.json")) as f:
@@ -194,7 +199,7 @@ def test_convert_command_writes_a_run_folder_that_loads_with_class_names(tmp_pat
     [found] = mgdet.predict(model, np.full((40, 60, 3), 90, np.uint8), score_threshold=0.0)
     assert set(found["names"]) <= set(authors.COCO_CLASSES)
     # the same checkpoint file loads directly, converted in memory
-    direct = mgdet.load_pretrained(src)
+    direct = authors.load_checkpoint(src, overrides=SMALL[1::2])[0]
     np.testing.assert_array_equal(direct.weights[0].numpy(), model.weights[0].numpy())
     # fine-tuning on 3 classes: everything but the class head comes from the checkpoint
     target = mgdet.build_model(mgdet.load_config(
@@ -203,14 +208,15 @@ def test_convert_command_writes_a_run_folder_that_loads_with_class_names(tmp_pat
     assert kept and all("/head/cls" in p for p in kept)
     np.testing.assert_array_equal(target.get_layer("neck").weights[5].numpy(),
                                   model.get_layer("neck").weights[5].numpy())
-    assert cli.main(["convert-weights", src, out]) == 2  # never overwrites
+    assert cli.main(["convert-weights", src, out] + SMALL) == 2  # never overwrites
     assert "exists" in capsys.readouterr().err
 
 
 def test_fine_tuning_a_converted_model_needs_its_input_normalization(tmp_path):
     out = str(tmp_path / "fssd_voc")
-    authors.convert_checkpoint(authors_state("fssd"), out)
-    cfg = mgdet.load_config("fssd_vgg16_voc", ["model.weights=null", "model.num_classes=3"])
+    authors.convert_checkpoint(authors_state("fssd"), out, overrides=SMALL[1::2])
+    cfg = mgdet.load_config("fssd_vgg16_voc", ["model.weights=null", "model.num_classes=3",
+                                               "model.image_size=64"])
     with pytest.raises(mgdet.config.ConfigError, match="--set model.input_norm=bgr_mean"):
         transfer.init_from(mgdet.build_model(cfg), out)
 
@@ -221,7 +227,7 @@ def test_bad_checkpoints_are_one_line_in_the_cli(tmp_path, capsys):
     src = str(tmp_path / "rfbnet.safetensors")
     save_file(state, src)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["convert-weights", src, str(tmp_path / "out")])
+        cli.main(["convert-weights", src, str(tmp_path / "out")] + SMALL)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "extras.1.branch2.3.bn.weight" in err
