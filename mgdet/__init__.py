@@ -13,7 +13,7 @@ The public API (README, "Python API"); TensorFlow is imported on first use, not 
     metrics = mgdet.evaluate(model, cfg)
     mgdet.export_saved_model(model, "saved_models/x/1", data.class_names)
     detections = mgdet.predict(model, images)
-    model = mgdet.load_pretrained("pretrained/rfbnet_mg_voc")  # a converted checkpoint (docs/zoo.md)
+    model = mgdet.load_pretrained("pretrained/rfbnet_mg_voc")  # converted: docs/zoo.md
 
 ``mgdet.train`` and ``mgdet.predict`` are also the modules of those names; calling them calls
 :func:`mgdet.api.train` / :func:`mgdet.api.predict`.
