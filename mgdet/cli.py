@@ -246,6 +246,10 @@ def cmd_convert_weights(args):
     from mgdet.convert import authors
     from mgdet.models.convert_weights import WeightsError, convert, read_state_dict
     try:
+        if not os.path.isfile(args.src):
+            raise WeightsError(f"weights file {args.src!r} does not exist: download it first "
+                               "(torchvision's ImageNet weights, docs/paper.md; the authors' "
+                               "detectors, docs/zoo.md)")
         state = read_state_dict(args.src)
         if authors.is_detector(state):  # an authors' detector -> a run folder
             if args.dst.endswith(".npz"):

@@ -234,6 +234,9 @@ def test_bad_checkpoints_are_one_line_in_the_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["convert-weights", src, str(tmp_path / "out.npz")])
     assert "convert it into a run folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["convert-weights", str(tmp_path / "VOC_rfbnet.pth"), str(tmp_path / "out")])
+    assert "VOC_rfbnet.pth' does not exist: download it first" in capsys.readouterr().err
 
 
 def test_zoo_names_say_how_to_get_the_checkpoint(tmp_path, monkeypatch):
