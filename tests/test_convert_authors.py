@@ -222,15 +222,15 @@ def test_fine_tuning_a_converted_model_needs_its_input_normalization(tmp_path):
 
 
 def test_bad_checkpoints_are_one_line_in_the_cli(tmp_path, capsys):
-    state = authors_state("rfbnet")
-    del state["extras.1.branch2.3.bn.weight"]
-    src = str(tmp_path / "rfbnet.safetensors")
+    state = authors_state("fssd")
+    del state["pyramid_ext.2.bn.weight"]
+    src = str(tmp_path / "fssd.safetensors")
     save_file(state, src)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["convert-weights", src, str(tmp_path / "out")] + SMALL)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "extras.1.branch2.3.bn.weight" in err
+    assert err.count("\n") == 1 and "1 missing: pyramid_ext.2.bn.weight" in err
     with pytest.raises(SystemExit):
         cli.main(["convert-weights", src, str(tmp_path / "out.npz")])
     assert "convert it into a run folder" in capsys.readouterr().err
