@@ -13,6 +13,7 @@ The public API (README, "Python API"); TensorFlow is imported on first use, not 
     metrics = mgdet.evaluate(model, cfg)
     mgdet.export_saved_model(model, "saved_models/x/1", data.class_names)
     detections = mgdet.predict(model, images)
+    model = mgdet.load_pretrained("pretrained/rfbnet_mg_voc")  # converted: docs/zoo.md
 
 ``mgdet.train`` and ``mgdet.predict`` are also the modules of those names; calling them calls
 :func:`mgdet.api.train` / :func:`mgdet.api.predict`.
@@ -22,8 +23,9 @@ import types as _types
 
 __version__ = "0.1.0"
 __all__ = ["load_config", "build_model", "build_datasets", "train", "evaluate",
-           "export_saved_model", "predict"]
-_API = {"build_datasets", "evaluate", "export_saved_model", "train", "predict"}
+           "export_saved_model", "predict", "load_pretrained"]
+_API = {"build_datasets", "evaluate", "export_saved_model", "train", "predict",
+        "load_pretrained"}
 _CALLABLE_MODULES = {"train", "predict"}  # submodules that share a name with an API function
 
 
@@ -92,5 +94,5 @@ def build_model(config, num_classes=None, class_names=None, bounding_box_format=
         cls_loss=lo.cls_loss, qfl_beta=lo.qfl_beta,
         bl1_alpha=lo.bl1_alpha, bl1_gamma=lo.bl1_gamma, bl1_beta=lo.bl1_beta,
         score_threshold=e.score_threshold, nms_iou=e.nms_iou, max_detections=e.max_detections,
-        clip_anchors=m.clip_anchors, class_names=class_names,
+        clip_anchors=m.clip_anchors, input_norm=m.input_norm, class_names=class_names,
         bounding_box_format=bounding_box_format)

@@ -62,6 +62,28 @@ def evaluate(model, cfg=None, per_class=False, progress=False):
     return run(model, dataset, ground_truth, per_class=per_class, progress=progress)
 
 
+def load_pretrained(path_or_name):
+    """A ready detector (weights loaded, ``class_names`` set) from a converted checkpoint.
+
+    Args:
+      path_or_name: a run folder or ``.weights.h5`` with its ``config.json`` (what ``mgdet
+        convert-weights`` and ``mgdet train`` write), a ``.keras`` file, one of the paper
+        authors' checkpoints (``.pth`` / ``.safetensors``, converted in memory), or a name of
+        ``mgdet.convert.authors.ZOO`` (``"rfbnet_mg_voc"``: the folder ``pretrained/<name>``
+        that docs/zoo.md converts it into).
+    Returns:
+      a :class:`mgdet.models.Detector`; ``model.detect`` / :func:`predict` on it.
+    """
+    from mgdet.convert import authors
+    path = authors.resolve_pretrained(os.fspath(path_or_name))
+    if path.endswith((".pth", ".pt", ".safetensors")):
+        return authors.load_checkpoint(path)[0]
+    from mgdet.predict import load_detector, load_keras_file, resolve_weights
+    if path.endswith(".keras"):
+        return load_keras_file(path)
+    return load_detector(None, resolve_weights(path))[0]
+
+
 def export_saved_model(model, export_dir, class_names, **settings):
     """Write ``model`` as a TF Serving SavedModel in ``export_dir`` (a version folder such as
     ``saved_models/<name>/1``); ``settings``: ``score_threshold``, ``nms_iou``,

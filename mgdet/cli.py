@@ -10,6 +10,7 @@ Installed as the ``mgdet`` command (``python cli.py`` in a checkout is the same)
     mgdet predict --model saved_models/default images/
     mgdet show-assign --config default --images 4
     mgdet convert-weights resnet18-f37072fd.pth weights/resnet18_imagenet.npz
+    mgdet convert-weights VOC_rfbnet_vgg16_size320_anchor24.0_MG.pth pretrained/rfbnet_mg_voc
 """
 import argparse
 import contextlib
@@ -242,15 +243,35 @@ def cmd_show_assign(args):
 def cmd_convert_weights(args):
     import pickle
 
-    from mgdet.models.convert_weights import WeightsError, convert
+    from mgdet.convert import authors
+    from mgdet.models.convert_weights import WeightsError, convert, read_state_dict
     try:
+        if not os.path.isfile(args.src):
+            raise WeightsError(f"weights file {args.src!r} does not exist: download it first "
+                               "(torchvision's ImageNet weights, docs/paper.md; the authors' "
+                               "detectors, docs/zoo.md)")
+        state = read_state_dict(args.src)
+        if authors.is_detector(state):  # an authors' detector -> a run folder
+            if args.dst.endswith(".npz"):
+                raise WeightsError(f"{args.src!r} is a detector checkpoint of the paper's "
+                                   "authors: convert it into a run folder (e.g. "
+                                   "pretrained/<name>), not an .npz")
+            import_tensorflow(args.verbose)
+            model, cfg = authors.convert_checkpoint(state, args.dst, args.config, args.set)
+            print(f"wrote {args.dst}: the authors' {cfg.model.arch} (VGG16, "
+                  f"{model.num_classes} classes: {', '.join(cfg.class_names[:3])}, ...); use it "
+                  f"with `mgdet eval --weights {args.dst}`, predict --model, model.init_from")
+            return
+        if args.config or args.set:
+            raise WeightsError("--config / --set apply to the authors' detector checkpoints, "
+                               "converted into a run folder")
         arch, count = convert(args.src, args.dst, args.arch)
     except WeightsError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except pickle.UnpicklingError:  # torch.load(weights_only=True) refused Python objects
         print(f"error: {args.src!r} holds Python objects besides tensors, which mgdet does not "
-              "load (they can run code): use torchvision's published weights file, or its "
+              "load (they can run code): use the published weights file, or its "
               ".safetensors form", file=sys.stderr)
         sys.exit(2)
     print(f"wrote {args.dst}: {count} arrays of torchvision's {arch} (model.backbone: {arch}); "
@@ -336,10 +357,17 @@ def build_parser():
     p.set_defaults(func=cmd_show_assign)
 
     p = sub.add_parser("convert-weights", help="torchvision ImageNet resnet18 / vgg16_bn weights "
-                       "(.pth or .safetensors) -> backbone .npz for model.weights")
-    p.add_argument("src", help="torchvision state dict, e.g. resnet18-f37072fd.pth")
-    p.add_argument("dst", help="output .npz, e.g. weights/resnet18_imagenet.npz")
-    p.add_argument("--arch", choices=["resnet18", "vgg16"], help="default: from the names")
+                       "-> backbone .npz for model.weights; the paper authors' FSSD / RetinaNet "
+                       "/ RFBNet checkpoints -> a run folder (docs/zoo.md); .pth or .safetensors")
+    p.add_argument("src", help="torchvision state dict, e.g. resnet18-f37072fd.pth, or an "
+                   "authors' detector checkpoint")
+    p.add_argument("dst", help="output: an .npz (backbone, e.g. weights/resnet18_imagenet.npz) "
+                   "or a new run folder (detector, e.g. pretrained/rfbnet_mg_voc)")
+    p.add_argument("--arch", choices=["resnet18", "vgg16"], help="backbone: default from the names")
+    p.add_argument("--config", help="detector: the config its run folder gets (default: the "
+                   "shipped <arch>_vgg16_<voc|coco>); the checkpoint fixes the model keys")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="detector: override a config value (repeatable)")
     p.set_defaults(func=cmd_convert_weights)
     return parser
 

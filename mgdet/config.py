@@ -30,6 +30,7 @@ PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENT_MODES = ("ssd", "paper", "none")
 DIFFICULT = ("train", "ignore")  # data.difficult values
+INPUT_NORMS = ("imagenet", "bgr_mean")  # model.input_norm values (mgdet.models.detector)
 WORKER_SHARDING = ("batches", "files")  # data.worker_sharding values
 
 
@@ -46,6 +47,9 @@ class ModelConfig:
     weights: Optional[str] = None  # backbone weights file (ImageNet); random init when None
     num_classes: Optional[int] = None  # None: taken from the dataset
     clip_anchors: bool = False  # True: anchors clipped at the image border (ablation only)
+    # input normalization inside the model: imagenet (RGB / 255, torchvision's mean and std) |
+    # bgr_mean (BGR minus (104, 117, 123): the paper authors' released detectors, mgdet.convert)
+    input_norm: str = "imagenet"
     # fine-tuning: a trained detector (run folder, .weights.h5 with its config.json, or .keras)
     # whose weights start this one; the class head is re-initialized if the class count differs
     init_from: Optional[str] = None
@@ -373,6 +377,7 @@ def validate(cfg):
     m, a, lo, t, d, e = cfg.model, cfg.assign, cfg.loss, cfg.train, cfg.data, cfg.eval
     _check_choice(m.arch, ARCHS, "model.arch")
     _check_choice(m.backbone, BACKBONES, "model.backbone")
+    _check_choice(m.input_norm, INPUT_NORMS, "model.input_norm")
     _check_choice(a.strategy, STRATEGIES, "assign.strategy")
     _check_choice(lo.cls_loss, CLS_LOSSES, "loss.cls_loss")
     _check_choice(d.source, SOURCES, "data.source")

@@ -1,7 +1,7 @@
 """``Detector``: the Keras model shared by FSSD, RetinaNet and RFBNet.
 
     images float32 [B, S, S, 3] RGB 0..255
-      -> ImageNet normalization (inside the model)
+      -> ImageNet normalization (inside the model; ``input_norm="bgr_mean"``: the authors')
       -> backbone sources -> neck (per subclass) -> pyramid levels (strides 8, 16, 32, 64[, 128])
       -> head -> (deltas [B, N, 4], logits [B, N, C])      N = mgdet.anchors.num_anchors(S)
 
@@ -36,6 +36,21 @@ from mgdet.postprocess import postprocess
 # torchvision's ImageNet statistics, on the 0..255 scale.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# The authors' evaluation input (their BaseTransform): OpenCV's BGR pixels minus these means,
+# 0..255, not scaled.
+BGR_MEAN = (104.0, 117.0, 123.0)
+INPUT_NORMS = ("imagenet", "bgr_mean")
+
+
+def normalize_images(images, input_norm="imagenet"):
+    """RGB 0..255 ``[B, S, S, 3]`` -> the network's input: ``"imagenet"``: ``(x - mean) / std``
+    with torchvision's ImageNet statistics (mgdet's backbones); ``"bgr_mean"``: channels
+    reversed to BGR, minus :data:`BGR_MEAN` (the paper authors' released detectors)."""
+    x = keras.ops.cast(images, "float32")
+    if input_norm == "bgr_mean":
+        return keras.ops.flip(x, axis=-1) - keras.ops.array(BGR_MEAN, "float32")
+    return (x - keras.ops.array(IMAGENET_MEAN, "float32")) / keras.ops.array(IMAGENET_STD,
+                                                                             "float32")
 
 METRIC_NAMES = ("loss", "cls_loss", "reg_loss", "num_pos_cls", "num_pos_reg", "targets_dropped")
 
@@ -112,6 +127,7 @@ class Detector(keras.Model):
         per-replica statistics (fewer all-reduces). No effect on one device.
       clip_anchors: clip anchor corners to the image (not the authors' anchors; for the
         old-vs-new anchors ablation). False: anchors as in the authors' code.
+      input_norm: ``"imagenet"`` (default) or ``"bgr_mean"`` (:func:`normalize_images`).
       bounding_box_format: the boxes of training targets and of :meth:`predict` outputs, one of
         ``mgdet.targets.BOX_FORMATS`` (keras-hub's names; absolute ones are pixels of the S x S
         input). Default ``rel_xyxy``, what mgdet's own pipeline makes. Targets may also be
@@ -132,7 +148,8 @@ class Detector(keras.Model):
                  bl1_alpha=0.5, bl1_gamma=1.5, bl1_beta=0.11, score_threshold=0.005,
                  nms_iou=0.5, max_detections=300, weights=None, sync_bn=True, clip_anchors=False,
                  bounding_box_format="rel_xyxy", class_names=None, atss_topk=9, tal_topk=13,
-                 tal_alpha=1.0, tal_beta=6.0, cls_loss="auto", qfl_beta=2.0, **kwargs):
+                 tal_alpha=1.0, tal_beta=6.0, cls_loss="auto", qfl_beta=2.0, input_norm="imagenet",
+                 **kwargs):
         kwargs.setdefault("name", self.arch or "detector")
         super().__init__(**kwargs)
         if type(self) is Detector or self.arch is None:
@@ -162,6 +179,8 @@ class Detector(keras.Model):
         if not isinstance(clip_anchors, bool):
             raise ValueError(f"clip_anchors must be True or False, got {clip_anchors!r}")
         target_ops.check_box_format(bounding_box_format)
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
         if class_names is not None:
             class_names = tuple(str(n) for n in class_names)
             if len(class_names) != int(num_classes):
@@ -190,6 +209,7 @@ class Detector(keras.Model):
         self.num_levels = anchor_ops.num_levels(self.image_size)
         self.feature_sizes = anchor_ops.feature_sizes(self.image_size)
         self.clip_anchors = clip_anchors
+        self.input_norm = input_norm
         self.bounding_box_format = bounding_box_format
         self.class_names = class_names
         self._anchors = anchor_ops.generate_anchors(self.image_size, clip=clip_anchors)  # [N, 4]
@@ -242,9 +262,7 @@ class Detector(keras.Model):
             raise ValueError(f"{type(self).__name__} was built for {self.image_size}x"
                              f"{self.image_size} images, got {size[0]}x{size[1]}: resize them "
                              "first")
-        x = keras.ops.cast(images, "float32")
-        x = (x - keras.ops.array(IMAGENET_MEAN, "float32")) / keras.ops.array(IMAGENET_STD,
-                                                                               "float32")
+        x = normalize_images(images, self.input_norm)
         sources = self.backbone(x, training=training)
         levels = self.neck(sources, training=training)
         for k, (level, f) in enumerate(zip(levels, self.feature_sizes)):
@@ -405,7 +423,7 @@ class Detector(keras.Model):
             "bl1_alpha": self.bl1_alpha, "bl1_gamma": self.bl1_gamma, "bl1_beta": self.bl1_beta,
             "score_threshold": self.score_threshold, "nms_iou": self.nms_iou,
             "max_detections": self.max_detections, "sync_bn": self.sync_bn,
-            "clip_anchors": self.clip_anchors,
+            "clip_anchors": self.clip_anchors, "input_norm": self.input_norm,
             "bounding_box_format": self.bounding_box_format,
             "class_names": list(self.class_names) if self.class_names else None,
         }

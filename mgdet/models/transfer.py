@@ -6,9 +6,9 @@
 
 Every weight is copied (backbone, neck, box regression head) except the classification head when
 the numbers of classes differ: that head keeps its fresh initialization (N(0, 0.01), bias at the
-0.01 prior), as when training a new detector on new classes. The architecture, backbone, width
-and number of pyramid levels must match; a mismatch is one error naming both and the
-``--set model.<key>=<value>`` overrides that build the trained architecture.
+0.01 prior), as when training a new detector on new classes. The architecture, backbone, width,
+number of pyramid levels and input normalization must match; a mismatch is one error naming
+both and the ``--set model.<key>=<value>`` overrides that build the trained architecture.
 """
 import os
 
@@ -30,7 +30,8 @@ def load_source_detector(path):
 
 def _describe(model):
     return (f"{type(model).__name__} {model.backbone_name} width {model.width} with "
-            f"{model.num_levels} levels (image size {model.image_size})")
+            f"{model.num_levels} levels (image size {model.image_size}, input_norm "
+            f"{model.input_norm})")
 
 
 def mismatch(source, model):
@@ -45,6 +46,8 @@ def mismatch(source, model):
         fixes.append(f"model.width={source.width:g}")
     if source.num_levels != model.num_levels:
         fixes.append(f"model.image_size={source.image_size}")
+    if source.input_norm != model.input_norm:
+        fixes.append(f"model.input_norm={source.input_norm}")
     return fixes
 
 

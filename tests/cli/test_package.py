@@ -103,7 +103,7 @@ def test_public_api_is_small_lazy_and_callable():
                          timeout=120, cwd=ROOT)
     names, tf_loaded, last = out.stdout.splitlines()
     assert eval(names) == ["build_datasets", "build_model", "evaluate", "export_saved_model",
-                           "load_config", "predict", "train"]
+                           "load_config", "load_pretrained", "predict", "train"]
     assert tf_loaded == "False"  # `import mgdet` is instant
     assert last == "True list_images True"  # the module stays a module, and is callable
 

@@ -1,0 +1,1 @@
+"""Weight conversion: the paper authors' released detectors (:mod:`mgdet.convert.authors`)."""
