@@ -1,6 +1,6 @@
 """The paper authors' released detectors -> mgdet (mgdet.convert.authors, `mgdet convert-weights`).
 
-The authors' tensor names and shapes (tests/fixtures/authors_checkpoints.json, listed from their
+The authors' tensor names and shapes (tests/convert/fixtures/authors_checkpoints.json, listed from their
 models at commit e3b0999, VOC heads; the COCO heads differ only in the class head's 6 x 80
 channels) are filled with random values: no torch needed. The equality of the converted models'
 outputs with the authors' PyTorch models is checked outside the test suite (docs/zoo.md,
@@ -180,6 +180,7 @@ def test_other_checkpoints_are_refused_with_the_reason():
         authors.detect({**state, "conf.0.weight": np.zeros((126, 256, 3, 3), np.float32)})
 
 
+@pytest.mark.slow
 def test_convert_command_writes_a_run_folder_that_loads_with_class_names(tmp_path, capsys):
     """`mgdet convert-weights` on a random-weight stand-in of the authors' RetinaNet COCO
     checkpoint: a run folder that load_pretrained, predict and init_from take."""
