@@ -71,7 +71,7 @@ def run_strategy(args, strategy, seed):
     """Train one (strategy, seed); returns its record (metrics in %, positives)."""
     import keras
     from mgdet.config import load_config
-    from mgdet.train import build_eval_dataset
+    from mgdet.data.datasets import build_eval_dataset
 
     keep = keras.callbacks.Callback()  # Keras sets keep.model: the trained detector
     out_dir = os.path.join(args.runs_dir, f"{strategy}_seed{seed}")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgdet import anchors as anchor_ops
+from mgdet.ops import anchors as anchor_ops
 from mgdet import assign as assign_ops
 from mgdet.assign import Assignment, assign, ignore_objects
 from mgdet.assign.adaptive import level_sizes

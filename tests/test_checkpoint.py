@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 import mgdet
-from mgdet import checkpoint
+from mgdet.training import checkpoint
 from mgdet.config import load_config
-from mgdet.optim import build_optimizer
+from mgdet.training.optim import build_optimizer
 from tests.batches import painted_batch
 
 DETECTORS = [("fssd", "vgg16"), ("retinanet", "resnet18"), ("rfbnet", "vgg16")]

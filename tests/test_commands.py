@@ -19,7 +19,7 @@ import cli
 from mgdet import build_model
 from mgdet.config import load_config
 from mgdet.data.synthetic import CLASS_NAMES
-from mgdet.rundir import write_json
+from mgdet.training.rundir import write_json
 from tests.test_train import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,12 +167,10 @@ def test_predict_skips_images_over_max_pixels_without_decoding_them(run, tmp_pat
     """A small PNG whose header claims 20000 x 20000 pixels is refused from its header (the
     limit of training and serving, data.max_pixels), never decoded."""
     import mgdet.data.exif as exif
-    from mgdet.config import DataConfig
-    from mgdet.data.common import DEFAULT_MAX_PIXELS
-    from mgdet.export import DEFAULT_MAX_PIXELS as export_limit
-    from mgdet.predict import run_predict
+    from mgdet.config import DEFAULT_MAX_PIXELS, DataConfig
+    from mgdet.inference import run_predict
     from tests.test_export import _bombs
-    assert DataConfig().max_pixels == export_limit == DEFAULT_MAX_PIXELS == 40_000_000
+    assert DataConfig().max_pixels == DEFAULT_MAX_PIXELS == 40_000_000
     images = tmp_path / "images"
     images.mkdir()
     _png(images / "a.png")

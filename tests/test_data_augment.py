@@ -111,7 +111,7 @@ def test_colour_matrix_is_identity_at_rest_and_keeps_grey():
 
 
 def test_crop_sampler_respects_min_iou():
-    from mgdet.boxes import iou
+    from mgdet.ops.boxes import iou
     boxes = tf.constant([[0.05, 0.1, 0.5, 0.7], [0.6, 0.5, 0.9, 0.95]])
     centres = (boxes[:, :2] + boxes[:, 2:]).numpy() / 2
     valid = tf.constant([True, True])

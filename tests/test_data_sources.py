@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mgdet.data import DataError, load_ground_truth, load_source, stats, to_coco
+from mgdet.data import DataError, get_source, stats
+from mgdet.data.common import to_coco
 from mgdet.data.coco import CategoryMap, category_map, load_coco
 from mgdet.data.common import check_image_file
 from mgdet.data.pipeline import make_dataset
 from mgdet.data.voc import VOC_CLASSES, load_voc, load_voc_xml
 from tests import data_files
+
+
+def _split(data_config, split, image_size=None):
+    """``(examples, class names)`` of a split, reshuffled when it is "train"."""
+    source = get_source(data_config, image_size)
+    return source.dataset(split, shuffle=split == "train"), source.class_names()
 
 
 def _jpeg(path, w, h, seed):
@@ -119,12 +126,12 @@ def test_voc_end_to_end(voc_root):
 def test_voc_ground_truth_and_dispatch(voc_root):
     cfg = types.SimpleNamespace(source="voc", root=voc_root, train_sets=("2007/trainval",),
                                 eval_sets=("2007/test",))
-    gt = load_ground_truth(cfg, "eval")
+    gt = get_source(cfg).ground_truth("eval")
     assert [im["id"] for im in gt["images"]] == [1, 3]
     assert len(gt["categories"]) == 20
     crowd = [a for a in gt["annotations"] if a["iscrowd"]]
     assert len(crowd) == 1 and crowd[0]["category_id"] == VOC_CLASSES.index("cat") + 1
-    ds, names = load_source(cfg, "eval")
+    ds, names = _split(cfg, "eval")
     assert len(list(ds)) == 2 and names == list(VOC_CLASSES)
     # same ground truth from the decoded dataset
     assert to_coco(ds, names)["annotations"] == gt["annotations"]
@@ -211,7 +218,7 @@ def test_coco_end_to_end(coco_files):
     assert int(targets["valid"].numpy().sum()) == 3  # the crowd box is trained as an object
 
     cfg = types.SimpleNamespace(source="coco", root=root, train_sets=(), eval_sets=("train2017",))
-    gt = load_ground_truth(cfg, "eval")
+    gt = get_source(cfg).ground_truth("eval")
     assert [c["id"] for c in gt["categories"]] == [1, 2, 3]
     a = [x for x in gt["annotations"] if x["image_id"] == 11]
     assert [x["iscrowd"] for x in a] == [0, 1] and a[0]["area"] == 500.0
@@ -233,7 +240,7 @@ def test_category_map_round_trip(coco_files):
 def test_coco_json_dispatch_and_errors(coco_files, tmp_path):
     _, ann_file, image_dir = coco_files
     cfg = types.SimpleNamespace(source="coco_json", train_ann=ann_file, train_images=image_dir)
-    ds, names = load_source(cfg, "train")
+    ds, names = _split(cfg, "train")
     assert len(names) == 3 and len(list(ds)) == 3
     with pytest.raises(DataError, match="not found"):
         load_coco(str(tmp_path / "missing.json"), image_dir)
@@ -244,7 +251,7 @@ def test_coco_json_dispatch_and_errors(coco_files, tmp_path):
     with pytest.raises(DataError, match="image folder"):
         load_coco(ann_file, str(tmp_path / "noimages"))
     with pytest.raises(DataError, match="data.source"):
-        load_source(types.SimpleNamespace(source="kitti"), "train")
+        get_source(types.SimpleNamespace(source="kitti"))
 
 
 @pytest.mark.parametrize("name,crowd_key", [("voc/2007", "difficult"), ("coco/2017", "is_crowd")])
@@ -277,7 +284,7 @@ def test_tfds_mock(name, crowd_key):
         ev = list(make_dataset(ds, 64, 4, 8, training=False, name="tfds_eval"))
         assert sum(b[0].shape[0] for b in ev) == 6
         cfg = types.SimpleNamespace(source="tfds", tfds_name=name)
-        gt = load_ground_truth(cfg, "eval")
+        gt = get_source(cfg).ground_truth("eval")
         assert len(gt["images"]) == 6
 
 
@@ -290,9 +297,9 @@ def test_tfds_missing_dataset(tmp_path):
 def test_synthetic_dispatch_with_config():
     from mgdet import config
     cfg = config.DataConfig(num_train=8, num_eval=4)
-    ds, names = load_source(cfg, "train", image_size=64)
+    ds, names = _split(cfg, "train", 64)
     assert len(names) >= 6 and len(list(ds)) == 8
-    gt = load_ground_truth(cfg, "eval", image_size=64)
+    gt = get_source(cfg, 64).ground_truth("eval")
     assert len(gt["images"]) == 4
-    ev, _ = load_source(cfg, "eval", image_size=64)
+    ev, _ = _split(cfg, "eval", 64)
     assert to_coco(ev, names) == gt

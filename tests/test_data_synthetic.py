@@ -78,7 +78,7 @@ def test_occlusion_present(data):
 
 
 def _iou(a, b):
-    from mgdet.boxes import iou
+    from mgdet.ops.boxes import iou
     return iou(a, b)
 
 

@@ -1,4 +1,4 @@
-"""mgdet.evaluation: COCO metrics equal pycocotools run directly, hand-worked cases, VOC07 mAP
+"""mgdet.evaluation.coco: COCO metrics equal pycocotools run directly, hand-worked cases, VOC07 mAP
 against a separate numpy reference, model outputs -> COCO results, and the evaluate() loop."""
 import contextlib
 import io
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgdet import evaluation
+from mgdet.evaluation import coco as evaluation
 
 
 def _gt(num_images=6, num_classes=3, seed=0, sizes=((64, 48), (100, 80), (300, 200))):

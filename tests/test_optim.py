@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mgdet.config import load_config
-from mgdet.optim import SGDWithL2, build_optimizer, is_decayed, learning_rate_schedule
+from mgdet.training.optim import SGDWithL2, build_optimizer, is_decayed, learning_rate_schedule
 
 
 def lr_formula(step, lr, total, warmup, warmup_lr, min_lr):

@@ -4,7 +4,7 @@
 #
 #   tools/mutation.sh boxes            # one module: boxes anchors optim losses voc_metric
 #   tools/mutation.sh all              #   targets postprocess assign, or all of them in turn
-#   mutmut show mgdet.boxes.x_decode__mutmut_22   # (in the work folder printed) a survivor's diff
+#   mutmut show mgdet.ops.boxes.x_decode__mutmut_22   # (in the work folder printed) a survivor's diff
 #
 # Each module runs in its own copy of the working tree under ${MUTATION_DIR:-/tmp/mgdet-mutation}
 # (mutmut writes a mutants/ folder and caches results there: delete the folder for a fresh run).

@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from mgdet import boxes as box_ops
+from mgdet.ops import boxes as box_ops
+from mgdet.config import PAPER_STRATEGIES, STRATEGIES  # the strategies' one home
 from mgdet.assign.adaptive import atss_labels, level_sizes, tal_labels
 from mgdet.assign.ownership import (IGNORED, NEGATIVE, NO_GT, best_anchors, candidate_key,
                                     count_by_iou, mask_invalid, own, own_masked, rank_from_order,
@@ -29,8 +30,6 @@ from mgdet.assign.ownership import (IGNORED, NEGATIVE, NO_GT, best_anchors, cand
 from mgdet.assign.strategies import (LOG_ZERO, amplified_log_quality, iou_anchor_labels,
                                      ranked_cls_labels, ranked_reg_positives, regressed_iou)
 
-PAPER_STRATEGIES = ("iou", "l2c", "c2l", "mg")  # Mutual Guidance and its ablations
-STRATEGIES = PAPER_STRATEGIES + ("atss", "tal")
 SOFT_TARGETS = ("tal",)  # strategies whose Assignment has a cls_target
 _L2C_CLS = ("l2c", "mg")
 _C2L_REG = ("c2l", "mg")

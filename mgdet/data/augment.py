@@ -32,7 +32,7 @@ so the same seed gives the same output; the pipeline feeds one seed per example 
 """
 import tensorflow as tf
 
-from mgdet import boxes as box_ops
+from mgdet.ops import boxes as box_ops
 
 # ImageNet mean (RGB, 0..255): the fill colour of the zoom-out canvas.
 MEAN_RGB = (123.675, 116.28, 103.53)

@@ -18,7 +18,8 @@ import os
 
 import numpy as np
 
-from mgdet.data.common import (DEFAULT_MAX_PIXELS, DataError, SourceReport, records_to_dataset,
+from mgdet.config import DEFAULT_MAX_PIXELS
+from mgdet.data.common import (DataError, SourceReport, records_to_dataset,
                                sanitize_pixel_boxes)
 from mgdet.data.source import RecordSource
 

@@ -15,14 +15,16 @@ import os
 
 import numpy as np
 
+
 # TensorFlow is imported inside the functions that need it, so that the synthetic generator's
 # worker processes (numpy only) start fast.
 
 log = logging.getLogger("mgdet.data")
 
-# File names tried for an image named only by its annotation's stem (the content decides the
-# format: see probe_image).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".JPG", ".JPEG", ".PNG")
+# Image file extensions (lower case) of folders listed for images (yolo, predict) and tried for
+# an image named only by its annotation's stem (voc_xml: lower and upper case). The content
+# decides the format (see probe_image).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 class DataError(ValueError):
@@ -140,7 +142,6 @@ def sanitize_pixel_boxes(boxes_xyxy, width, height, report=None):
 # What tf.io.decode_image decodes (PIL's format names; MPO is a camera JPEG with extra frames);
 # anything else is skipped while listing.
 DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
-DEFAULT_MAX_PIXELS = 40_000_000
 EXIF_ORIENTATION = 0x0112  # the tag mgdet.data.exif applies when decoding
 
 

@@ -5,7 +5,7 @@
     training: (images float32 [B, S, S, 3] in 0..255,
                {"boxes": float32 [B, M, 4], "labels": int32 [B, M], "valid": bool [B, M]})
     eval:     the same, plus "image_id": int64 [B] and "orig_size": int32 [B, 2] (original
-              height, width) in the targets dict (what mgdet.evaluation expects).
+              height, width) in the targets dict (what mgdet.evaluation.coco expects).
 
 Per example, in the graph: non-finite and zero/negative-area boxes are dropped, out-of-image
 boxes are clipped to [0, 1], then the training augmentation (``augment``: SSD's or the authors')

@@ -27,7 +27,8 @@ one subclass plus its line in that table.
 """
 import numpy as np
 
-from mgdet.data.common import (DEFAULT_MAX_PIXELS, DataError, records_at, records_to_dataset,
+from mgdet.config import DEFAULT_MAX_PIXELS
+from mgdet.data.common import (DataError, records_at, records_to_dataset,
                                to_coco)
 
 SPLITS = ("train", "eval")

@@ -19,7 +19,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from mgdet.data.common import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DataError, SourceReport,
+from mgdet.config import DEFAULT_MAX_PIXELS
+from mgdet.data.common import (IMAGE_EXTENSIONS, DataError, SourceReport,
                                records_to_dataset, sanitize_pixel_boxes)
 from mgdet.data.source import RecordSource
 
@@ -219,7 +220,8 @@ def _list_xml_folder(ann_dir, image_dir):
         fn = (_parse_or_none(x) or {}).get("filename")
         stem = os.path.splitext(os.path.basename(x))[0]
         cands = ([os.path.join(image_dir, fn)] if fn else []) + [
-            os.path.join(image_dir, stem + e) for e in IMAGE_EXTENSIONS]
+            os.path.join(image_dir, stem + e)
+            for e in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS)]
         images.append(next((c for c in cands if os.path.isfile(c)), cands[0]))
     return xmls, images
 

@@ -19,10 +19,10 @@ import os
 
 import numpy as np
 
-from mgdet.data.common import (DEFAULT_MAX_PIXELS, DataError, SourceReport, sanitize_pixel_boxes)
+from mgdet.config import DEFAULT_MAX_PIXELS
+from mgdet.data.common import DataError, SourceReport, sanitize_pixel_boxes
 from mgdet.data.source import RecordSource
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 NAME_FILES = ("classes.txt", "data.yaml", "dataset.yaml")
 
 
@@ -105,9 +105,9 @@ def yolo_records(image_dir, labels_dir, num_classes, max_pixels=DEFAULT_MAX_PIXE
     if not os.path.isdir(image_dir):
         raise DataError(f"YOLO: image folder {image_dir!r} does not exist")
     images = sorted(os.path.join(root, n) for root, _, names in os.walk(image_dir)
-                    for n in names if n.lower().endswith(IMAGE_SUFFIXES))
+                    for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
     if not images:
-        raise DataError(f"YOLO: no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir!r}")
+        raise DataError(f"YOLO: no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir!r}")
     report = SourceReport(f"yolo {image_dir}", max_pixels)
     records = []
     for path in images:

@@ -3,13 +3,13 @@
     images float32 [B, S, S, 3] RGB 0..255
       -> ImageNet normalization (inside the model)
       -> backbone sources -> neck (per subclass) -> pyramid levels (strides 8, 16, 32, 64[, 128])
-      -> head -> (deltas [B, N, 4], logits [B, N, C])      N = mgdet.anchors.num_anchors(S)
+      -> head -> (deltas [B, N, 4], logits [B, N, C])      N = mgdet.ops.anchors.num_anchors(S)
 
 Training (``train_step``): forward -> label assignment (``mgdet.assign.assign``, predictions under
 ``stop_gradient``) -> focal + balanced-L1 loss (``mgdet.losses.detection_loss``) -> gradients ->
-``optimizer.apply``. Weight decay belongs to the optimizer (``mgdet.optim.SGDWithL2``), not here.
+``optimizer.apply``. Weight decay belongs to the optimizer (``mgdet.training.optim.SGDWithL2``), not here.
 ``test_step`` reports the same losses; ``predict_step`` / ``detect`` return final detections
-(decode + class-wise NMS, ``mgdet.postprocess``).
+(decode + class-wise NMS, ``mgdet.ops.postprocess``).
 
 Metrics: ``loss``, ``cls_loss``, ``reg_loss`` (means over steps of the global-batch losses),
 ``num_pos_cls``, ``num_pos_reg`` (mean positives per global batch) and ``targets_dropped`` (the
@@ -22,16 +22,16 @@ import numbers
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from mgdet import anchors as anchor_ops
+from mgdet.ops import anchors as anchor_ops
 from mgdet import assign as assign_ops
-from mgdet import distributed
 from mgdet import losses as loss_ops
-from mgdet import targets as target_ops
+from mgdet.ops import targets as target_ops
 from mgdet.models.backbones import BACKBONES, build_backbone, load_backbone_weights
 from mgdet.models.heads import DetectionHead
-from mgdet.postprocess import postprocess
+from mgdet.ops.postprocess import postprocess
 
 # torchvision's ImageNet statistics, on the 0..255 scale.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -49,7 +49,7 @@ def drop_invalid_objects(targets, num_classes):
     raise from inside a compiled step).
 
     Args:
-      targets: the detector's targets (:func:`mgdet.targets.standardize_targets`): ``boxes``
+      targets: the detector's targets (:func:`mgdet.ops.targets.standardize_targets`): ``boxes``
         [B, M, 4] relative xyxy, ``labels`` int32 [B, M], ``valid`` bool [B, M] (+ ``ignore``).
       num_classes: C.
     Returns:
@@ -79,6 +79,21 @@ def _check_number(name, value, low, high, low_open=False, integer=False):
         kind = "an integer" if integer else "a number"
         bounds = f"{'>' if low_open else '>='} {low}" + ("" if high is None else f" and <= {high}")
         raise ValueError(f"{name} must be {kind} {bounds}, got {value!r}")
+
+
+def reducible_logs(logs):
+    """``logs`` (a train/test step's scalar metrics) as Keras can reduce them across workers.
+
+    Keras 3 (checked on 3.15) reduces a step's per-replica logs across workers with
+    ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars; inside a multi-worker
+    replica context each scalar becomes shape [1] (the mean over replicas is then a scalar
+    again). Unchanged elsewhere.
+    """
+    strategy = tf.distribute.get_strategy()
+    if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()):  # noqa: SLF001 (no public accessor)
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
 @keras.saving.register_keras_serializable(package="mgdet")
@@ -113,10 +128,10 @@ class Detector(keras.Model):
       clip_anchors: clip anchor corners to the image (not the authors' anchors; for the
         old-vs-new anchors ablation). False: anchors as in the authors' code.
       bounding_box_format: the boxes of training targets and of :meth:`predict` outputs, one of
-        ``mgdet.targets.BOX_FORMATS`` (keras-hub's names; absolute ones are pixels of the S x S
+        ``mgdet.ops.targets.BOX_FORMATS`` (keras-hub's names; absolute ones are pixels of the S x S
         input). Default ``rel_xyxy``, what mgdet's own pipeline makes. Targets may also be
         keras-hub's ``{"boxes", "labels" or "classes"}`` with ``-1`` padding
-        (:func:`mgdet.targets.standardize_targets`). Objects that cannot be trained on (a NaN
+        (:func:`mgdet.ops.targets.standardize_targets`). Objects that cannot be trained on (a NaN
         or infinite coordinate, no area inside the image, a label >= ``num_classes``) are
         dropped, not trained on and not an error, and counted in the ``targets_dropped``
         metric (objects per epoch, all replicas), as the file pipeline skips and counts them.
@@ -305,7 +320,7 @@ class Detector(keras.Model):
                   losses["num_pos_cls"], losses["num_pos_reg"], tf.cast(dropped, tf.float32))
         for tracker, value in zip(self._trackers, values):
             tracker.update_state(value)
-        return distributed.reducible_logs({t.name: t.result() for t in self._trackers})
+        return reducible_logs({t.name: t.result() for t in self._trackers})
 
     def _unpack(self, data):
         """``(images, targets, dropped)`` of a batch: targets in the detector's own form, less
@@ -360,15 +375,21 @@ class Detector(keras.Model):
 
     # --- inference ---------------------------------------------------------------------------
 
-    def _detect(self, images):
+    def detections(self, images, score_threshold=None, nms_iou=None, max_detections=None):
+        """:meth:`detect`'s detections, untraced, with the model's post-processing settings
+        unless given (the exports bake theirs in). The anchors enter a traced graph as a
+        constant: a captured tensor would be one more graph input for converters (tf2onnx)."""
         deltas, logits = self(images, training=False)
-        return postprocess(deltas, logits, self._anchors, self.score_threshold, self.nms_iou,
-                           self.max_detections)
+        return postprocess(
+            deltas, logits, tf.constant(np.asarray(self._anchors, np.float32)),
+            self.score_threshold if score_threshold is None else score_threshold,
+            self.nms_iou if nms_iou is None else nms_iou,
+            self.max_detections if max_detections is None else max_detections)
 
     def predict_step(self, data):
         """Final detections (:meth:`detect`), boxes in ``bounding_box_format``."""
         images = data[0] if isinstance(data, (tuple, list)) else data
-        out = self._detect(images)
+        out = self.detections(images)
         out["boxes"] = target_ops.convert_boxes(out["boxes"], target_ops.OWN_FORMAT,
                                                 self.bounding_box_format, self.image_size)
         return out
@@ -384,7 +405,7 @@ class Detector(keras.Model):
           K = ``max_detections``, rows past ``num_detections`` are zeros.
         """
         if self._detect_function is None:
-            self._detect_function = tf.function(self._detect, reduce_retracing=True,
+            self._detect_function = tf.function(self.detections, reduce_retracing=True,
                                                 autograph=False)
         return self._detect_function(images)
 

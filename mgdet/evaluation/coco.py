@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
-from mgdet import voc_metric
+from mgdet.evaluation import voc_metric
 
-log = logging.getLogger("mgdet.evaluation")
+log = logging.getLogger("mgdet.evaluation.coco")
 
 # COCOeval.stats order (bbox): AP at IoU .50:.95 / .50 / .75, AP small / medium / large, then AR
 # with 1 / 10 / 100 detections and AR small / medium / large (at 100).
@@ -72,7 +72,7 @@ def coco_metrics(gt_coco, detections, per_class=False, curves=False):
         pixels. Not modified. Image ids must belong to ``gt_coco``.
       per_class: also return ``"per_class"``: ``{category name: AP}`` (AP@[.5:.95], ``nan`` for
         a category without ground truth).
-      curves: also return ``"pr_curves"``: :func:`mgdet.analysis.pr_curves`.
+      curves: also return ``"pr_curves"``: :func:`mgdet.evaluation.analysis.pr_curves`.
     Returns:
       ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
       "ARl"}`` floats in [0, 1] (``nan`` where the ground truth has nothing to measure).
@@ -115,7 +115,7 @@ def coco_metrics(gt_coco, detections, per_class=False, curves=False):
     if per_class:
         result["per_class"] = _per_class_ap(gt, ev)
     if curves:
-        from mgdet.analysis import pr_curves
+        from mgdet.evaluation.analysis import pr_curves
         result["pr_curves"] = pr_curves(ev, gt)
     return result
 
@@ -141,7 +141,7 @@ def _per_class_ap(gt, ev):
 
 def voc07_map(gt_coco, detections, iou_threshold=0.5):
     """PASCAL VOC 2007 11-point interpolated mAP at IoU ``iou_threshold`` (an extra line; COCO AP
-    is the metric of record): :func:`mgdet.voc_metric.voc_metrics` at one threshold, all
+    is the metric of record): :func:`mgdet.evaluation.voc_metric.voc_metrics` at one threshold, all
     detections counted, difficult (or ``iscrowd``) objects ignored.
 
     Returns:
@@ -280,13 +280,13 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
       gt_coco: the dataset's COCO ground truth (dict, path or COCO object).
       label_to_category: label -> category id; None: :func:`default_label_to_category`.
       voc07: add ``"VOC07_mAP50"`` and ``"voc07"``: the authors' VOC metric
-        (:func:`mgdet.voc_metric.voc_metrics`: AP, AP50, AP75, at most 300 detections).
+        (:func:`mgdet.evaluation.voc_metric.voc_metrics`: AP, AP50, AP75, at most 300 detections).
       per_class: add ``"per_class"`` (COCO AP per category name).
       results_path: also write the detections there as a COCO results JSON.
       progress: tqdm bar over batches.
       max_batches: evaluate on the first batches only (ground truth restricted to their images).
       analysis: add ``"pr_curves"`` and ``"confusion"`` (``{"matrix", "names", "iou",
-        "score_threshold"}``), :mod:`mgdet.analysis`.
+        "score_threshold"}``), :mod:`mgdet.evaluation.analysis`.
     Returns:
       dict: the :func:`coco_metrics` keys, ``"VOC07_mAP50"``, ``"num_images"``,
       ``"num_detections"``, ``"seconds"`` (detector loop wall time), ``"wall_seconds"`` (the
@@ -319,7 +319,7 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
             json.dump(detections, f)
     metrics = coco_metrics(gt, detections, per_class=per_class, curves=analysis)
     if analysis:
-        from mgdet.analysis import confusion_matrix
+        from mgdet.evaluation.analysis import confusion_matrix
         matrix, names = confusion_matrix(gt.dataset, detections, CONFUSION_IOU, CONFUSION_SCORE)
         metrics["confusion"] = {"matrix": matrix.tolist(), "names": names, "iou": CONFUSION_IOU,
                                 "score_threshold": CONFUSION_SCORE}

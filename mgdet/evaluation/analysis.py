@@ -13,7 +13,7 @@ and their pictures (``mgdet eval`` writes both PNGs beside its JSON).
 """
 import numpy as np
 
-from mgdet.voc_metric import _iou, _xyxy
+from mgdet.evaluation.voc_metric import _iou, _xyxy
 
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 

@@ -1,5 +1,5 @@
 """Drawing detections on images (paper Figure 5 style). Depends on numpy and Pillow only:
-nothing here loads a model, so :mod:`mgdet.predict` and :mod:`mgdet.viz` both build on it.
+nothing here loads a model, so :mod:`mgdet.inference` and :mod:`mgdet.viz.show_assign` both build on it.
 """
 import colorsys
 

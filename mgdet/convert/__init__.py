@@ -1,0 +1,1 @@
+"""Weight conversion tools: torchvision's ImageNet backbones (:mod:`~mgdet.convert.torchvision`)."""
