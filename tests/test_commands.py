@@ -18,7 +18,7 @@ import tensorflow as tf
 import cli
 from mgdet import build_model
 from mgdet.config import load_config
-from mgdet.data.synthetic import CLASS_NAMES
+from mgdet.data.synthetic.shapes import CLASS_NAMES
 from mgdet.training.rundir import write_json
 from tests.test_train import tiny_config
 
@@ -140,7 +140,7 @@ def test_predict_takes_a_run_folder_and_numbers_its_output_folders(run, tmp_path
         assert code == 0, out
         folder = tmp_path / "runs" / expected
         assert f"to {os.path.join('runs', expected)}" in out
-        # the claim of the folder (mgdet/rundir.py's manifest), as for a training run
+        # the claim of the folder (mgdet/training/rundir.py's manifest), as for a training run
         assert sorted(os.listdir(folder)) == ["a.png", "detections.json", "mgdet_run.json"]
     assert os.listdir(images) == ["a.png"]
 

@@ -107,7 +107,7 @@ def test_train_starts_from_the_trained_run(tmp_path, capsys):
     train(cfg, verbose=0)
     assert "class head re-initialized for 7 classes" in capsys.readouterr().out
     from mgdet.config import load_config
-    from mgdet.data.synthetic import CLASS_NAMES
+    from mgdet.data.synthetic.shapes import CLASS_NAMES
     written = load_config(str(tmp_path / "ft" / "config.json"))  # what a run writes loads back
     assert written.class_names == CLASS_NAMES and written.model.init_from == str(tmp_path / "src")
     tuned = build_model(replace(cfg, model={"init_from": None}), num_classes=7)

@@ -1,6 +1,6 @@
-"""The package's layers (docs/design.md, "Layers"): every module of mgdet imports only from its
-own package or from a lower stage, and no modules import each other in a cycle. Parsed with
-``ast`` (nothing is imported), function-local imports included."""
+"""The package's layers (docs/design.md, "Layers of the code"): every module of mgdet imports
+only from its own package or from a lower stage, and no modules import each other in a cycle.
+Parsed with ``ast`` (nothing is imported), function-local imports included."""
 import ast
 import os
 

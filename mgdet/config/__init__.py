@@ -14,9 +14,9 @@ from mgdet.config.loader import (BASE_KEY, MAX_YAML_NODES, config_names, config_
                                  read_config_file, replace, resolve_config_path, safe_load)
 from mgdet.config.schema import (ARCHS, AUGMENT_MODES, BACKBONES, CLS_LOSSES, DEFAULT_MAX_PIXELS,
                                  DIFFICULT, DISTRIBUTE, EXPORT_FORMATS, OPTIMIZERS,
-                                 PAPER_STRATEGIES, PRECISION, QUANTIZE, SOURCES, STRATEGIES,
-                                 WORKER_SHARDING, AssignConfig, Config, DataConfig, EvalConfig,
-                                 LossConfig, ModelConfig, TrainConfig)
+                                 PAPER_STRATEGIES, PRECISION, QUANTIZE, RUNS_DIR, SOURCES,
+                                 STRATEGIES, WORKER_SHARDING, AssignConfig, Config, DataConfig,
+                                 EvalConfig, LossConfig, ModelConfig, TrainConfig)
 from mgdet.config.validate import (MAX_NAME_LENGTH, RANGES, ConfigError, check_name,
                                    check_value, config_from_dict, numeric_keys, shown, validate)
 

@@ -29,11 +29,13 @@ QUANTIZE = ("none", "float16", "int8")  # `mgdet export --format tflite --quanti
 # The largest image (width x height, from its header) decoded anywhere: training skips larger
 # ones, serving refuses them, predict skips them with a warning (data.max_pixels' default).
 DEFAULT_MAX_PIXELS = 40_000_000
+RUNS_DIR = "runs"  # training runs: runs/<name> (and predict's runs/predict)
 
 
-def _range(default, low, high, low_open=False, high_open=False):
+def _range(default, low, high, low_open=False, high_open=False, **metadata):
     """A numeric field whose value must be finite and inside the interval (None unchecked)."""
-    return field(default=default, metadata={"range": (low, high, low_open, high_open)})
+    return field(default=default, metadata={"range": (low, high, low_open, high_open),
+                                            **metadata})
 
 
 def _choice(default, choices, **metadata):
@@ -44,7 +46,7 @@ def _choice(default, choices, **metadata):
 class ModelConfig:
     arch: str = _choice("fssd", ARCHS)
     backbone: str = _choice("resnet18", BACKBONES)  # rfbnet: vgg16 only
-    image_size: int = _range(320, 64, 2048)  # square input side, a multiple of 64
+    image_size: int = _range(320, 64, 2048, multiple_of=64)  # square input side
     # channel multiplier of backbone and neck (1.0 = the paper's models)
     width: float = _range(1.0, 0, 4, low_open=True)
     weights: Optional[str] = None  # backbone weights file (ImageNet); random init when None
@@ -172,7 +174,7 @@ class Config:
 
     @property
     def out_dir(self):
-        return self.train.out_dir or os.path.join("runs", self.name)
+        return self.train.out_dir or os.path.join(RUNS_DIR, self.name)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -6,13 +6,14 @@ the fix.
 """
 import dataclasses
 import math
+import numbers
 import os
 import re
 import reprlib
 import typing
 from typing import Tuple
 
-from mgdet.config.schema import Config, fields_by_key
+from mgdet.config.schema import RUNS_DIR, Config, fields_by_key
 
 
 class ConfigError(ValueError):
@@ -104,8 +105,8 @@ def build(cls, values, prefix):
 
 def check_value(key, value, what=None):
     """Refuse ``value`` for the config key ``key`` (``"eval.nms_iou"``) outside the key's
-    choices or range (a finite number inside the interval, an integer for an int field; None,
-    an unset Optional, passes). Raises ConfigError naming ``what`` (default: the key); returns
+    choices or range (a finite number inside the interval, an integer for an int field, a
+    multiple of ``multiple_of``; None, an unset Optional, passes). Raises ConfigError naming ``what`` (default: the key); returns
     ``value``."""
     f = FIELDS[key]
     what = what or f"config key '{key}'"
@@ -114,14 +115,19 @@ def check_value(key, value, what=None):
         raise ConfigError(f"{what} is {shown(value)}; use one of {', '.join(meta['choices'])}")
     if "range" in meta and value is not None:
         low, high, low_open, high_open = meta["range"]
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if number and int in (f.type, *typing.get_args(f.type)) and value != int(value):
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if number and int in (f.type, *typing.get_args(f.type)) and (
+                not math.isfinite(value) or value != int(value)):
             raise ConfigError(f"{what} must be an integer, got {shown(value)}")
         inside = (number and math.isfinite(value) and (value > low if low_open else value >= low)
                   and (value < high if high_open else value <= high))
         if not inside:
             interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
             raise ConfigError(f"{what} must be a finite number in {interval}, "
+                              f"got {shown(value)}")
+        multiple = meta.get("multiple_of")
+        if multiple and value % multiple:
+            raise ConfigError(f"{what} must be a positive multiple of {multiple}, "
                               f"got {shown(value)}")
     return value
 
@@ -166,7 +172,7 @@ def _check_paths(cfg):
     out = cfg.train.out_dir
     if out is not None and not os.path.isabs(out):
         parts = os.path.normpath(out).split(os.sep)
-        if len(parts) < 2 or parts[0] != "runs":
+        if len(parts) < 2 or parts[0] != RUNS_DIR:
             raise ConfigError(f"config key 'train.out_dir' {out!r} leaves runs/: use a folder "
                               "under runs/ or an absolute path, or pass --out-dir")
 
@@ -182,8 +188,6 @@ def validate(cfg):
         check_value(key, value)
     if m.arch == "rfbnet" and m.backbone != "vgg16":
         raise ConfigError("model.arch 'rfbnet' is built on VGG16 only: set model.backbone: vgg16")
-    if m.image_size % 64:
-        raise ConfigError(f"model.image_size must be a positive multiple of 64, got {m.image_size}")
     if a.neg_iou > a.pos_iou:
         raise ConfigError(f"need 0 < assign.neg_iou <= assign.pos_iou <= 1, got "
                           f"{a.neg_iou} and {a.pos_iou}")

@@ -107,11 +107,11 @@ def read_state_dict(path):
         raise WeightsError(f"weights file {path!r} does not exist: download torchvision's "
                            f"ImageNet weights first, e.g. {TORCHVISION_URLS['resnet18']}")
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load_file  # the reader of this format only, on use
         return load_file(path)
     if path.endswith((".pth", ".pt")):
         try:
-            import torch
+            import torch  # optional: .pth input only
         except ImportError:
             raise WeightsError(f"reading {path!r} needs PyTorch: `pip install torch` (or "
                                "`pip install mgdet[torch]`), or give a .safetensors file with "

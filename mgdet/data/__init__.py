@@ -25,7 +25,7 @@ from mgdet.data.holdout import with_validation
 # data.source (mgdet.config.SOURCES) -> "module:Class", imported on use: a source's own
 # dependencies (TFDS, pycocotools) load only when it is chosen.
 SOURCES = {
-    "synthetic": "mgdet.data.synthetic:SyntheticSource",
+    "synthetic": "mgdet.data.synthetic.source:SyntheticSource",
     "voc": "mgdet.data.voc:VocSource",
     "coco": "mgdet.data.coco:CocoSource",
     "coco_json": "mgdet.data.coco:CocoJsonSource",

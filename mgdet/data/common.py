@@ -12,8 +12,10 @@ area); :func:`to_coco` falls back to the box area.
 import json
 import logging
 import os
+import warnings
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 
 # TensorFlow is imported inside the functions that need it, so that the synthetic generator's
@@ -170,10 +172,6 @@ def probe_image(path, max_pixels=None):
       orientation turns it by 90 degrees), else ``(kind, reason)`` with kind
       ``"missing"``, ``"unreadable"`` or ``"too_large"`` and a short reason.
     """
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
     try:
         size = os.path.getsize(path)
     except OSError:
@@ -275,8 +273,8 @@ def decode_records(ds):
     ``decode`` group in :mod:`mgdet.data.stats` (all pipelines), and per pass of the pipeline
     that reads them, which each example's ``num_listed`` (records per pass) lets it derive.
     """
-    import tensorflow as tf
-    from mgdet.data import stats
+    import tensorflow as tf  # on use: see the note at the top
+    from mgdet.data import stats  # both import TensorFlow
     from mgdet.data.exif import decode_oriented
 
     counters = stats.counters("decode")

@@ -26,6 +26,7 @@ from typing import Callable, NamedTuple
 import tensorflow as tf
 
 from mgdet.data import augment as aug
+from mgdet.data.augment_paper import paper_augment
 from mgdet.data import stats as data_stats
 from mgdet.data.common import DataError
 
@@ -36,7 +37,7 @@ DEFAULT_AUGMENT = dict(photometric=True, expand=True, max_expand=4.0, crop=True,
 # data.augment modes -> (transform, its default keywords, other keywords it accepts).
 AUGMENT_MODES = {
     "ssd": (aug.ssd_augment, DEFAULT_AUGMENT, {"mean", "min_ious", "max_trials", "exact_hsv"}),
-    "paper": (aug.paper_augment, dict(max_expand=4.0, expand_p=0.6),
+    "paper": (paper_augment, dict(max_expand=4.0, expand_p=0.6),
               {"mean", "min_ious", "min_size", "photometric"}),
 }
 
@@ -254,7 +255,7 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
         also shuffle their file list (``load_source(..., shuffle=True)``), so a few hundred is
         enough.
       augment: the training transform: ``"ssd"`` (default; ``None`` / ``True`` too),
-        ``"paper"`` (the authors' pipeline, :func:`mgdet.data.augment.paper_augment`), ``"none"``
+        ``"paper"`` (the authors' pipeline, :func:`mgdet.data.augment_paper.paper_augment`), ``"none"``
         / ``False`` (resize only), or a dict ``{"mode": ..., **keywords}`` (mode default
         ``"ssd"``) overriding the mode's keywords (:data:`AUGMENT_MODES`).
       name: counter group in :mod:`mgdet.data.stats` (default "train" / "eval").

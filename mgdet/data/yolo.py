@@ -18,9 +18,10 @@ import functools
 import os
 
 import numpy as np
+import yaml
 
 from mgdet.config import DEFAULT_MAX_PIXELS
-from mgdet.data.common import DataError, SourceReport, sanitize_pixel_boxes
+from mgdet.data.common import IMAGE_EXTENSIONS, DataError, SourceReport, sanitize_pixel_boxes
 from mgdet.data.source import RecordSource
 
 NAME_FILES = ("classes.txt", "data.yaml", "dataset.yaml")
@@ -43,7 +44,6 @@ def _names_from_file(path):
     if path.endswith(".txt"):
         with open(path, encoding="utf-8") as f:
             return [line.strip() for line in f if line.strip()]
-    import yaml
     try:
         with open(path, encoding="utf-8") as f:
             names = (yaml.safe_load(f) or {}).get("names")

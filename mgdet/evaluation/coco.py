@@ -21,8 +21,12 @@ import os
 import time
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm.auto import tqdm
 
 from mgdet.evaluation import voc_metric
+from mgdet.evaluation.analysis import confusion_matrix, pr_curves
 
 log = logging.getLogger("mgdet.evaluation.coco")
 
@@ -46,7 +50,6 @@ def _quiet():
 
 
 def _coco_api(gt_coco):
-    from pycocotools.coco import COCO
     if isinstance(gt_coco, COCO):
         return gt_coco
     if isinstance(gt_coco, str):
@@ -78,7 +81,6 @@ def coco_metrics(gt_coco, detections, per_class=False, curves=False):
       "ARl"}`` floats in [0, 1] (``nan`` where the ground truth has nothing to measure).
       No detections at all gives 0 everywhere (``nan`` where there is no ground truth).
     """
-    from pycocotools.cocoeval import COCOeval
     gt = _coco_api(gt_coco)
     gt_ids = set(gt.getImgIds())
     unknown = {d["image_id"] for d in detections} - gt_ids
@@ -115,7 +117,6 @@ def coco_metrics(gt_coco, detections, per_class=False, curves=False):
     if per_class:
         result["per_class"] = _per_class_ap(gt, ev)
     if curves:
-        from mgdet.evaluation.analysis import pr_curves
         result["pr_curves"] = pr_curves(ev, gt)
     return result
 
@@ -244,7 +245,6 @@ def run_detector(model, dataset, label_to_category=None, progress=True, max_batc
     Returns:
       ``(detections, num_images, seconds)``.
     """
-    from tqdm.auto import tqdm
     detect = getattr(model, "detect", None) or model.predict_on_batch
     detections, num_images = [], 0
     start = time.perf_counter()
@@ -319,7 +319,6 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
             json.dump(detections, f)
     metrics = coco_metrics(gt, detections, per_class=per_class, curves=analysis)
     if analysis:
-        from mgdet.evaluation.analysis import confusion_matrix
         matrix, names = confusion_matrix(gt.dataset, detections, CONFUSION_IOU, CONFUSION_SCORE)
         metrics["confusion"] = {"matrix": matrix.tolist(), "names": names, "iou": CONFUSION_IOU,
                                 "score_threshold": CONFUSION_SCORE}

@@ -47,7 +47,6 @@ import shutil
 import socket
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 
 from mgdet.config import DEFAULT_MAX_PIXELS, check_value
@@ -107,7 +106,7 @@ class _DetectorServing(tf.Module):
         # class. The raw tf.Variables, not Keras 3's wrappers: a wrapper is exported as a copy
         # that TF1-style loaders (saved_model_cli run, TF Serving's session bundle) restore
         # while the functions read the original, left uninitialized.
-        self.model_variables = [_raw_variable(v) for v in model.variables]
+        self.model_variables = [raw_variable(v) for v in model.variables]
         self.labels = tf.saved_model.Asset(labels_path)
         size = int(image_size)
 
@@ -131,12 +130,12 @@ class _DetectorServing(tf.Module):
             }
 
         def serve_images(images):
-            return outputs(_resize_to(images, size))
+            return outputs(resize_to(images, size))
 
         def decode_one(data):
             with tf.control_dependencies([_check_pixels(data, max_pixels)]):
                 image = decode_oriented(data)  # EXIF orientation applied, as in training
-            return _resize_to(image, size)
+            return resize_to(image, size)
 
         def serve_bytes(image_bytes):
             images = tf.map_fn(decode_one, image_bytes,
@@ -198,7 +197,7 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
     export_dir = os.path.normpath(export_dir)
     if not overwrite:
         refuse_existing(export_dir)
-    size = _build(model)
+    size = build(model)
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
     remove_stale_tmp(parent)

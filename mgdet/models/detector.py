@@ -13,12 +13,11 @@ Training (``train_step``): forward -> label assignment (``mgdet.assign.assign``,
 
 Metrics: ``loss``, ``cls_loss``, ``reg_loss`` (means over steps of the global-batch losses),
 ``num_pos_cls``, ``num_pos_reg`` (mean positives per global batch) and ``targets_dropped`` (the
-objects of the epoch's targets that could not be trained on, :func:`drop_invalid_objects`).
+objects of the epoch's targets that could not be trained on, :func:`mgdet.models.steps.drop_invalid_objects`).
 Under ``tf.distribute`` each replica's loss is its share of the global loss (the loss
 normalizers are all-reduced), Keras sums the replicas' gradients, and the metrics report global
 values.
 """
-import numbers
 import os
 
 import keras
@@ -30,6 +29,7 @@ from mgdet import assign as assign_ops
 from mgdet import losses as loss_ops
 from mgdet.ops import targets as target_ops
 from mgdet.models.backbones import BACKBONES, build_backbone, load_backbone_weights
+from mgdet.models.steps import check_arguments, drop_invalid_objects, reducible_logs
 from mgdet.models.heads import DetectionHead
 from mgdet.ops.postprocess import postprocess
 
@@ -38,62 +38,6 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 METRIC_NAMES = ("loss", "cls_loss", "reg_loss", "num_pos_cls", "num_pos_reg", "targets_dropped")
-
-
-def drop_invalid_objects(targets, num_classes):
-    """The objects of a batch's targets that cannot be trained on, dropped as mgdet's input
-    pipeline drops them from files (:func:`mgdet.data.pipeline.sanitize`): a box with a
-    non-finite coordinate or without area once clipped to the image, or a label outside
-    ``[0, num_classes)``. Boxes are clipped to the image. Plain tensor ops, so it runs in a
-    ``tf.function``, an XLA-compiled step and under ``tf.distribute`` alike (none of which can
-    raise from inside a compiled step).
-
-    Args:
-      targets: the detector's targets (:func:`mgdet.ops.targets.standardize_targets`): ``boxes``
-        [B, M, 4] relative xyxy, ``labels`` int32 [B, M], ``valid`` bool [B, M] (+ ``ignore``).
-      num_classes: C.
-    Returns:
-      ``(targets, dropped)``: the same targets with those objects made padding (``valid``
-      False, box and label 0), and int32 the number of valid objects dropped.
-    """
-    boxes, labels, valid = targets["boxes"], targets["labels"], targets["valid"]
-    finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
-    clipped = tf.clip_by_value(tf.where(finite[..., None], boxes, 0.0), 0.0, 1.0)
-    good = (finite & (clipped[..., 2] > clipped[..., 0]) & (clipped[..., 3] > clipped[..., 1])
-            & (labels >= 0) & (labels < num_classes))
-    keep = valid & good
-    out = dict(targets, boxes=tf.where(keep[..., None], clipped, 0.0),
-               labels=tf.where(keep, labels, 0), valid=keep)
-    if "ignore" in targets:
-        out["ignore"] = tf.cast(targets["ignore"], tf.bool) & keep
-    return out, tf.reduce_sum(tf.cast(valid & ~good, tf.int32))
-
-
-def _check_number(name, value, low, high, low_open=False, integer=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok and integer:
-        ok = float(value) == int(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        bounds = f"{'>' if low_open else '>='} {low}" + ("" if high is None else f" and <= {high}")
-        raise ValueError(f"{name} must be {kind} {bounds}, got {value!r}")
-
-
-def reducible_logs(logs):
-    """``logs`` (a train/test step's scalar metrics) as Keras can reduce them across workers.
-
-    Keras 3 (checked on 3.15) reduces a step's per-replica logs across workers with
-    ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars; inside a multi-worker
-    replica context each scalar becomes shape [1] (the mean over replicas is then a scalar
-    again). Unchanged elsewhere.
-    """
-    strategy = tf.distribute.get_strategy()
-    if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode()):  # noqa: SLF001 (no public accessor)
-        return logs
-    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
 @keras.saving.register_keras_serializable(package="mgdet")
@@ -152,26 +96,17 @@ class Detector(keras.Model):
         super().__init__(**kwargs)
         if type(self) is Detector or self.arch is None:
             raise TypeError("Detector is a base class: build FSSD, RetinaNet or RFBNet")
-        _check_number("num_classes", num_classes, 1, None, integer=True)
+        check_arguments(num_classes=num_classes, image_size=image_size, width=width,
+                        qfl_beta=qfl_beta, focal_alpha=focal_alpha, focal_gamma=focal_gamma,
+                        bl1_alpha=bl1_alpha, bl1_gamma=bl1_gamma, bl1_beta=bl1_beta,
+                        score_threshold=score_threshold, nms_iou=nms_iou,
+                        max_detections=max_detections)
         if backbone not in self.backbones:
             raise ValueError(f"unknown backbone {backbone!r} for {type(self).__name__}: use one "
                              f"of {self.backbones}")
-        if (not isinstance(image_size, numbers.Integral) or isinstance(image_size, bool)
-                or image_size <= 0 or image_size % 64):
-            raise ValueError(f"image_size must be a positive multiple of 64, got {image_size!r}")
-        _check_number("width", width, 0.0, 4.0, low_open=True)
         assign_ops.validate(strategy, sigma, pos_iou, neg_iou, atss_topk, tal_topk, tal_alpha,
                             tal_beta)
         self.cls_loss = loss_ops.resolve_cls_loss(cls_loss, strategy)
-        _check_number("qfl_beta", qfl_beta, 0.0, None)
-        _check_number("focal_alpha", focal_alpha, 0.0, 1.0)
-        _check_number("focal_gamma", focal_gamma, 0.0, None)
-        _check_number("bl1_alpha", bl1_alpha, 0.0, None, low_open=True)
-        _check_number("bl1_gamma", bl1_gamma, 0.0, None, low_open=True)
-        _check_number("bl1_beta", bl1_beta, 0.0, None, low_open=True)
-        _check_number("score_threshold", score_threshold, 0.0, 1.0)
-        _check_number("nms_iou", nms_iou, 0.0, 1.0, low_open=True)
-        _check_number("max_detections", max_detections, 1, None, integer=True)
         if not isinstance(sync_bn, bool):
             raise ValueError(f"sync_bn must be True or False, got {sync_bn!r}")
         if not isinstance(clip_anchors, bool):

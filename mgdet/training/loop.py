@@ -13,7 +13,7 @@ import time
 import keras
 import tensorflow as tf
 
-from mgdet.config import ConfigError, check_files
+from mgdet.config import check_files
 from mgdet.data import get_source, stats
 from mgdet.data.datasets import build_datasets, build_eval_dataset, build_train_dataset
 from mgdet.evaluation.coco import evaluate, format_table

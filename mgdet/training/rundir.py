@@ -27,11 +27,10 @@ import os
 import re
 import shutil
 
-from mgdet.config import ConfigError, load_config
+from mgdet.config import RUNS_DIR, ConfigError, load_config
 
 # The files of a run folder (their one home: training writes them, eval / export / predict and
 # fine-tuning read them).
-RUNS_DIR = "runs"
 STATE_FILE = "train_state.json"
 CHECKPOINT_DIR = "checkpoints"
 MANIFEST = "mgdet_run.json"
@@ -237,7 +236,7 @@ def check_resumable(run_dir):
             f"--resume: {run_dir} was written by an mgdet version whose checkpoints missed most "
             f"layers (no {MANIFEST}): it cannot be resumed without losing weights or batch-norm "
             f"statistics; start a new run from its weights with --set "
-            f"model.init_from={os.path.join(run_dir, 'final.weights.h5')} (or best.weights.h5)")
+            f"model.init_from={os.path.join(run_dir, FINAL_WEIGHTS)} (or best.weights.h5)")
     if read_manifest(run_dir) is None and not _is_empty(run_dir):
         raise ResumeError(f"--resume: {run_dir} is not an mgdet run folder (no {MANIFEST}); "
                           "nothing in it was changed: pass the folder of a run")
@@ -255,7 +254,7 @@ def check_compatible(run_dir, config, class_names, steps_per_epoch):
     Raises:
       ResumeError: what differs (config value: run's -> now) and what to do instead.
     """
-    path = os.path.join(run_dir, "config.json")
+    path = os.path.join(run_dir, RUN_CONFIG)
     try:
         with open(path) as f:
             saved = json.load(f)
@@ -277,7 +276,7 @@ def check_compatible(run_dir, config, class_names, steps_per_epoch):
         raise ResumeError(
             f"--resume: this config does not continue the run in {run_dir} ({'; '.join(differ)})"
             "; nothing was changed: resume with the run's values, or start a new run from its "
-            f"weights with --set model.init_from={os.path.join(run_dir, 'final.weights.h5')}")
+            f"weights with --set model.init_from={os.path.join(run_dir, FINAL_WEIGHTS)}")
 
 
 def load_state(run_dir, up_to_epoch=None):

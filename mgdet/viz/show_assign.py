@@ -23,7 +23,7 @@ from mgdet.data import get_source
 from mgdet.data.pipeline import make_dataset
 from mgdet.ops.anchors import ANCHORS_PER_CELL, feature_sizes, num_anchors
 from mgdet.training.trained import load_detector
-from mgdet.viz.drawing import _font, _label, _text_size, _to_pil, class_color
+from mgdet.viz.drawing import _font, _text_size, _to_pil
 
 RED = (235, 40, 40)
 GREEN = (40, 220, 60)
