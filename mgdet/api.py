@@ -10,7 +10,10 @@ import os
 
 import numpy as np
 
-from mgdet.config import load_config  # noqa: F401 (public API)
+from mgdet.config import load_config
+
+__all__ = ["load_config", "build_model", "build_datasets", "train", "evaluate",
+           "export_saved_model", "predict", "Datasets"]
 
 Datasets = collections.namedtuple("Datasets",
                                   "train eval class_names ground_truth steps_per_epoch")

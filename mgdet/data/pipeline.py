@@ -25,17 +25,19 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
+from mgdet.config import AUGMENT_MODES, DIFFICULT
 from mgdet.data import augment as aug
-from mgdet.data.augment_paper import paper_augment
 from mgdet.data import stats as data_stats
+from mgdet.data.augment_paper import paper_augment
 from mgdet.data.common import DataError
 
 log = logging.getLogger("mgdet.data")
 
 DEFAULT_AUGMENT = dict(photometric=True, expand=True, max_expand=4.0, crop=True, flip=True,
                        channel_swap=False)
-# data.augment modes -> (transform, its default keywords, other keywords it accepts).
-AUGMENT_MODES = {
+# data.augment modes (mgdet.config.AUGMENT_MODES but "none") -> (transform, its default keywords,
+# other keywords it accepts).
+AUGMENT_TRANSFORMS = {
     "ssd": (aug.ssd_augment, DEFAULT_AUGMENT, {"mean", "min_ious", "max_trials", "exact_hsv"}),
     "paper": (paper_augment, dict(max_expand=4.0, expand_p=0.6),
               {"mean", "min_ious", "min_size", "photometric"}),
@@ -54,19 +56,16 @@ def augment_transform(augment):
     mode = options.pop("mode", "ssd")
     if mode == "none":
         return None
-    if mode not in AUGMENT_MODES:
+    if mode not in AUGMENT_TRANSFORMS:
         raise DataError(f"make_dataset: unknown augment mode {mode!r}; use one of "
-                        f"{', '.join(list(AUGMENT_MODES) + ['none'])}")
-    fn, defaults, optional = AUGMENT_MODES[mode]
+                        f"{', '.join(AUGMENT_MODES)}")
+    fn, defaults, optional = AUGMENT_TRANSFORMS[mode]
     unknown = set(options) - set(defaults) - optional
     if unknown:
         raise DataError(f"make_dataset: unknown {mode!r} augment options {sorted(unknown)}")
     kwargs = {**defaults, **options}
     return lambda image, boxes, labels, seed, size, **extra: fn(image, boxes, labels, seed, size,
                                                                 **kwargs, **extra)
-
-
-DIFFICULT_MODES = ("train", "ignore")
 
 
 def ignore_flags(example):
@@ -257,7 +256,7 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
       augment: the training transform: ``"ssd"`` (default; ``None`` / ``True`` too),
         ``"paper"`` (the authors' pipeline, :func:`mgdet.data.augment_paper.paper_augment`), ``"none"``
         / ``False`` (resize only), or a dict ``{"mode": ..., **keywords}`` (mode default
-        ``"ssd"``) overriding the mode's keywords (:data:`AUGMENT_MODES`).
+        ``"ssd"``) overriding the mode's keywords (:data:`AUGMENT_TRANSFORMS`).
       name: counter group in :mod:`mgdet.data.stats` (default "train" / "eval").
       drop_remainder: default ``training``.
       repeat: repeat forever (for ``steps_per_epoch`` style loops).
@@ -279,8 +278,8 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     counters = data_stats.counters(name)
     for key in ("images", "boxes_kept", "images_truncated"):
         counters.add(key, 0)  # create eagerly, outside any tf.function / strategy scope
-    if difficult not in DIFFICULT_MODES:
-        raise DataError(f"make_dataset: difficult must be one of {DIFFICULT_MODES}, got "
+    if difficult not in DIFFICULT:
+        raise DataError(f"make_dataset: difficult must be one of {DIFFICULT}, got "
                         f"{difficult!r}")
     flag_ignored = training and difficult == "ignore"
     drop_remainder = training if drop_remainder is None else drop_remainder

@@ -23,7 +23,7 @@ from mgdet.data import get_source
 from mgdet.data.pipeline import make_dataset
 from mgdet.ops.anchors import ANCHORS_PER_CELL, feature_sizes, num_anchors
 from mgdet.training.trained import load_detector
-from mgdet.viz.drawing import _font, _text_size, _to_pil
+from mgdet.viz.drawing import load_font, text_size, to_pil
 
 RED = (235, 40, 40)
 GREEN = (40, 220, 60)
@@ -133,10 +133,10 @@ def _centre_offsets(radius):
 def _title_strip(width, items, font):
     """A dark strip with ``items`` [(text, colour)] written left to right, wrapped."""
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    _, th = _text_size(probe, "Ag", font)
+    _, th = text_size(probe, "Ag", font)
     positions, x, y = [], 4, 3
     for text, _ in items:
-        tw = _text_size(probe, text, font)[0]
+        tw = text_size(probe, text, font)[0]
         if x > 4 and x + tw > width - 4:
             x, y = 4, y + th + 5
         positions.append((x, y))
@@ -211,7 +211,7 @@ def draw_assignment(image, gt_boxes, masks, anchors, objects=None, max_objects=3
     Returns:
       ``PIL.Image``: rows of two panels (a dark placeholder panel when there is no object).
     """
-    base = _to_pil(image)
+    base = to_pil(image)
     if scale is None:
         scale = max(1, math.ceil(512 / base.width))
     if scale != 1:
@@ -231,7 +231,7 @@ def draw_assignment(image, gt_boxes, masks, anchors, objects=None, max_objects=3
     ring = _centre_offsets(1.0)[shape] * np.minimum(stride_px * 0.3, 18)[:, None]
     centres_px = centres + ring
     dot = max(2, round(w / 110))
-    font = _font(max(10, round(w / 32)))
+    font = load_font(max(10, round(w / 32)))
     owners = {k: np.asarray(masks[k], np.int64).reshape(-1) for k in ("iou_gt", "l2c_gt",
                                                                       "c2l_gt")}
     objects = pick_objects(gt_boxes, masks, max_objects) if objects is None else list(objects)
