@@ -99,8 +99,11 @@ def train_step_images_per_s(config_path, image_size, batch_size, steps=10, num_c
 
 def voc_like_source(num_images, workdir, seed=0):
     """A temporary VOCdevkit of 500x375 JPEGs (synthetic images, upscaled) + XML, loaded back."""
+    import types
+
     from PIL import Image
-    from mgdet.data.voc import load_voc
+
+    from mgdet.data import get_source
 
     data = generated.generate(num_images, 160, seed, "test")
     d = os.path.join(workdir, "VOCdevkit", "VOC2007")
@@ -124,9 +127,10 @@ def voc_like_source(num_images, workdir, seed=0):
                     f"<height>375</height><depth>3</depth></size>{objs}</annotation>")
     with open(os.path.join(d, "ImageSets", "Main", "trainval.txt"), "w") as f:
         f.write("\n".join(ids) + "\n")
-    ds, _ = load_voc(os.path.join(workdir, "VOCdevkit"), ("2007",), "trainval", tuple(names),
-                     shuffle=True, seed=seed)
-    return ds
+    source = get_source(types.SimpleNamespace(
+        source="voc", root=os.path.join(workdir, "VOCdevkit"), train_sets=("2007/trainval",),
+        class_names=tuple(names), seed=seed))
+    return source.dataset("train", shuffle=True)
 
 
 def main(argv=None):

@@ -2,8 +2,8 @@
 
     python bench/step_gaps.py [--epochs 3] [--set key=value ...]
 
-Runs ``mgdet.training.loop.train`` on a config (default: the embedded default, ``train.eval_every=1``
-so that every epoch boundary holds an evaluation) with one more callback, last in the list, that
+Runs ``mgdet.training.loop.train`` on a config (default: the embedded default,
+``train.eval_every=1``, so that every epoch boundary holds an evaluation) with one more callback, last in the list, that
 timestamps every batch and epoch. Per epoch it reports the median step, the first step (iterator
 start and shuffle-buffer fill land there), the epoch-end callbacks (evaluation, checkpoint,
 TensorBoard, data counters: from the last batch's end to this callback's ``on_epoch_end``) and

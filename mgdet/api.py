@@ -32,8 +32,8 @@ def build_datasets(cfg):
     """The training and evaluation datasets of ``cfg`` (:class:`Datasets`)."""
     from mgdet.data.datasets import build_datasets as build  # TensorFlow: imported on use
     train_ds, eval_ds, class_names, ground_truth, steps_per_epoch = build(cfg)
-    # the training stream repeats forever (mgdet.training.loop passes steps_per_epoch to fit); one epoch
-    # of it here, so that a plain model.fit(data.train) ends
+    # the training stream repeats forever (mgdet.training.loop passes steps_per_epoch to fit);
+    # one epoch of it here, so that a plain model.fit(data.train) ends
     return Datasets(train_ds.take(steps_per_epoch), eval_ds, class_names, ground_truth,
                     steps_per_epoch)
 

@@ -106,8 +106,8 @@ def build(cls, values, prefix):
 def check_value(key, value, what=None):
     """Refuse ``value`` for the config key ``key`` (``"eval.nms_iou"``) outside the key's
     choices or range (a finite number inside the interval, an integer for an int field, a
-    multiple of ``multiple_of``; None, an unset Optional, passes). Raises ConfigError naming ``what`` (default: the key); returns
-    ``value``."""
+    multiple of ``multiple_of``; None, an unset Optional, passes). Raises ConfigError naming
+    ``what`` (default: the key); returns ``value``."""
     f = FIELDS[key]
     what = what or f"config key '{key}'"
     meta = f.metadata

@@ -1,8 +1,9 @@
 """Training augmentation as pure TF ops (graph mode, stateless random, no ``py_function``).
 
 Two transforms (``data.augment``): :func:`ssd_augment` (``"ssd"``, below) and
-:func:`mgdet.data.augment_paper.paper_augment` (``"paper"``: the authors' order — crop, photometric, zoom-out with aspect
-jitter, flip, resize with a random interpolation, 1% box drop — see its docstring).
+:func:`mgdet.data.augment_paper.paper_augment` (``"paper"``: the authors' order — crop,
+photometric, zoom-out with aspect jitter, flip, resize with a random interpolation, 1% box
+drop — see its docstring).
 
 ``ssd_augment`` is the training transform of SSD (Liu et al. 2016):
 

@@ -66,8 +66,8 @@ def build_datasets(cfg, worker=None):
     stream then fills the epoch from the next pass, so every epoch trains exactly
     ``steps_per_epoch`` full batches (a dataset of asserted cardinality would fail instead).
 
-    ``worker``: ``(index, count)`` from :func:`mgdet.training.distributed.input_shard` to read only this
-    worker's share of the training images, every ``count``-th one from ``index``, chosen before
+    ``worker``: ``(index, count)`` from :func:`mgdet.training.distributed.input_shard` to read
+    only this worker's share of the training images, every ``count``-th one from ``index``, chosen before
     decoding (``data.worker_sharding: files``); the batches keep the global batch size and the
     steps per epoch those of the whole split.
     """

@@ -251,11 +251,11 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
         synthetic source, which is in memory already). When the dataset size is known the
         whole cache is reshuffled every epoch (a :class:`Stream`: every pass).
       shuffle_buffer: examples in the shuffle buffer (training; 0 or 1 disables). File sources
-        also shuffle their file list (``load_source(..., shuffle=True)``), so a few hundred is
+        also shuffle their file list (``Source.dataset(split, shuffle=True)``), so a few hundred is
         enough.
       augment: the training transform: ``"ssd"`` (default; ``None`` / ``True`` too),
-        ``"paper"`` (the authors' pipeline, :func:`mgdet.data.augment_paper.paper_augment`), ``"none"``
-        / ``False`` (resize only), or a dict ``{"mode": ..., **keywords}`` (mode default
+        ``"paper"`` (the authors' pipeline, :func:`mgdet.data.augment_paper.paper_augment`),
+        ``"none"`` / ``False`` (resize only), or a dict ``{"mode": ..., **keywords}`` (mode default
         ``"ssd"``) overriding the mode's keywords (:data:`AUGMENT_TRANSFORMS`).
       name: counter group in :mod:`mgdet.data.stats` (default "train" / "eval").
       drop_remainder: default ``training``.

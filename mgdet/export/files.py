@@ -5,9 +5,6 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
-# The selective int8 quantization of tf.lite.experimental.QuantizationDebugger without its
-# debug build: the call it makes itself (no public API takes a denylist of nodes directly).
-from tensorflow.lite.python import convert as tflite_convert
 
 from mgdet.config import QUANTIZE
 from mgdet.data import get_source, pipeline
@@ -123,23 +120,22 @@ def export_tflite(model, path, quantize="none", representative_images=None):
 
 
 def _int8_convert(converter, images):
-    """Full-integer quantization except the ops under :data:`DECODE_SCOPE` (and the outputs).
-
-    This is the selective quantization of ``tf.lite.experimental.QuantizationDebugger``
-    (``denylisted_nodes``) without its debug build: calibrate once, then quantize with the
-    decode ops' output tensors denylisted, so they run in float32.
-    """
+    """Full-integer quantization except the ops under :data:`DECODE_SCOPE` (and the outputs):
+    the selective quantization of ``tf.lite.experimental.QuantizationDebugger`` (calibrate once,
+    then quantize with the decode ops' output tensors denylisted, so they run in float32)."""
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ({"images": x} for x in images)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                            tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
-    calibrated = converter.convert()
-    names = [d["name"] for d in tf.lite.Interpreter(model_content=calibrated).get_tensor_details()]
-    float_nodes = [n for n in names
-                   if n.startswith(DECODE_SCOPE + "/") or n.startswith("StatefulPartitionedCall")]
-    return tflite_convert.mlir_quantize(calibrated, fully_quantize=False,
-                                        denylisted_nodes=float_nodes)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=lambda: ([x] for x in images))
+    names = [d["name"] for d in
+             tf.lite.Interpreter(model_content=debugger.calibrated_model).get_tensor_details()]
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=[n for n in names if n.startswith(DECODE_SCOPE + "/")
+                          or n.startswith("StatefulPartitionedCall")],
+        fully_quantize=False)
+    return debugger.get_nondebug_quantized_model()
 
 
 def representative_images(config, num_images=32):

@@ -1,4 +1,5 @@
-"""The embedded default dataset (``data.source: synthetic``): procedurally generated shapes, no download.
+"""The embedded default dataset (``data.source: synthetic``): procedurally generated shapes,
+no download.
 
 Every image is drawn with numpy from its own random stream ``(seed, split, index)``, so image ``i``
 is the same whatever ``num_images`` is, and the train / val / test splits never share an image.
