@@ -29,7 +29,7 @@ def run_one(config, strategy, seed, epochs, overrides, out_dir, callbacks=()):
     (``callbacks``: extra Keras callbacks of the training run)."""
     import keras
     from mgdet.config import load_config
-    from mgdet.train import train
+    from mgdet.training.loop import train
     keras.backend.clear_session()
     extra = list(overrides) + [f"assign.strategy={strategy}", f"train.seed={seed}"]
     if epochs:

@@ -19,9 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from bench.common import print_table, write_json  # noqa: E402
-from mgdet import anchors as anchor_ops  # noqa: E402
+from mgdet.ops import anchors as anchor_ops# noqa: E402
 from mgdet.assign import assign  # noqa: E402
-from mgdet.data.synthetic import generate  # noqa: E402
+from mgdet.data.synthetic.generated import generate  # noqa: E402
 
 
 def positives_per_object(anchors, data, batch=32):

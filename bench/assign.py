@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench.common import cpu_line, machine, print_table, write_json  # noqa: E402
-from mgdet.anchors import generate_anchors  # noqa: E402
+from mgdet.ops.anchors import generate_anchors  # noqa: E402
 from mgdet.assign import STRATEGIES, assign  # noqa: E402
 
 

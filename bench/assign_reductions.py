@@ -27,8 +27,8 @@ import tensorflow as tf  # noqa: E402
 
 from bench.assign import random_inputs  # noqa: E402
 from bench.common import cpu_line, machine, print_table, write_json  # noqa: E402
-from mgdet import boxes as box_ops  # noqa: E402
-from mgdet.anchors import generate_anchors  # noqa: E402
+from mgdet.ops import boxes as box_ops# noqa: E402
+from mgdet.ops.anchors import generate_anchors  # noqa: E402
 from mgdet.assign.ownership import own_masked  # noqa: E402
 
 

@@ -23,7 +23,7 @@ def time_call(fn, warmup=2, reps=7):
 def machine():
     """A short description of where the numbers were measured (``/proc/cpuinfo`` read once)."""
     import tensorflow as tf
-    from mgdet.cpu import FLAGS, cpu_info
+    from mgdet.training.cpu import FLAGS, cpu_info
     info = cpu_info()
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return {"cpu": info["model"] or platform.processor() or platform.machine(),

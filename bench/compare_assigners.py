@@ -16,7 +16,7 @@ Each strategy uses its own defaults: ATSS topk 9, TAL topk 13, alpha 1, beta 6 w
 focal loss on its soft targets (``loss.cls_loss: auto``); change them with ``--set``.
 ``--small-objects`` draws the embedded data with 60 % small, 30 % medium, 10 % large objects
 (instead of 20 / 50 / 30 %): the synthetic source has no config key for object sizes or
-counts, so the script sets ``mgdet.data.synthetic.SIZE_PROBS`` in its own process.
+counts, so the script sets ``mgdet.data.synthetic.painter.SIZE_PROBS`` in its own process.
 An interrupted comparison resumes from ``<out>.partial`` (finished runs are kept).
 """
 import argparse
@@ -71,7 +71,7 @@ def run_strategy(args, strategy, seed):
     """Train one (strategy, seed); returns its record (metrics in %, positives)."""
     import keras
     from mgdet.config import load_config
-    from mgdet.train import build_eval_dataset
+    from mgdet.data.datasets import build_eval_dataset
 
     keep = keras.callbacks.Callback()  # Keras sets keep.model: the trained detector
     out_dir = os.path.join(args.runs_dir, f"{strategy}_seed{seed}")
@@ -150,8 +150,8 @@ def main(argv=None):
     args.out = args.out or f"bench/results/compare_assigners{suffix}.json"
     args.runs_dir = args.runs_dir or f"runs/compare_assigners{suffix}"
     if args.small_objects:
-        from mgdet.data import synthetic
-        synthetic.SIZE_PROBS = SMALL_SIZE_PROBS
+        from mgdet.data.synthetic import painter
+        painter.SIZE_PROBS = SMALL_SIZE_PROBS
 
     runs, partial = [], args.out + ".partial"
     if os.path.exists(partial):  # resume: keep the finished runs

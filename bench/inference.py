@@ -27,7 +27,7 @@ def measure_pair(arch, backbone, batches, image_size, classes, reps, score_thres
     import numpy as np
     import tensorflow as tf
     from bench.common import time_call
-    from mgdet.export import export_saved_model
+    from mgdet.export.saved_model import export_saved_model
     from mgdet.models import MODELS
     model = MODELS[arch](num_classes=classes, backbone=backbone, image_size=image_size,
                          score_threshold=score_threshold)

@@ -25,7 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 from bench.common import machine, print_table, write_json  # noqa: E402
-from mgdet.data import synthetic  # noqa: E402
+from mgdet.data.synthetic import generated, shapes  # noqa: E402
+from mgdet.data.synthetic.source import synthetic_dataset  # noqa: E402
 from mgdet.data.pipeline import make_dataset  # noqa: E402
 
 VARIANTS = {
@@ -98,14 +99,17 @@ def train_step_images_per_s(config_path, image_size, batch_size, steps=10, num_c
 
 def voc_like_source(num_images, workdir, seed=0):
     """A temporary VOCdevkit of 500x375 JPEGs (synthetic images, upscaled) + XML, loaded back."""
-    from PIL import Image
-    from mgdet.data.voc import load_voc
+    import types
 
-    data = synthetic.generate(num_images, 160, seed, "test")
+    from PIL import Image
+
+    from mgdet.data import get_source
+
+    data = generated.generate(num_images, 160, seed, "test")
     d = os.path.join(workdir, "VOCdevkit", "VOC2007")
     for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
-    names = list(synthetic.CLASS_NAMES)
+    names = list(shapes.CLASS_NAMES)
     ids = []
     for i in range(num_images):
         ex = data.example(i)
@@ -123,9 +127,10 @@ def voc_like_source(num_images, workdir, seed=0):
                     f"<height>375</height><depth>3</depth></size>{objs}</annotation>")
     with open(os.path.join(d, "ImageSets", "Main", "trainval.txt"), "w") as f:
         f.write("\n".join(ids) + "\n")
-    ds, _ = load_voc(os.path.join(workdir, "VOCdevkit"), ("2007",), "trainval", tuple(names),
-                     shuffle=True, seed=seed)
-    return ds
+    source = get_source(types.SimpleNamespace(
+        source="voc", root=os.path.join(workdir, "VOCdevkit"), train_sets=("2007/trainval",),
+        class_names=tuple(names), seed=seed))
+    return source.dataset("train", shuffle=True)
 
 
 def main(argv=None):
@@ -142,7 +147,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
-    data = synthetic.generate(args.images, args.synthetic_size, 0, "train")
+    data = generated.generate(args.images, args.synthetic_size, 0, "train")
     gen_s = time.perf_counter() - t0
     gen = {"images": args.images, "image_size": args.synthetic_size, "seconds": gen_s,
            "images_per_s": args.images / gen_s, "objects": int(len(data.labels))}
@@ -155,7 +160,7 @@ def main(argv=None):
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        sources = {"synthetic": lambda: synthetic.synthetic_dataset(
+        sources = {"synthetic": lambda: synthetic_dataset(
             args.images, args.synthetic_size, 0, "train", shuffle=True)}
         if not args.no_jpeg:
             jpeg_ds = voc_like_source(args.images, tmp)

@@ -49,7 +49,7 @@ def keras_hub_arrays(data, max_objects):
 
 def evaluate(model, images, data, batch):
     """pycocotools metrics (fractions) of ``model`` on the eval arrays."""
-    from mgdet.evaluation import coco_metrics, detections_to_coco
+    from mgdet.evaluation.coco import coco_metrics, detections_to_coco
     size = images.shape[1]
     out = model.predict(images, batch_size=batch, verbose=0)
     num = out["num_detections"] if "num_detections" in out else (out["labels"] >= 0).sum(-1)
@@ -65,7 +65,7 @@ def run_pair(seed, args, train, evaluation):
     import tensorflow as tf
 
     from mgdet.keras_hub import MGRetinaNetObjectDetector, small_retinanet
-    from mgdet.data.synthetic import NUM_CLASSES
+    from mgdet.data.synthetic.shapes import NUM_CLASSES
 
     (x, y), (eval_x, eval_data) = train, evaluation
     keras.utils.set_random_seed(seed)
@@ -109,7 +109,7 @@ def main(argv=None):
 
     import keras_hub
 
-    from mgdet.data.synthetic import generate
+    from mgdet.data.synthetic.generated import generate
     train = keras_hub_arrays(generate(args.train, args.image_size, 0, "train"), args.max_objects)
     eval_data = generate(args.eval, args.image_size, 0, "val")
     evaluation = (keras_hub_arrays(eval_data, args.max_objects)[0], eval_data)

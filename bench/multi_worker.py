@@ -24,14 +24,14 @@ sys.path.insert(0, ROOT)
 
 _RUN = textwrap.dedent(r'''
     import json, sys, time
-    from mgdet import distributed
+    from mgdet.training import distributed
     role, batch, size, warmup, steps = sys.argv[1], *map(int, sys.argv[2:6])
     if role == "worker":
         strategy = distributed.multi_worker_strategy()  # before any other TF op
     import keras
     import tensorflow as tf
     from mgdet.models import MODELS
-    from mgdet.optim import SGDWithL2
+    from mgdet.training.optim import SGDWithL2
     from tests.batches import painted_batch
     if role == "single":
         strategy = tf.distribute.get_strategy()
@@ -57,7 +57,7 @@ _RUN = textwrap.dedent(r'''
 
 def run(workers, args):
     """Seconds per step of the chief (one plain process when ``workers`` is 0)."""
-    from mgdet.distributed import loopback_tf_configs
+    from tests.cluster import loopback_tf_configs
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     argv = [str(a) for a in (args.batch, args.image_size, args.warmup, args.steps)]

@@ -31,7 +31,7 @@ def run_steps(pair, batch, image_size, precision, steps):
     import tensorflow as tf
     from bench.train_step import random_batch
     from mgdet.models import MODELS
-    from mgdet.optim import SGDWithL2
+    from mgdet.training.optim import SGDWithL2
     if precision != "float32":
         keras.mixed_precision.set_global_policy(precision)
     arch, backbone = pair.split(":")

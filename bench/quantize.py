@@ -37,7 +37,7 @@ def latency(args):
     TFLite exports of a random-weights detector, interleaved."""
     import numpy as np
     import tensorflow as tf
-    from mgdet.export import export_saved_model, export_tflite
+    from mgdet.export.saved_model import export_saved_model, export_tflite
     from mgdet.models import MODELS
     arch, backbone = args.pair.split(":")
     size = args.image_size
@@ -87,7 +87,7 @@ def latency(args):
 
 class TFLiteDetector:
     """``detect(images [B, S, S, 3] float32)`` of a TFLite export (one image at a time) plus the
-    class-wise NMS the Keras model does, for :func:`mgdet.evaluation.evaluate`."""
+    class-wise NMS the Keras model does, for :func:`mgdet.evaluation.coco.evaluate`."""
 
     def __init__(self, path, score_threshold, nms_iou, max_detections):
         self.run = tflite_runner(path)
@@ -96,7 +96,7 @@ class TFLiteDetector:
     def detect(self, images):
         import numpy as np
         import tensorflow as tf
-        from mgdet import boxes as box_ops
+        from mgdet.ops import boxes as box_ops
         outs = [self.run(images=np.asarray(x, np.float32)[None]) for x in images]
         boxes = np.concatenate([o["boxes"] for o in outs])      # [B, N, 4] yxyx
         scores = np.concatenate([o["scores"] for o in outs])    # [B, N, C]
@@ -111,10 +111,11 @@ class TFLiteDetector:
 def accuracy(args):
     """COCO AP (%) on the eval split: the Keras model, its float32 and int8 TFLite exports."""
     from mgdet.config import load_config
-    from mgdet.evaluation import evaluate
-    from mgdet.export import export_tflite, representative_images
-    from mgdet.predict import load_detector, resolve_weights
-    from mgdet.train import build_eval_dataset
+    from mgdet.evaluation.coco import evaluate
+    from mgdet.export.saved_model import export_tflite, representative_images
+    from mgdet.training.rundir import resolve_weights
+    from mgdet.training.trained import load_detector
+    from mgdet.data.datasets import build_eval_dataset
     cfg = load_config(args.config, args.set or [])
     model, _ = load_detector(cfg, resolve_weights(args.weights))
     eval_ds, gt = build_eval_dataset(cfg)

@@ -25,7 +25,7 @@ TINY = ["model.image_size=64", "model.width=0.25", "data.num_train=16", "data.nu
 def final_weights(epochs, out_dir, resume_after=None):
     import keras
     from mgdet.config import load_config
-    from mgdet.train import train
+    from mgdet.training.loop import train
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = os.path.join(root, "configs", "default.yaml")
     if resume_after:

@@ -2,8 +2,8 @@
 
     python bench/step_gaps.py [--epochs 3] [--set key=value ...]
 
-Runs ``mgdet.train.train`` on a config (default: the embedded default, ``train.eval_every=1``
-so that every epoch boundary holds an evaluation) with one more callback, last in the list, that
+Runs ``mgdet.training.loop.train`` on a config (default: the embedded default,
+``train.eval_every=1``, so that every epoch boundary holds an evaluation) with one more callback, last in the list, that
 timestamps every batch and epoch. Per epoch it reports the median step, the first step (iterator
 start and shuffle-buffer fill land there), the epoch-end callbacks (evaluation, checkpoint,
 TensorBoard, data counters: from the last batch's end to this callback's ``on_epoch_end``) and
@@ -72,7 +72,7 @@ def main():
     p.add_argument("--out", default=os.path.join("bench", "results", "step_gaps.json"))
     args = p.parse_args()
     from mgdet.config import load_config
-    from mgdet.train import train
+    from mgdet.training.loop import train
     out_dir = tempfile.mkdtemp(prefix="step_gaps_")
     cfg = load_config(args.config, [f"train.epochs={args.epochs}", "train.eval_every=1",
                                     f"train.out_dir={out_dir}"] + args.set)

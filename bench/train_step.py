@@ -45,7 +45,7 @@ def measure_pair(arch, backbone, batch, image_size, objects, num_classes, steps,
     import keras
     import tensorflow as tf
     from mgdet.models import MODELS
-    from mgdet.optim import SGDWithL2
+    from mgdet.training.optim import SGDWithL2
     if precision != "float32":
         keras.mixed_precision.set_global_policy(precision)
     images, targets = random_batch(batch, image_size, objects, num_classes)

@@ -1,5 +1,6 @@
 """The public Python API, re-exported by the package (``mgdet.train(cfg)``, ...); see the
-README's "Python API". Every function imports TensorFlow on first use only.
+README's "Python API". ``import mgdet`` stays free of TensorFlow: each function imports the
+stages it runs (all of them import TensorFlow) when it is first called.
 
 Boxes are ``[xmin, ymin, xmax, ymax]``; :func:`predict` returns them in the input image's
 pixels.
@@ -8,6 +9,11 @@ import collections
 import os
 
 import numpy as np
+
+from mgdet.config import load_config
+
+__all__ = ["load_config", "build_model", "build_datasets", "train", "evaluate",
+           "export_saved_model", "predict", "load_pretrained", "Datasets"]
 
 Datasets = collections.namedtuple("Datasets",
                                   "train eval class_names ground_truth steps_per_epoch")
@@ -24,19 +30,25 @@ augmentation, and an image that fails to decode is replaced from the next pass.
 
 def build_datasets(cfg):
     """The training and evaluation datasets of ``cfg`` (:class:`Datasets`)."""
-    from mgdet.train import build_datasets as build
+    from mgdet.data.datasets import build_datasets as build  # TensorFlow: imported on use
     train_ds, eval_ds, class_names, ground_truth, steps_per_epoch = build(cfg)
-    # the training stream repeats forever (mgdet.train passes steps_per_epoch to fit); one epoch
-    # of it here, so that a plain model.fit(data.train) ends
+    # the training stream repeats forever (mgdet.training.loop passes steps_per_epoch to fit);
+    # one epoch of it here, so that a plain model.fit(data.train) ends
     return Datasets(train_ds.take(steps_per_epoch), eval_ds, class_names, ground_truth,
                     steps_per_epoch)
+
+
+def build_model(config, num_classes=None, class_names=None, bounding_box_format="rel_xyxy"):
+    """A detector from a config: see :func:`mgdet.models.build.build_model`."""
+    from mgdet.models.build import build_model as build  # TensorFlow: imported on use
+    return build(config, num_classes, class_names, bounding_box_format)
 
 
 def train(cfg, resume=False, out_dir=None, verbose="auto"):
     """Train ``cfg`` with the full recipe (``mgdet train``); returns the final COCO metrics.
     Outputs (checkpoints, best/final weights, eval.json, TensorBoard logs) go to ``out_dir``
     (default ``cfg.out_dir``: ``runs/<name>``)."""
-    from mgdet.train import train as run
+    from mgdet.training.loop import train as run  # TensorFlow: imported on use
     return run(cfg, resume=resume, verbose=verbose, out_dir=out_dir)
 
 
@@ -49,12 +61,14 @@ def evaluate(model, cfg=None, per_class=False, progress=False):
         or run folder: the run's own ``config.json``.
       per_class: add ``"per_class"`` (AP per class name).
     """
-    from mgdet.evaluation import evaluate as run
-    from mgdet.train import build_eval_dataset
+    # TensorFlow: imported on use
+    from mgdet.data.datasets import build_eval_dataset
+    from mgdet.evaluation.coco import evaluate as run
+    from mgdet.training.rundir import config_beside, resolve_weights
+    from mgdet.training.trained import load_detector
     if isinstance(model, (str, os.PathLike)):
-        from mgdet.predict import _config_beside, load_detector, resolve_weights
         weights = resolve_weights(os.fspath(model))
-        cfg = cfg or _config_beside(weights)[0]
+        cfg = cfg or config_beside(weights)[0]
         model, _ = load_detector(cfg, weights)
     if cfg is None:
         raise ValueError("evaluate: give cfg (the config whose eval split is used) with a model")
@@ -74,11 +88,13 @@ def load_pretrained(path_or_name):
     Returns:
       a :class:`mgdet.models.Detector`; ``model.detect`` / :func:`predict` on it.
     """
-    from mgdet.convert import authors
+    from mgdet.convert import authors  # TensorFlow: imported on use
+    from mgdet.models.build import load_keras_file
+    from mgdet.training.rundir import resolve_weights
+    from mgdet.training.trained import load_detector
     path = authors.resolve_pretrained(os.fspath(path_or_name))
     if path.endswith((".pth", ".pt", ".safetensors")):
         return authors.load_checkpoint(path)[0]
-    from mgdet.predict import load_detector, load_keras_file, resolve_weights
     if path.endswith(".keras"):
         return load_keras_file(path)
     return load_detector(None, resolve_weights(path))[0]
@@ -88,7 +104,7 @@ def export_saved_model(model, export_dir, class_names, **settings):
     """Write ``model`` as a TF Serving SavedModel in ``export_dir`` (a version folder such as
     ``saved_models/<name>/1``); ``settings``: ``score_threshold``, ``nms_iou``,
     ``max_detections``. Returns ``export_dir``."""
-    from mgdet.export import export_saved_model as run
+    from mgdet.export.saved_model import export_saved_model as run  # TensorFlow: on use
     return run(model, export_dir, class_names, **settings)
 
 
@@ -107,14 +123,14 @@ def predict(model, images, score_threshold=0.3, class_names=None, config=None):
       one dict per image: ``"boxes"`` float [K, 4] pixel xyxy, ``"scores"`` [K],
       ``"classes"`` int [K], ``"names"`` list of K class names.
     """
-    from mgdet.predict import _read_image, load_runner, model_runner
+    from mgdet.inference import load_runner, model_runner, read_image  # TensorFlow: on use
     runner = model_runner(model) if not isinstance(model, (str, os.PathLike)) else \
         load_runner(os.fspath(model), config)
     names = list(class_names) if class_names else runner.class_names
     results = []
     for image in _image_list(images):
         if isinstance(image, (str, os.PathLike)):
-            image = _read_image(os.fspath(image))
+            image = read_image(os.fspath(image))
         image = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
         boxes, scores, classes = runner(image)
         keep = scores >= score_threshold

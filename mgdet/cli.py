@@ -19,14 +19,20 @@ import logging
 import os
 import sys
 
-from mgdet.config import STRATEGIES  # TensorFlow-free, as the whole CLI start-up
+# TensorFlow-free, as the whole CLI start-up: TensorFlow is imported by import_tensorflow
+# once the arguments are checked, and the commands import the stages they run after it.
+from mgdet.config import (DISTRIBUTE, EXPORT_FORMATS, PRECISION, QUANTIZE, STRATEGIES,
+                          ConfigError, config_to_yaml, load_config)
+from mgdet.convert.command import run_convert_weights
+from mgdet.convert.torchvision import ARCHS, WeightsError
+from mgdet.data.common import DataError
+from mgdet.training.rundir import json_safe, resolve_weights, run_config_path
 
 DEFAULT_CONFIG = "default"  # configs/default.yaml, shipped in the package
 log = logging.getLogger("mgdet")
 
 
 def _config(args, extra=()):
-    from mgdet.config import load_config
     overrides = list(args.set or []) + list(extra)
     cfg = load_config(args.config, overrides)
     if not getattr(args, "print_config", False):
@@ -39,7 +45,6 @@ def _trained_config(args, weights, stream=None):
     ``--config`` when given, else the ``config.json`` of the run that wrote the weights, else
     the default; ``--set`` applies on top. Prints which one is used (to ``stream``, default
     stdout)."""
-    from mgdet.predict import run_config_path
     run_config = run_config_path(weights) if weights else None
     if args.config is not None:
         origin = "--config" + (f"; {run_config} of the weights' run is not used"
@@ -155,40 +160,39 @@ def cmd_train(args):
         extra.append(f"train.precision={args.precision}")
     cfg = _config(args, extra)
     if args.print_config:
-        from mgdet.config import config_to_yaml
         print(config_to_yaml(cfg), end="")
         return
     if cfg.train.distribute == "multi_worker":  # joins the TF_CONFIG cluster before other TF ops
-        from mgdet.distributed import build_strategy
+        from mgdet.training.distributed import build_strategy  # TensorFlow
         build_strategy(cfg.train)
     if cfg.train.distribute == "mirrored" and (cfg.train.devices or 0) > 1:
         import tensorflow as tf
         if not tf.config.list_physical_devices("GPU"):
-            from mgdet.distributed import split_cpu
+            from mgdet.training.distributed import split_cpu  # TensorFlow
             split_cpu(cfg.train.devices)
-    from mgdet.train import train
-    from mgdet.distributed import worker_failures_as_errors
+    from mgdet.training.distributed import worker_failures_as_errors  # TensorFlow
+    from mgdet.training.loop import train
     with worker_failures_as_errors():
         train(cfg, resume=args.resume, out_dir=args.out_dir, overwrite=args.overwrite)  # says where
 
 
 def cmd_eval(args):
-    from mgdet.predict import load_detector, resolve_weights
     weights = resolve_weights(args.weights)
     cfg = _trained_config(args, weights)
-    from mgdet.evaluation import evaluate, format_table
-    from mgdet.train import build_eval_dataset, json_safe
+    from mgdet.data.datasets import build_eval_dataset  # TensorFlow: after import_tensorflow
+    from mgdet.evaluation.analysis import plot_confusion, plot_pr_curves
+    from mgdet.evaluation.coco import evaluate, format_table
+    from mgdet.evaluation.voc_metric import format_voc_table
+    from mgdet.training.trained import load_detector
     model, _ = load_detector(cfg, weights)
     eval_ds, gt_coco = build_eval_dataset(cfg)  # the training split is not needed
     metrics = evaluate(model, eval_ds, gt_coco, per_class=True, analysis=True)
     shown = metrics if args.per_class else {k: v for k, v in metrics.items() if k != "per_class"}
     print(format_table(shown, title=f"{cfg.name}: COCO metrics on {metrics['num_images']} images (%)"))
     if cfg.data.source in ("voc", "voc_xml") or "voc" in (cfg.data.tfds_name or ""):
-        from mgdet.voc_metric import format_voc_table
         print(format_voc_table(metrics["voc07"], title="the authors' VOC07 metric (paper Table 1) (%)"))
     out = args.out or eval_output_path(weights)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    from mgdet.analysis import plot_confusion, plot_pr_curves
     stem = out[:-len(".json")] if out.endswith(".json") else out
     pictures = [plot_pr_curves(metrics["pr_curves"], stem + ".pr_curves.png",
                                title=f"{cfg.name}: precision-recall at IoU 0.5 (AP50 per class)"),
@@ -203,10 +207,9 @@ def cmd_eval(args):
 
 
 def cmd_export(args):
-    from mgdet.predict import resolve_weights
     weights = resolve_weights(args.weights)
     cfg = _trained_config(args, weights)
-    from mgdet.export import run_export
+    from mgdet.export.command import run_export  # TensorFlow: after import_tensorflow
     path = run_export(cfg, weights, name=args.name, version=args.version,
                       score_threshold=args.score_threshold, nms_iou=args.nms_iou,
                       max_detections=args.max_detections, format=args.format,
@@ -217,14 +220,12 @@ def cmd_export(args):
 def cmd_predict(args):
     cfg = None
     if args.config or args.set:  # --set alone applies over the run's config.json
-        from mgdet.predict import run_config_path
         if not args.config and not (os.path.exists(args.model) and run_config_path(args.model)):
-            from mgdet.config import ConfigError
             raise ConfigError(f"predict: --set needs a config: give --config, or a run folder "
                               f"or weights file with config.json beside it (not {args.model!r})")
         cfg = _trained_config(args, args.model, sys.stderr)  # stdout: JSON lines
     import_tensorflow(args.verbose)
-    from mgdet.predict import predict_out_dir, run_predict
+    from mgdet.inference import predict_out_dir, run_predict  # TensorFlow: after its import
     out_dir = predict_out_dir(args.out_dir)
     results = run_predict(args.model, args.inputs, out_dir,
                           score_threshold=args.score_threshold, config=cfg)
@@ -232,50 +233,20 @@ def cmd_predict(args):
 
 
 def cmd_show_assign(args):
-    from mgdet.predict import resolve_weights
     weights = resolve_weights(args.weights)
     cfg = _trained_config(args, weights)
-    from mgdet.viz import run_show_assign
+    from mgdet.viz.show_assign import run_show_assign  # TensorFlow: after its import
     results = run_show_assign(cfg, weights, num_images=args.images, out_dir=args.out_dir)
     print(f"wrote {len(results)} pictures to {args.out_dir}")
 
 
 def cmd_convert_weights(args):
-    import pickle
-
-    from mgdet.convert import authors
-    from mgdet.models.convert_weights import WeightsError, convert, read_state_dict
     try:
-        if not os.path.isfile(args.src):
-            raise WeightsError(f"weights file {args.src!r} does not exist: download it first "
-                               "(torchvision's ImageNet weights, docs/paper.md; the authors' "
-                               "detectors, docs/zoo.md)")
-        state = read_state_dict(args.src)
-        if authors.is_detector(state):  # an authors' detector -> a run folder
-            if args.dst.endswith(".npz"):
-                raise WeightsError(f"{args.src!r} is a detector checkpoint of the paper's "
-                                   "authors: convert it into a run folder (e.g. "
-                                   "pretrained/<name>), not an .npz")
-            import_tensorflow(args.verbose)
-            model, cfg = authors.convert_checkpoint(state, args.dst, args.config, args.set)
-            print(f"wrote {args.dst}: the authors' {cfg.model.arch} (VGG16, "
-                  f"{model.num_classes} classes: {', '.join(cfg.class_names[:3])}, ...); use it "
-                  f"with `mgdet eval --weights {args.dst}`, predict --model, model.init_from")
-            return
-        if args.config or args.set:
-            raise WeightsError("--config / --set apply to the authors' detector checkpoints, "
-                               "converted into a run folder")
-        arch, count = convert(args.src, args.dst, args.arch)
+        print(run_convert_weights(args.src, args.dst, args.arch, args.config, args.set or (),
+                                  on_detector=lambda: import_tensorflow(args.verbose)))
     except WeightsError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except pickle.UnpicklingError:  # torch.load(weights_only=True) refused Python objects
-        print(f"error: {args.src!r} holds Python objects besides tensors, which mgdet does not "
-              "load (they can run code): use the published weights file, or its "
-              ".safetensors form", file=sys.stderr)
-        sys.exit(2)
-    print(f"wrote {args.dst}: {count} arrays of torchvision's {arch} (model.backbone: {arch}); "
-          f"use it as model.weights")
 
 
 def build_parser():
@@ -292,10 +263,10 @@ def build_parser():
     p.add_argument("--strategy", choices=STRATEGIES, help="label assignment (assign.strategy)")
     p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--distribute", choices=["none", "mirrored", "multi_worker"],
+    p.add_argument("--distribute", choices=DISTRIBUTE,
                    help="tf.distribute strategy (train.distribute)")
     p.add_argument("--devices", type=int, help="devices for --distribute mirrored (CPU: split)")
-    p.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+    p.add_argument("--precision", choices=PRECISION,
                    help="compute precision (train.precision; default float32)")
     p.add_argument("--out-dir", help="output folder (default runs/<config name>, or the next free "
                    "runs/<name>-2, -3... when taken; with --resume: the newest run of that name)")
@@ -316,9 +287,9 @@ def build_parser():
     p = sub.add_parser("export", help="SavedModel for TF Serving (saved_models/<name>/<version>), "
                        "ONNX or TFLite (exports/<name>/)")
     _add_config_args(p, weights=True)
-    p.add_argument("--format", default="saved_model", choices=["saved_model", "onnx", "tflite"],
+    p.add_argument("--format", default="saved_model", choices=EXPORT_FORMATS,
                    help="saved_model (default; TF Serving), onnx (tf2onnx), tflite (no NMS)")
-    p.add_argument("--quantize", choices=["none", "float16", "int8"],
+    p.add_argument("--quantize", choices=QUANTIZE,
                    help="tflite only: float16 weights, or int8 network calibrated on 32 training "
                    "images (default: none, float32)")
     p.add_argument("--out", help="onnx / tflite file (default exports/<name>/<name>[-<quantize>]"
@@ -359,15 +330,13 @@ def build_parser():
     p = sub.add_parser("convert-weights", help="torchvision ImageNet resnet18 / vgg16_bn weights "
                        "-> backbone .npz for model.weights; the paper authors' FSSD / RetinaNet "
                        "/ RFBNet checkpoints -> a run folder (docs/zoo.md); .pth or .safetensors")
-    p.add_argument("src", help="torchvision state dict, e.g. resnet18-f37072fd.pth, or an "
-                   "authors' detector checkpoint")
+    p.add_argument("src", help="torchvision's resnet18-f37072fd.pth, or an authors' detector")
     p.add_argument("dst", help="output: an .npz (backbone, e.g. weights/resnet18_imagenet.npz) "
                    "or a new run folder (detector, e.g. pretrained/rfbnet_mg_voc)")
-    p.add_argument("--arch", choices=["resnet18", "vgg16"], help="backbone: default from the names")
+    p.add_argument("--arch", choices=ARCHS, help="backbone: default from the names")
     p.add_argument("--config", help="detector: the config its run folder gets (default: the "
                    "shipped <arch>_vgg16_<voc|coco>); the checkpoint fixes the model keys")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                   help="detector: override a config value (repeatable)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="detector: override")
     p.set_defaults(func=cmd_convert_weights)
     return parser
 
@@ -392,16 +361,11 @@ def main(argv=None):
 def _user_errors():
     """Exceptions that are the user's input (one line, exit 2): bad config, missing or existing
     files, bad data."""
-    from mgdet.config import ConfigError
-    errors = (ConfigError, FileNotFoundError, FileExistsError)
-    distributed = sys.modules.get("mgdet.distributed")  # imported (with TF) by multi-worker runs
+    errors = (ConfigError, DataError, FileNotFoundError, FileExistsError)
+    # imported (with TF) by multi-worker runs
+    distributed = sys.modules.get("mgdet.training.distributed")
     if distributed is not None:
         errors += (distributed.WorkerLost,)
-    try:
-        from mgdet.data.common import DataError
-        errors += (DataError,)
-    except ImportError:
-        pass
     return errors
 
 
@@ -419,9 +383,9 @@ def _run_command(args):
         print("interrupted" + (f": {err}" if str(err) else ""), file=sys.stderr)
         return 130
     except Exception as err:
-        # mgdet.faults imports Keras (and TF): looked up only once training has loaded it, so
-        # that TF is first imported by import_tensorflow, which silences its start-up noise.
-        faults = sys.modules.get("mgdet.faults")
+        # mgdet.training.faults imports Keras (and TF): looked up only once training has loaded
+        # it, so that TF is first imported by import_tensorflow, which silences its start-up noise.
+        faults = sys.modules.get("mgdet.training.faults")
         if faults is not None and isinstance(err, faults.TrainingPreempted):
             print(str(err), file=sys.stderr)
             return faults.SIGTERM_EXIT_CODE

@@ -9,15 +9,15 @@ import math
 
 import tensorflow as tf
 
-from mgdet import boxes as box_ops
+from mgdet.assign import IGNORED, SOFT_TARGETS
+from mgdet.config import CLS_LOSSES
+from mgdet.ops import boxes as box_ops
 
-CLS_LOSSES = ("auto", "focal", "quality_focal")  # auto: quality_focal for soft-target strategies
 
 
 def resolve_cls_loss(cls_loss, strategy):
     """``"focal"`` or ``"quality_focal"`` from ``loss.cls_loss`` and ``assign.strategy``:
     ``"auto"`` picks the quality focal loss for the strategies with soft targets (``tal``)."""
-    from mgdet.assign import SOFT_TARGETS
     if cls_loss not in CLS_LOSSES:
         raise ValueError(f"unknown classification loss {cls_loss!r}: use one of {CLS_LOSSES}")
     if cls_loss == "auto":
@@ -112,7 +112,7 @@ def detection_loss(assignment, pred_deltas, pred_logits, anchors, gt_boxes, alph
     num_classes = tf.shape(pred_logits)[-1]
     cls_labels = assignment.cls_labels
     positive = cls_labels >= 0
-    cls_weight = tf.cast(cls_labels != -2, tf.float32)  # ignored anchors weigh 0
+    cls_weight = tf.cast(cls_labels != IGNORED, tf.float32)  # ignored anchors weigh 0
     cls_targets = tf.one_hot(tf.where(positive, cls_labels, -1), num_classes)  # -1 -> all zeros
     if cls_loss == "quality_focal":
         if assignment.cls_target is not None:

@@ -119,12 +119,7 @@ def assign_ref(strategy, anchors, boxes, labels, valid, deltas=None, logits=None
                 cls[i], cls_gt[i] = -2, j
         out["qr"] = qr
     if strategy in ("c2l", "mg"):
-        probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
-        amp = np.zeros((m, n))
-        for j in range(m):
-            p = probs[:, labels[j]]
-            amp[j] = np.power(iou_a[j], (sigma - p) / sigma)
-        qc = own_ref(amp, valid, force)
+        qc = own_ref(amplified_ref(iou_a, logits, labels, sigma), valid, force)
         reg_pos = np.zeros(n, bool)
         reg_gt = np.full(n, -1)
         for j in np.flatnonzero(valid):
@@ -134,6 +129,17 @@ def assign_ref(strategy, anchors, boxes, labels, valid, deltas=None, logits=None
         out["qc"] = qc
     out.update(cls_labels=cls, cls_gt_index=cls_gt, reg_positive=reg_pos, reg_gt_index=reg_gt)
     return out
+
+
+def amplified_ref(iou_a, logits, labels, sigma=2.0):
+    """Paper Eq. 1 per object j and anchor: IoU^((sigma - p_j) / sigma), p_j the anchor's
+    predicted probability of object j's class. iou_a [M, N] (anchors), logits [N, C],
+    labels [M] -> [M, N] float64."""
+    p = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+    amp = np.zeros((len(labels), p.shape[0]))
+    for j, label in enumerate(labels):
+        amp[j] = np.power(iou_a[j], (sigma - p[:, label]) / sigma)
+    return amp
 
 
 def focal_ref(logit, target, alpha=0.25, gamma=2.0):
@@ -207,8 +213,7 @@ def ambiguous_anchors(want, anchors, boxes, labels, valid, logits=None, sigma=2.
         counts = [[want["num_pos"][j], want["num_pos"][j] + want["num_ign"][j]] for j in range(m)]
         amb |= _near_ties(raw, want["qr"], counts, valid, eps)
     if "qc" in want:
-        p = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
-        amp = np.stack([np.power(iou_a[j], (sigma - p[:, labels[j]]) / sigma) for j in range(m)])
+        amp = amplified_ref(iou_a, logits, labels, sigma)
         amb |= _near_ties(np.where(valid[:, None], amp, 0), want["qc"],
                           [[want["num_pos"][j]] for j in range(m)], valid, eps)
     return amb

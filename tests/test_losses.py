@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgdet import anchors as anchor_ops
+from mgdet.ops import anchors as anchor_ops
 from mgdet.assign import Assignment, assign
 from mgdet.losses import (_global_count, balanced_l1_loss, detection_loss, focal_loss,
                           quality_focal_loss, resolve_cls_loss)

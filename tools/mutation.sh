@@ -4,7 +4,7 @@
 #
 #   tools/mutation.sh boxes            # one module: boxes anchors optim losses voc_metric
 #   tools/mutation.sh all              #   targets postprocess assign, or all of them in turn
-#   mutmut show mgdet.boxes.x_decode__mutmut_22   # (in the work folder printed) a survivor's diff
+#   mutmut show mgdet.ops.boxes.x_decode__mutmut_22   # (in the work folder printed) a survivor's diff
 #
 # Each module runs in its own copy of the working tree under ${MUTATION_DIR:-/tmp/mgdet-mutation}
 # (mutmut writes a mutants/ folder and caches results there: delete the folder for a fresh run).
@@ -48,10 +48,21 @@ tests_for() {
   esac
 }
 
+# module -> its dotted name under mgdet (the package of its stage)
+dotted_for() {
+  case "$1" in
+    boxes|anchors|targets|postprocess) echo "ops.$1" ;;
+    optim)      echo "training.optim" ;;
+    voc_metric) echo "evaluation.voc_metric" ;;
+    *)          echo "$1" ;;
+  esac
+}
+
 run_module() {
-  local module="$1" work="$BASE/$1" files path
+  local module="$1" work="$BASE/$1" files path dotted
   files="$(tests_for "$module")"
-  path="mgdet/$module.py"
+  dotted="$(dotted_for "$module")"
+  path="mgdet/${dotted//.//}.py"
   [ "$module" = assign ] && path="mgdet/assign/*"
   mkdir -p "$work"
   (cd "$ROOT" && tar cf - --exclude=__pycache__ mgdet tests configs cli.py setup.cfg \
@@ -70,10 +81,10 @@ cfg["mutmut"]["timeout_constant"] = timeout_s
 with open(cfg_path, "w") as f:
     cfg.write(f)
 EOF
-  echo "== mgdet.$module ($files) in $work"
+  echo "== mgdet.$dotted ($files) in $work"
   (cd "$work" && ulimit -v $(( ${MUTATION_MEM_GB:-8} * 1024 * 1024 )) \
      && MGDET_MUTATION=1 nice -n 19 mutmut run --max-children "${MUTATION_JOBS:-1}" \
-        "mgdet.$module.*" > run.log 2>&1) \
+        "mgdet.$dotted.*" > run.log 2>&1) \
     || { echo "mutmut failed: see $work/run.log" >&2; return 1; }
   (cd "$work" && mutmut results --all true) | python -c '
 import collections, sys
@@ -89,7 +100,7 @@ print(f"mgdet.{module}: {killed}/{total} killed ({100 * killed / max(total, 1):.
 for name, status in rows:  # timeouts listed too: a hang in every run would pass for kills
     if status != "killed":
         print(f"  {status}: {name}")
-' "$module"
+' "$dotted"
 }
 
 if [ "${1:-}" = all ]; then

@@ -14,23 +14,19 @@ classification and regression labels:
 
 ``atss`` and ``tal`` are in :mod:`mgdet.assign.adaptive` (their rules are stated there).
 """
-import math
-import numbers
-
 from typing import NamedTuple
 
 import tensorflow as tf
 
-from mgdet import boxes as box_ops
 from mgdet.assign.adaptive import atss_labels, level_sizes, tal_labels
 from mgdet.assign.ownership import (IGNORED, NEGATIVE, NO_GT, best_anchors, candidate_key,
                                     count_by_iou, mask_invalid, own, own_masked, rank_from_order,
                                     sort_keys)
 from mgdet.assign.strategies import (LOG_ZERO, amplified_log_quality, iou_anchor_labels,
                                      ranked_cls_labels, ranked_reg_positives, regressed_iou)
+from mgdet.config import PAPER_STRATEGIES, STRATEGIES, check_value
+from mgdet.ops import boxes as box_ops
 
-PAPER_STRATEGIES = ("iou", "l2c", "c2l", "mg")  # Mutual Guidance and its ablations
-STRATEGIES = PAPER_STRATEGIES + ("atss", "tal")
 SOFT_TARGETS = ("tal",)  # strategies whose Assignment has a cls_target
 _L2C_CLS = ("l2c", "mg")
 _C2L_REG = ("c2l", "mg")
@@ -84,21 +80,15 @@ def ignore_objects(assignment, gt_ignore):
 
 def validate(strategy, sigma=2.0, pos_iou=0.5, neg_iou=0.4, atss_topk=9, tal_topk=13,
              tal_alpha=1.0, tal_beta=6.0):
-    """Raise ``ValueError`` naming the bad value; return nothing."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown assignment strategy {strategy!r}: use one of {STRATEGIES}")
-    if not sigma > 1.0:
-        raise ValueError(f"sigma must be > 1 (paper Eq. 1), got {sigma!r}")
-    if not 0.0 < neg_iou <= pos_iou <= 1.0:
+    """Raise ``ValueError`` (a ConfigError) naming the bad value: the ``assign.*`` config's
+    choices and ranges, and ``neg_iou <= pos_iou``; return nothing."""
+    for name, value in (("strategy", strategy), ("sigma", sigma), ("pos_iou", pos_iou),
+                        ("neg_iou", neg_iou), ("atss_topk", atss_topk), ("tal_topk", tal_topk),
+                        ("tal_alpha", tal_alpha), ("tal_beta", tal_beta)):
+        check_value(f"assign.{name}", value, name)
+    if neg_iou > pos_iou:
         raise ValueError(
             f"need 0 < neg_iou <= pos_iou <= 1, got neg_iou={neg_iou!r}, pos_iou={pos_iou!r}")
-    for name, value in (("atss_topk", atss_topk), ("tal_topk", tal_topk)):
-        if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if not (isinstance(tal_alpha, numbers.Real) and math.isfinite(tal_alpha) and tal_alpha >= 0):
-        raise ValueError(f"tal_alpha must be a finite number >= 0, got {tal_alpha!r}")
-    if not (isinstance(tal_beta, numbers.Real) and math.isfinite(tal_beta) and tal_beta > 0):
-        raise ValueError(f"tal_beta must be a finite number > 0, got {tal_beta!r}")
 
 
 def assign(strategy, anchors, gt_boxes, gt_labels, gt_valid, pred_deltas=None, pred_logits=None,

@@ -29,8 +29,8 @@ level with fewer anchors), and the standard deviation is the sample one (``n - 1
 """
 import tensorflow as tf
 
-from mgdet import anchors as anchor_ops
-from mgdet import boxes as box_ops
+from mgdet.ops import anchors as anchor_ops
+from mgdet.ops import boxes as box_ops
 from mgdet.assign.logf import log_positive
 from mgdet.assign.ownership import column_max, mask_invalid
 from mgdet.assign.strategies import LOG_ZERO, class_logits, labels_from_mask, regressed_iou
@@ -40,7 +40,7 @@ _MAX_IMAGE_SIZE = 8192
 
 def level_sizes(num_anchors):
     """Anchors per pyramid level of mgdet's anchor layout with ``num_anchors`` anchors
-    (``mgdet.anchors.generate_anchors``: level by level, 6 per cell): ``(2400, 600, 150, 24)``
+    (``mgdet.ops.anchors.generate_anchors``: level by level, 6 per cell): ``(2400, 600, 150, 24)``
     for 3,174 anchors (256 px). Raises ``ValueError`` if no square input size gives that count."""
     for size in range(64, _MAX_IMAGE_SIZE + 1, 64):
         count = anchor_ops.num_anchors(size)

@@ -12,7 +12,7 @@ Each quality is an ``[B, M, N]`` matrix that :func:`ownership.own` turns into
 """
 import tensorflow as tf
 
-from mgdet import boxes as box_ops
+from mgdet.ops import boxes as box_ops
 from mgdet.assign.logf import log_positive
 from mgdet.assign.ownership import IGNORED, NEGATIVE, NO_GT, select_ranked
 

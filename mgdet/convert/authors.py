@@ -7,7 +7,7 @@ commit e3b0999, MIT licence; docs/zoo.md lists them). A checkpoint is the state 
 of it maps to exactly one mgdet variable:
 
 - names: ``backbone.layer1.{i}`` / ``backbone.layer2.{i - 33}`` (torchvision's ``vgg16_bn``
-  indices up to conv5_3; :func:`mgdet.models.convert_weights.torchvision_names`) ->
+  indices up to conv5_3; :func:`mgdet.convert.torchvision.torchvision_names`) ->
   ``backbone/conv{b}_{k}``; their ``BasicConv`` ``{module}.conv`` / ``{module}.bn`` -> mgdet's
   ``ConvBlock`` ``conv`` / ``bn`` (:data:`NECK_MODULES` gives the modules); ``loc.{k}`` /
   ``conf.{k}`` -> ``head/box{k}`` / ``head/cls{k}``.
@@ -32,9 +32,11 @@ import re
 
 import numpy as np
 
-from mgdet.anchors import ANCHORS_PER_CELL
+from mgdet.config import load_config, parse_overrides, replace
+from mgdet.convert.torchvision import WeightsError, read_state_dict, torchvision_names
 from mgdet.data.voc import VOC_CLASSES
-from mgdet.models.convert_weights import WeightsError, read_state_dict, torchvision_names
+from mgdet.ops.anchors import ANCHORS_PER_CELL
+from mgdet.training.rundir import FINAL_WEIGHTS, RUN_CONFIG, write_json
 
 ARCHS = ("fssd", "retinanet", "rfbnet")
 # COCO 2017's category names in category-id order: the authors' training order (their
@@ -245,7 +247,6 @@ def converted_config(arch, num_classes, config=None, overrides=(), name=None):
     applied, then what the checkpoint fixes: ``model.arch``, ``backbone: vgg16``, ``width: 1``,
     ``num_classes``, ``input_norm: bgr_mean``, no ImageNet ``weights`` nor ``init_from``, and
     the class names."""
-    from mgdet.config import load_config, parse_overrides, replace
     dataset, class_names = DATASETS[num_classes]
     extra = parse_overrides(overrides)
     if name:
@@ -260,7 +261,8 @@ def load_checkpoint(source, config=None, overrides=(), name=None):
     """An mgdet detector holding the authors' checkpoint ``source`` (a ``.pth`` /
     ``.safetensors`` path, or its state dict), and its config (:func:`converted_config`;
     ``name`` default: the file's name)."""
-    from mgdet import build_model
+    # TensorFlow: imported on use (`mgdet convert-weights` reads a checkpoint's names first)
+    from mgdet.models.build import build_model
     if isinstance(source, dict):
         state, path = source, name or "authors"
     else:
@@ -286,9 +288,7 @@ def convert_checkpoint(src, out_dir, config=None, overrides=()):
     Returns:
       ``(model, config)``.
     """
-    from mgdet.predict import RUN_CONFIG
-    from mgdet.rundir import write_json
-    outputs = [os.path.join(out_dir, n) for n in ("final.weights.h5", RUN_CONFIG)]
+    outputs = [os.path.join(out_dir, n) for n in (FINAL_WEIGHTS, RUN_CONFIG)]
     taken = [p for p in outputs if os.path.exists(p)]
     if taken:
         raise FileExistsError(f"{taken[0]} exists: convert into a new folder")

@@ -19,12 +19,13 @@ A new format is one module with one ``Source`` subclass, plus its line in :data:
 """
 import importlib
 
-from mgdet.data.common import DataError, to_coco  # noqa: F401
-from mgdet.data.source import SPLITS, Source, check_split  # noqa: F401
+from mgdet.data.common import DataError
+from mgdet.data.holdout import with_validation
 
-# data.source -> "module:Class" (imported on use: TFDS and TensorFlow load only when needed).
+# data.source (mgdet.config.SOURCES) -> "module:Class", imported on use: a source's own
+# dependencies (TFDS, pycocotools) load only when it is chosen.
 SOURCES = {
-    "synthetic": "mgdet.data.synthetic:SyntheticSource",
+    "synthetic": "mgdet.data.synthetic.source:SyntheticSource",
     "voc": "mgdet.data.voc:VocSource",
     "coco": "mgdet.data.coco:CocoSource",
     "coco_json": "mgdet.data.coco:CocoJsonSource",
@@ -32,12 +33,6 @@ SOURCES = {
     "yolo": "mgdet.data.yolo:YoloSource",
     "tfds": "mgdet.data.tfds_source:TfdsSource",
 }
-
-
-def make_dataset(*args, **kwargs):
-    """See :func:`mgdet.data.pipeline.make_dataset`."""
-    from mgdet.data.pipeline import make_dataset as _make
-    return _make(*args, **kwargs)
 
 
 def get_source(data_config, image_size=None):
@@ -58,27 +53,4 @@ def get_source(data_config, image_size=None):
         raise DataError(f"data.source {name!r} is not one of {', '.join(SOURCES)}")
     module, cls = SOURCES[name].split(":")
     source = getattr(importlib.import_module(module), cls)(data_config, image_size)
-    from mgdet.data.holdout import with_validation
     return with_validation(source, getattr(data_config, "val_fraction", 0) or 0, source.seed)
-
-
-def load_source(data_config, split="train", image_size=None, shuffle=None):
-    """``(tf.data.Dataset of decoded examples, class_names)`` of ``split`` ("train" | "eval").
-
-    ``shuffle`` (reshuffle the file / index list every epoch) defaults to ``split == "train"``.
-    Raises :class:`DataError` for an unknown source or missing folders / files (named).
-    """
-    check_split(split)
-    source = get_source(data_config, image_size)
-    shuffle = (split == "train") if shuffle is None else bool(shuffle)
-    return source.dataset(split, shuffle=shuffle), source.class_names()
-
-
-def load_ground_truth(data_config, split="eval", image_size=None):
-    """COCO-format ground truth of a split (for :mod:`mgdet.evaluation`), ``category_id = label+1``.
-
-    File sources build it from the parsed annotations without decoding any image; synthetic
-    from the cached arrays; TFDS by iterating the dataset once.
-    """
-    check_split(split)
-    return get_source(data_config, image_size).ground_truth(split)

@@ -18,8 +18,8 @@ import os
 
 import numpy as np
 
-from mgdet.data.common import (DEFAULT_MAX_PIXELS, DataError, SourceReport, records_to_dataset,
-                               sanitize_pixel_boxes)
+from mgdet.config import DEFAULT_MAX_PIXELS
+from mgdet.data.common import DataError, SourceReport, sanitize_pixel_boxes
 from mgdet.data.source import RecordSource
 
 
@@ -203,28 +203,6 @@ def coco_records(ann_file, image_dir, skip_empty=False, max_pixels=DEFAULT_MAX_P
     report.check_not_empty(image_dir)
     report.log()
     return records, report, cmap
-
-
-def load_coco(ann_file, image_dir, shuffle=False, seed=0, skip_empty=False,
-              max_pixels=DEFAULT_MAX_PIXELS):
-    """COCO or any COCO-format JSON dataset.
-
-    Args:
-      ann_file: ``instances_*.json`` (or a custom COCO-format JSON).
-      image_dir: folder the JSON's ``file_name`` entries are relative to.
-      shuffle, seed: shuffle the file list each epoch (before decoding).
-      skip_empty: drop images without a non-crowd object (detection-training habit; images
-        with no objects are valid in mgdet, so the default keeps them).
-      max_pixels: images whose header gives more pixels are skipped (counted).
-    Returns:
-      ``(dataset of decoded examples with "is_crowd" and "area", class_names)``. Use
-      :func:`category_map` for the label <-> category id mapping.
-    Raises:
-      DataError: missing / malformed JSON, missing image folder.
-    """
-    records, _, cmap = coco_records(os.fspath(ann_file), os.fspath(image_dir), bool(skip_empty),
-                                    int(max_pixels))
-    return records_to_dataset(records, shuffle, seed), list(cmap.class_names)
 
 
 _CATEGORY_MAPS = {}  # ann_file -> CategoryMap, filled by coco_records (a COCO JSON is big)

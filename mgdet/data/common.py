@@ -12,17 +12,21 @@ area); :func:`to_coco` falls back to the box area.
 import json
 import logging
 import os
+import warnings
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 
 # TensorFlow is imported inside the functions that need it, so that the synthetic generator's
 # worker processes (numpy only) start fast.
 
 log = logging.getLogger("mgdet.data")
 
-# File names tried for an image named only by its annotation's stem (the content decides the
-# format: see probe_image).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".JPG", ".JPEG", ".PNG")
+# Image file extensions (lower case) of folders listed for images (yolo, predict) and tried for
+# an image named only by its annotation's stem (voc_xml: lower and upper case). The content
+# decides the format (see probe_image).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 class DataError(ValueError):
@@ -140,7 +144,6 @@ def sanitize_pixel_boxes(boxes_xyxy, width, height, report=None):
 # What tf.io.decode_image decodes (PIL's format names; MPO is a camera JPEG with extra frames);
 # anything else is skipped while listing.
 DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
-DEFAULT_MAX_PIXELS = 40_000_000
 EXIF_ORIENTATION = 0x0112  # the tag mgdet.data.exif applies when decoding
 
 
@@ -169,10 +172,6 @@ def probe_image(path, max_pixels=None):
       orientation turns it by 90 degrees), else ``(kind, reason)`` with kind
       ``"missing"``, ``"unreadable"`` or ``"too_large"`` and a short reason.
     """
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
     try:
         size = os.path.getsize(path)
     except OSError:
@@ -274,8 +273,8 @@ def decode_records(ds):
     ``decode`` group in :mod:`mgdet.data.stats` (all pipelines), and per pass of the pipeline
     that reads them, which each example's ``num_listed`` (records per pass) lets it derive.
     """
-    import tensorflow as tf
-    from mgdet.data import stats
+    import tensorflow as tf  # on use: see the note at the top
+    from mgdet.data import stats  # both import TensorFlow
     from mgdet.data.exif import decode_oriented
 
     counters = stats.counters("decode")

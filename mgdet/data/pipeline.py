@@ -5,7 +5,7 @@
     training: (images float32 [B, S, S, 3] in 0..255,
                {"boxes": float32 [B, M, 4], "labels": int32 [B, M], "valid": bool [B, M]})
     eval:     the same, plus "image_id": int64 [B] and "orig_size": int32 [B, 2] (original
-              height, width) in the targets dict (what mgdet.evaluation expects).
+              height, width) in the targets dict (what mgdet.evaluation.coco expects).
 
 Per example, in the graph: non-finite and zero/negative-area boxes are dropped, out-of-image
 boxes are clipped to [0, 1], then the training augmentation (``augment``: SSD's or the authors')
@@ -25,18 +25,21 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
+from mgdet.config import AUGMENT_MODES, DIFFICULT
 from mgdet.data import augment as aug
 from mgdet.data import stats as data_stats
+from mgdet.data.augment_paper import paper_augment
 from mgdet.data.common import DataError
 
 log = logging.getLogger("mgdet.data")
 
 DEFAULT_AUGMENT = dict(photometric=True, expand=True, max_expand=4.0, crop=True, flip=True,
                        channel_swap=False)
-# data.augment modes -> (transform, its default keywords, other keywords it accepts).
-AUGMENT_MODES = {
+# data.augment modes (mgdet.config.AUGMENT_MODES but "none") -> (transform, its default keywords,
+# other keywords it accepts).
+AUGMENT_TRANSFORMS = {
     "ssd": (aug.ssd_augment, DEFAULT_AUGMENT, {"mean", "min_ious", "max_trials", "exact_hsv"}),
-    "paper": (aug.paper_augment, dict(max_expand=4.0, expand_p=0.6),
+    "paper": (paper_augment, dict(max_expand=4.0, expand_p=0.6),
               {"mean", "min_ious", "min_size", "photometric"}),
 }
 
@@ -53,19 +56,16 @@ def augment_transform(augment):
     mode = options.pop("mode", "ssd")
     if mode == "none":
         return None
-    if mode not in AUGMENT_MODES:
+    if mode not in AUGMENT_TRANSFORMS:
         raise DataError(f"make_dataset: unknown augment mode {mode!r}; use one of "
-                        f"{', '.join(list(AUGMENT_MODES) + ['none'])}")
-    fn, defaults, optional = AUGMENT_MODES[mode]
+                        f"{', '.join(AUGMENT_MODES)}")
+    fn, defaults, optional = AUGMENT_TRANSFORMS[mode]
     unknown = set(options) - set(defaults) - optional
     if unknown:
         raise DataError(f"make_dataset: unknown {mode!r} augment options {sorted(unknown)}")
     kwargs = {**defaults, **options}
     return lambda image, boxes, labels, seed, size, **extra: fn(image, boxes, labels, seed, size,
                                                                 **kwargs, **extra)
-
-
-DIFFICULT_MODES = ("train", "ignore")
 
 
 def ignore_flags(example):
@@ -251,12 +251,12 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
         synthetic source, which is in memory already). When the dataset size is known the
         whole cache is reshuffled every epoch (a :class:`Stream`: every pass).
       shuffle_buffer: examples in the shuffle buffer (training; 0 or 1 disables). File sources
-        also shuffle their file list (``load_source(..., shuffle=True)``), so a few hundred is
+        also shuffle their file list (``Source.dataset(split, shuffle=True)``), so a few hundred is
         enough.
       augment: the training transform: ``"ssd"`` (default; ``None`` / ``True`` too),
-        ``"paper"`` (the authors' pipeline, :func:`mgdet.data.augment.paper_augment`), ``"none"``
-        / ``False`` (resize only), or a dict ``{"mode": ..., **keywords}`` (mode default
-        ``"ssd"``) overriding the mode's keywords (:data:`AUGMENT_MODES`).
+        ``"paper"`` (the authors' pipeline, :func:`mgdet.data.augment_paper.paper_augment`),
+        ``"none"`` / ``False`` (resize only), or a dict ``{"mode": ..., **keywords}`` (mode default
+        ``"ssd"``) overriding the mode's keywords (:data:`AUGMENT_TRANSFORMS`).
       name: counter group in :mod:`mgdet.data.stats` (default "train" / "eval").
       drop_remainder: default ``training``.
       repeat: repeat forever (for ``steps_per_epoch`` style loops).
@@ -278,8 +278,8 @@ def make_dataset(source_dataset, image_size, batch_size, max_objects=100, traini
     counters = data_stats.counters(name)
     for key in ("images", "boxes_kept", "images_truncated"):
         counters.add(key, 0)  # create eagerly, outside any tf.function / strategy scope
-    if difficult not in DIFFICULT_MODES:
-        raise DataError(f"make_dataset: difficult must be one of {DIFFICULT_MODES}, got "
+    if difficult not in DIFFICULT:
+        raise DataError(f"make_dataset: difficult must be one of {DIFFICULT}, got "
                         f"{difficult!r}")
     flag_ignored = training and difficult == "ignore"
     drop_remainder = training if drop_remainder is None else drop_remainder

@@ -13,7 +13,7 @@ A source reads one dataset format. It is built from ``cfg.data`` (a
                                     -> decoded examples at a tf.data.Dataset of int64 positions
                                        of the unshuffled split, in that order, reading only
                                        those (the resumable training stream,
-                                       mgdet.data.pipeline.training_stream); None for a source
+                                       mgdet.data.datasets.build_train_dataset); None for a source
                                        that can only be read in sequence (TFDS)
     source.subset(split, indices, shuffle) / source.subset_ground_truth(split, indices)
                                     -> the same for the examples at those positions of the
@@ -27,7 +27,8 @@ one subclass plus its line in that table.
 """
 import numpy as np
 
-from mgdet.data.common import (DEFAULT_MAX_PIXELS, DataError, records_at, records_to_dataset,
+from mgdet.config import DEFAULT_MAX_PIXELS
+from mgdet.data.common import (DataError, records_at, records_to_dataset,
                                to_coco)
 
 SPLITS = ("train", "eval")

@@ -49,13 +49,6 @@ def _convert(ex):
     return out
 
 
-def load_tfds(name, split, data_dir=None, shuffle=False, seed=0, download=False):
-    """A TFDS detection dataset as ``(dataset of decoded examples, class_names)``; see
-    :func:`load_tfds_with_info`."""
-    ds, class_names, _ = load_tfds_with_info(name, split, data_dir, shuffle, seed, download)
-    return ds, class_names
-
-
 def load_tfds_with_info(name, split, data_dir=None, shuffle=False, seed=0, download=False):
     """A TFDS detection dataset as decoded examples.
 
@@ -71,7 +64,7 @@ def load_tfds_with_info(name, split, data_dir=None, shuffle=False, seed=0, downl
     Raises:
       DataError: the dataset is not prepared in ``data_dir`` or has no ``objects`` feature.
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # loaded only when the tfds source is chosen
 
     try:
         ds, info = tfds.load(name, split=split, data_dir=data_dir, download=download,

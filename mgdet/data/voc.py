@@ -19,8 +19,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from mgdet.data.common import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DataError, SourceReport,
-                               records_to_dataset, sanitize_pixel_boxes)
+from mgdet.config import DEFAULT_MAX_PIXELS
+from mgdet.data.common import IMAGE_EXTENSIONS, DataError, SourceReport, sanitize_pixel_boxes
 from mgdet.data.source import RecordSource
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -174,29 +174,6 @@ def voc_records(root, years=("2007", "2012"), image_set="trainval", class_names=
     return records, report
 
 
-def load_voc(root, years=("2007", "2012"), image_set="trainval", class_names=VOC_CLASSES,
-             shuffle=False, seed=0):
-    """PASCAL VOC from a VOCdevkit folder.
-
-    Args:
-      root: the VOCdevkit folder (holding ``VOC2007/``, ``VOC2012/``).
-      years: e.g. ``("2007", "2012")`` for 07+12 trainval, ``("2007",)`` for the 07 test set.
-      image_set: image set name (``trainval``, ``test``, ``train``, ``val``), or one per year.
-      class_names: class list (label = index); objects of other classes are skipped (counted).
-      shuffle: shuffle the file list each epoch (before decoding).
-      seed: that shuffle's seed.
-    Returns:
-      ``(dataset of decoded examples with "difficult", class_names)``.
-    Raises:
-      DataError: a missing folder, image-set file or annotation (the message names the path).
-    """
-    years = (years,) if isinstance(years, (str, int)) else tuple(str(y) for y in years)
-    records, _ = voc_records(os.fspath(root), years,
-                             image_set if isinstance(image_set, str) else tuple(image_set),
-                             tuple(class_names))
-    return records_to_dataset(records, shuffle, seed), list(class_names)
-
-
 def _parse_or_none(path):
     """:func:`parse_voc_xml`, or None for an unreadable file (counted later, when listing)."""
     try:
@@ -219,7 +196,8 @@ def _list_xml_folder(ann_dir, image_dir):
         fn = (_parse_or_none(x) or {}).get("filename")
         stem = os.path.splitext(os.path.basename(x))[0]
         cands = ([os.path.join(image_dir, fn)] if fn else []) + [
-            os.path.join(image_dir, stem + e) for e in IMAGE_EXTENSIONS]
+            os.path.join(image_dir, stem + e)
+            for e in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS)]
         images.append(next((c for c in cands if os.path.isfile(c)), cands[0]))
     return xmls, images
 
@@ -238,23 +216,6 @@ def voc_xml_records(ann_dir, image_dir=None, class_names=None, max_pixels=DEFAUL
     report.check_not_empty(image_dir or ann_dir)
     report.log()
     return records, report, tuple(class_names)
-
-
-def load_voc_xml(ann_dir, image_dir=None, class_names=None, shuffle=False, seed=0):
-    """A custom dataset as a folder of VOC-style XML files plus an image folder.
-
-    Args:
-      ann_dir: folder of ``*.xml`` annotations.
-      image_dir: image folder (default: ``ann_dir``); an image is found by the XML's
-        ``<filename>`` or by the XML's stem with a usual image extension.
-      class_names: class list (label = index); default: every name seen, sorted.
-      shuffle, seed: shuffle the file list each epoch.
-    Returns:
-      ``(dataset of decoded examples with "difficult", class_names)``.
-    """
-    records, _, names = voc_xml_records(os.fspath(ann_dir), image_dir and os.fspath(image_dir),
-                                        tuple(class_names) if class_names else None)
-    return records_to_dataset(records, shuffle, seed), list(names)
 
 
 def _voc_pairs(sets):

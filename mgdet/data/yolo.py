@@ -18,11 +18,12 @@ import functools
 import os
 
 import numpy as np
+import yaml
 
-from mgdet.data.common import (DEFAULT_MAX_PIXELS, DataError, SourceReport, sanitize_pixel_boxes)
+from mgdet.config import DEFAULT_MAX_PIXELS
+from mgdet.data.common import IMAGE_EXTENSIONS, DataError, SourceReport, sanitize_pixel_boxes
 from mgdet.data.source import RecordSource
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 NAME_FILES = ("classes.txt", "data.yaml", "dataset.yaml")
 
 
@@ -43,7 +44,6 @@ def _names_from_file(path):
     if path.endswith(".txt"):
         with open(path, encoding="utf-8") as f:
             return [line.strip() for line in f if line.strip()]
-    import yaml
     try:
         with open(path, encoding="utf-8") as f:
             names = (yaml.safe_load(f) or {}).get("names")
@@ -105,9 +105,9 @@ def yolo_records(image_dir, labels_dir, num_classes, max_pixels=DEFAULT_MAX_PIXE
     if not os.path.isdir(image_dir):
         raise DataError(f"YOLO: image folder {image_dir!r} does not exist")
     images = sorted(os.path.join(root, n) for root, _, names in os.walk(image_dir)
-                    for n in names if n.lower().endswith(IMAGE_SUFFIXES))
+                    for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
     if not images:
-        raise DataError(f"YOLO: no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir!r}")
+        raise DataError(f"YOLO: no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir!r}")
     report = SourceReport(f"yolo {image_dir}", max_pixels)
     records = []
     for path in images:

@@ -9,7 +9,7 @@ VGG16 stops at conv5_3 (no pool5, no fc6/fc7): its stride-16 source is pool4 fol
 three conv5 layers, as in the authors' code. ``width`` scales every channel count (tiny models for
 tests and CPU runs). Weights start random; :func:`load_backbone_weights` fills them from an
 ``.npz`` file (variable path -> array), e.g. torchvision's ImageNet ``vgg16_bn`` / ``resnet18``
-converted by ``python cli.py convert-weights`` (:mod:`mgdet.models.convert_weights`). Nothing is
+converted by ``python cli.py convert-weights`` (:mod:`mgdet.convert.torchvision`). Nothing is
 downloaded.
 """
 import logging
@@ -18,7 +18,7 @@ import os
 import keras
 import numpy as np
 
-from mgdet.models.convert_weights import missing_weights_message
+from mgdet.config.files import missing_weights_message
 from mgdet.models.layers import BACKBONE_BN_MOMENTUM, ConvBlock, scaled
 
 log = logging.getLogger("mgdet.models")

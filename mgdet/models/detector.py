@@ -3,35 +3,36 @@
     images float32 [B, S, S, 3] RGB 0..255
       -> ImageNet normalization (inside the model; ``input_norm="bgr_mean"``: the authors')
       -> backbone sources -> neck (per subclass) -> pyramid levels (strides 8, 16, 32, 64[, 128])
-      -> head -> (deltas [B, N, 4], logits [B, N, C])      N = mgdet.anchors.num_anchors(S)
+      -> head -> (deltas [B, N, 4], logits [B, N, C])      N = mgdet.ops.anchors.num_anchors(S)
 
 Training (``train_step``): forward -> label assignment (``mgdet.assign.assign``, predictions under
 ``stop_gradient``) -> focal + balanced-L1 loss (``mgdet.losses.detection_loss``) -> gradients ->
-``optimizer.apply``. Weight decay belongs to the optimizer (``mgdet.optim.SGDWithL2``), not here.
+``optimizer.apply``. Weight decay belongs to the optimizer (``mgdet.training.optim.SGDWithL2``), not here.
 ``test_step`` reports the same losses; ``predict_step`` / ``detect`` return final detections
-(decode + class-wise NMS, ``mgdet.postprocess``).
+(decode + class-wise NMS, ``mgdet.ops.postprocess``).
 
 Metrics: ``loss``, ``cls_loss``, ``reg_loss`` (means over steps of the global-batch losses),
 ``num_pos_cls``, ``num_pos_reg`` (mean positives per global batch) and ``targets_dropped`` (the
-objects of the epoch's targets that could not be trained on, :func:`drop_invalid_objects`).
+objects of the epoch's targets that could not be trained on, :func:`mgdet.models.steps.drop_invalid_objects`).
 Under ``tf.distribute`` each replica's loss is its share of the global loss (the loss
 normalizers are all-reduced), Keras sums the replicas' gradients, and the metrics report global
 values.
 """
-import numbers
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from mgdet import anchors as anchor_ops
+from mgdet.config.schema import INPUT_NORMS
+from mgdet.ops import anchors as anchor_ops
 from mgdet import assign as assign_ops
-from mgdet import distributed
 from mgdet import losses as loss_ops
-from mgdet import targets as target_ops
+from mgdet.ops import targets as target_ops
 from mgdet.models.backbones import BACKBONES, build_backbone, load_backbone_weights
+from mgdet.models.steps import check_arguments, drop_invalid_objects, reducible_logs
 from mgdet.models.heads import DetectionHead
-from mgdet.postprocess import postprocess
+from mgdet.ops.postprocess import postprocess
 
 # torchvision's ImageNet statistics, on the 0..255 scale.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -39,7 +40,6 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # The authors' evaluation input (their BaseTransform): OpenCV's BGR pixels minus these means,
 # 0..255, not scaled.
 BGR_MEAN = (104.0, 117.0, 123.0)
-INPUT_NORMS = ("imagenet", "bgr_mean")
 
 
 def normalize_images(images, input_norm="imagenet"):
@@ -53,47 +53,6 @@ def normalize_images(images, input_norm="imagenet"):
                                                                              "float32")
 
 METRIC_NAMES = ("loss", "cls_loss", "reg_loss", "num_pos_cls", "num_pos_reg", "targets_dropped")
-
-
-def drop_invalid_objects(targets, num_classes):
-    """The objects of a batch's targets that cannot be trained on, dropped as mgdet's input
-    pipeline drops them from files (:func:`mgdet.data.pipeline.sanitize`): a box with a
-    non-finite coordinate or without area once clipped to the image, or a label outside
-    ``[0, num_classes)``. Boxes are clipped to the image. Plain tensor ops, so it runs in a
-    ``tf.function``, an XLA-compiled step and under ``tf.distribute`` alike (none of which can
-    raise from inside a compiled step).
-
-    Args:
-      targets: the detector's targets (:func:`mgdet.targets.standardize_targets`): ``boxes``
-        [B, M, 4] relative xyxy, ``labels`` int32 [B, M], ``valid`` bool [B, M] (+ ``ignore``).
-      num_classes: C.
-    Returns:
-      ``(targets, dropped)``: the same targets with those objects made padding (``valid``
-      False, box and label 0), and int32 the number of valid objects dropped.
-    """
-    boxes, labels, valid = targets["boxes"], targets["labels"], targets["valid"]
-    finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
-    clipped = tf.clip_by_value(tf.where(finite[..., None], boxes, 0.0), 0.0, 1.0)
-    good = (finite & (clipped[..., 2] > clipped[..., 0]) & (clipped[..., 3] > clipped[..., 1])
-            & (labels >= 0) & (labels < num_classes))
-    keep = valid & good
-    out = dict(targets, boxes=tf.where(keep[..., None], clipped, 0.0),
-               labels=tf.where(keep, labels, 0), valid=keep)
-    if "ignore" in targets:
-        out["ignore"] = tf.cast(targets["ignore"], tf.bool) & keep
-    return out, tf.reduce_sum(tf.cast(valid & ~good, tf.int32))
-
-
-def _check_number(name, value, low, high, low_open=False, integer=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok and integer:
-        ok = float(value) == int(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        bounds = f"{'>' if low_open else '>='} {low}" + ("" if high is None else f" and <= {high}")
-        raise ValueError(f"{name} must be {kind} {bounds}, got {value!r}")
 
 
 @keras.saving.register_keras_serializable(package="mgdet")
@@ -129,10 +88,10 @@ class Detector(keras.Model):
         old-vs-new anchors ablation). False: anchors as in the authors' code.
       input_norm: ``"imagenet"`` (default) or ``"bgr_mean"`` (:func:`normalize_images`).
       bounding_box_format: the boxes of training targets and of :meth:`predict` outputs, one of
-        ``mgdet.targets.BOX_FORMATS`` (keras-hub's names; absolute ones are pixels of the S x S
+        ``mgdet.ops.targets.BOX_FORMATS`` (keras-hub's names; absolute ones are pixels of the S x S
         input). Default ``rel_xyxy``, what mgdet's own pipeline makes. Targets may also be
         keras-hub's ``{"boxes", "labels" or "classes"}`` with ``-1`` padding
-        (:func:`mgdet.targets.standardize_targets`). Objects that cannot be trained on (a NaN
+        (:func:`mgdet.ops.targets.standardize_targets`). Objects that cannot be trained on (a NaN
         or infinite coordinate, no area inside the image, a label >= ``num_classes``) are
         dropped, not trained on and not an error, and counted in the ``targets_dropped``
         metric (objects per epoch, all replicas), as the file pipeline skips and counts them.
@@ -154,26 +113,17 @@ class Detector(keras.Model):
         super().__init__(**kwargs)
         if type(self) is Detector or self.arch is None:
             raise TypeError("Detector is a base class: build FSSD, RetinaNet or RFBNet")
-        _check_number("num_classes", num_classes, 1, None, integer=True)
+        check_arguments(num_classes=num_classes, image_size=image_size, width=width,
+                        qfl_beta=qfl_beta, focal_alpha=focal_alpha, focal_gamma=focal_gamma,
+                        bl1_alpha=bl1_alpha, bl1_gamma=bl1_gamma, bl1_beta=bl1_beta,
+                        score_threshold=score_threshold, nms_iou=nms_iou,
+                        max_detections=max_detections)
         if backbone not in self.backbones:
             raise ValueError(f"unknown backbone {backbone!r} for {type(self).__name__}: use one "
                              f"of {self.backbones}")
-        if (not isinstance(image_size, numbers.Integral) or isinstance(image_size, bool)
-                or image_size <= 0 or image_size % 64):
-            raise ValueError(f"image_size must be a positive multiple of 64, got {image_size!r}")
-        _check_number("width", width, 0.0, 4.0, low_open=True)
         assign_ops.validate(strategy, sigma, pos_iou, neg_iou, atss_topk, tal_topk, tal_alpha,
                             tal_beta)
         self.cls_loss = loss_ops.resolve_cls_loss(cls_loss, strategy)
-        _check_number("qfl_beta", qfl_beta, 0.0, None)
-        _check_number("focal_alpha", focal_alpha, 0.0, 1.0)
-        _check_number("focal_gamma", focal_gamma, 0.0, None)
-        _check_number("bl1_alpha", bl1_alpha, 0.0, None, low_open=True)
-        _check_number("bl1_gamma", bl1_gamma, 0.0, None, low_open=True)
-        _check_number("bl1_beta", bl1_beta, 0.0, None, low_open=True)
-        _check_number("score_threshold", score_threshold, 0.0, 1.0)
-        _check_number("nms_iou", nms_iou, 0.0, 1.0, low_open=True)
-        _check_number("max_detections", max_detections, 1, None, integer=True)
         if not isinstance(sync_bn, bool):
             raise ValueError(f"sync_bn must be True or False, got {sync_bn!r}")
         if not isinstance(clip_anchors, bool):
@@ -323,7 +273,7 @@ class Detector(keras.Model):
                   losses["num_pos_cls"], losses["num_pos_reg"], tf.cast(dropped, tf.float32))
         for tracker, value in zip(self._trackers, values):
             tracker.update_state(value)
-        return distributed.reducible_logs({t.name: t.result() for t in self._trackers})
+        return reducible_logs({t.name: t.result() for t in self._trackers})
 
     def _unpack(self, data):
         """``(images, targets, dropped)`` of a batch: targets in the detector's own form, less
@@ -378,15 +328,21 @@ class Detector(keras.Model):
 
     # --- inference ---------------------------------------------------------------------------
 
-    def _detect(self, images):
+    def detections(self, images, score_threshold=None, nms_iou=None, max_detections=None):
+        """:meth:`detect`'s detections, untraced, with the model's post-processing settings
+        unless given (the exports bake theirs in). The anchors enter a traced graph as a
+        constant: a captured tensor would be one more graph input for converters (tf2onnx)."""
         deltas, logits = self(images, training=False)
-        return postprocess(deltas, logits, self._anchors, self.score_threshold, self.nms_iou,
-                           self.max_detections)
+        return postprocess(
+            deltas, logits, tf.constant(np.asarray(self._anchors, np.float32)),
+            self.score_threshold if score_threshold is None else score_threshold,
+            self.nms_iou if nms_iou is None else nms_iou,
+            self.max_detections if max_detections is None else max_detections)
 
     def predict_step(self, data):
         """Final detections (:meth:`detect`), boxes in ``bounding_box_format``."""
         images = data[0] if isinstance(data, (tuple, list)) else data
-        out = self._detect(images)
+        out = self.detections(images)
         out["boxes"] = target_ops.convert_boxes(out["boxes"], target_ops.OWN_FORMAT,
                                                 self.bounding_box_format, self.image_size)
         return out
@@ -402,7 +358,7 @@ class Detector(keras.Model):
           K = ``max_detections``, rows past ``num_detections`` are zeros.
         """
         if self._detect_function is None:
-            self._detect_function = tf.function(self._detect, reduce_retracing=True,
+            self._detect_function = tf.function(self.detections, reduce_retracing=True,
                                                 autograph=False)
         return self._detect_function(images)
 

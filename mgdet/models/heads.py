@@ -4,14 +4,14 @@ logits (not shared between levels, as in the authors' code).
 Weights start N(0, 0.01); box biases 0 and class biases -log((1 - 0.01) / 0.01), so that every
 class starts at probability 0.01 (Lin et al. 2017).
 
-Outputs follow the anchor order of :func:`mgdet.anchors.generate_anchors` (level, row, column,
+Outputs follow the anchor order of :func:`mgdet.ops.anchors.generate_anchors` (level, row, column,
 6 shapes): a ``[B, f, f, 6 * K]`` map reshaped to ``[B, f * f * 6, K]``, concatenated over levels.
 """
 import math
 
 import keras
 
-from mgdet.anchors import ANCHORS_PER_CELL
+from mgdet.ops.anchors import ANCHORS_PER_CELL
 
 PRIOR_PROBABILITY = 0.01
 

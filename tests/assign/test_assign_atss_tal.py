@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgdet import anchors as anchor_ops
+from mgdet.ops import anchors as anchor_ops
 from mgdet import assign as assign_ops
 from mgdet.assign import Assignment, assign, ignore_objects
 from mgdet.assign.adaptive import centre_inside, level_sizes
@@ -503,16 +503,18 @@ def test_iou_thresholds_and_top_k_at_their_bounds():
     or refused as written, with one line naming the values."""
     for neg, pos in ((0.5, 0.5), (0.4, 1.0), (1e-6, 0.5)):
         assign_ops.validate("mg", pos_iou=pos, neg_iou=neg)
-    for neg, pos in ((0.0, 0.5), (0.6, 0.5), (0.4, 1.5)):
+    for (neg, pos), message in (
+            ((0.0, 0.5), "neg_iou must be a finite number in (0, 1], got 0.0"),
+            ((0.6, 0.5), "need 0 < neg_iou <= pos_iou <= 1, got neg_iou=0.6, pos_iou=0.5"),
+            ((0.4, 1.5), "pos_iou must be a finite number in (0, 1], got 1.5")):
         with pytest.raises(ValueError) as error:
             assign_ops.validate("mg", pos_iou=pos, neg_iou=neg)
-        assert str(error.value) == ("need 0 < neg_iou <= pos_iou <= 1, got "
-                                    f"neg_iou={neg}, pos_iou={pos}")
-    for name in ("atss_topk", "tal_topk"):
+        assert str(error.value) == message
+    for name, high in (("atss_topk", 10_000), ("tal_topk", 100_000)):
         assign_ops.validate("mg", **{name: 1})
         with pytest.raises(ValueError) as error:
             assign_ops.validate("mg", **{name: 0})
-        assert str(error.value) == f"{name} must be an integer >= 1, got 0"
+        assert str(error.value) == f"{name} must be a finite number in [1, {high}], got 0"
 
 
 def test_bad_hyper_parameters_name_the_value():

@@ -18,8 +18,8 @@ import tensorflow as tf
 import cli
 from mgdet import build_model
 from mgdet.config import load_config
-from mgdet.data.synthetic import CLASS_NAMES
-from mgdet.rundir import write_json
+from mgdet.data.synthetic.shapes import CLASS_NAMES
+from mgdet.training.rundir import write_json
 from tests.training.test_train import tiny_config
 
 from tests import ROOT
@@ -145,7 +145,7 @@ def test_predict_takes_a_run_folder_and_numbers_its_output_folders(run, tmp_path
         assert code == 0, out
         folder = tmp_path / "runs" / expected
         assert f"to {os.path.join('runs', expected)}" in out
-        # the claim of the folder (mgdet/rundir.py's manifest), as for a training run
+        # the claim of the folder (mgdet/training/rundir.py's manifest), as for a training run
         assert sorted(os.listdir(folder)) == ["a.png", "detections.json", "mgdet_run.json"]
     assert os.listdir(images) == ["a.png"]
 
@@ -173,12 +173,10 @@ def test_predict_skips_images_over_max_pixels_without_decoding_them(run, tmp_pat
     """A small PNG whose header claims 20000 x 20000 pixels is refused from its header (the
     limit of training and serving, data.max_pixels), never decoded."""
     import mgdet.data.exif as exif
-    from mgdet.config import DataConfig
-    from mgdet.data.common import DEFAULT_MAX_PIXELS
-    from mgdet.export import DEFAULT_MAX_PIXELS as export_limit
-    from mgdet.predict import run_predict
+    from mgdet.config import DEFAULT_MAX_PIXELS, DataConfig
+    from mgdet.inference import run_predict
     from tests.export.test_export import _bombs
-    assert DataConfig().max_pixels == export_limit == DEFAULT_MAX_PIXELS == 40_000_000
+    assert DataConfig().max_pixels == DEFAULT_MAX_PIXELS == 40_000_000
     images = tmp_path / "images"
     images.mkdir()
     _png(images / "a.png")

@@ -75,3 +75,15 @@ def _main(capsys, *argv):
 def test_cli_bad_values_are_one_line_and_exit_2(capsys, argv, expected):
     code, err = _main(capsys, *argv)
     assert code == 2 and len(err) == 1 and expected in err[0], err
+
+
+def test_choice_lists_match_the_tables_that_implement_them():
+    """The config declares each choice list once; the tables that implement the choices
+    (sources, augment transforms, strategies, classification losses) cover exactly them."""
+    from mgdet import config, data
+    from mgdet.data import pipeline
+    assert set(data.SOURCES) == set(config.SOURCES)
+    assert set(pipeline.AUGMENT_TRANSFORMS) | {"none"} == set(config.AUGMENT_MODES)
+    refused = _refused("data.augment=mosaic")
+    assert "'data.augment'" in refused and "paper" in refused
+

@@ -17,11 +17,12 @@ from safetensors.numpy import save_file
 import cli
 import mgdet
 from mgdet.convert import authors
-from mgdet.models import MODELS, transfer
-from mgdet.models.convert_weights import WeightsError
+from mgdet.models import MODELS
+from mgdet.training import transfer
+from mgdet.convert.torchvision import WeightsError
 from mgdet.models.heads import DetectionHead
 from mgdet.models.layers import ConvBlock
-from tests.test_convert_weights import np_bn, np_conv
+from tests.convert.test_convert_weights import np_bn, np_conv
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "authors_checkpoints.json")
 

@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 import cli
 from mgdet.config import ConfigError, check_files, load_config
 from mgdet.models import backbones as backbone_ops
-from mgdet.models import convert_weights as cw
+from mgdet.convert import torchvision as cw
 from mgdet.models.detector import IMAGENET_MEAN, IMAGENET_STD
 
 TOL = 1e-4
@@ -235,9 +235,9 @@ def test_paper_configs_name_the_converted_file_and_the_authors_augmentation(tmp_
 def test_a_trained_run_does_not_need_its_imagenet_starting_file(tmp_path):
     import json
 
-    from mgdet.predict import _config_beside
+    from mgdet.training.rundir import config_beside
     values = {**load_config(None).to_dict(), "class_names": ["a", "b"]}
     values["model"]["weights"] = str(tmp_path / "deleted_since" / "resnet18_imagenet.npz")
     (tmp_path / "config.json").write_text(json.dumps(values))
-    loaded, names = _config_beside(str(tmp_path / "final.weights.h5"))
+    loaded, names = config_beside(str(tmp_path / "final.weights.h5"))
     assert loaded.model.weights is None and names == ["a", "b"]

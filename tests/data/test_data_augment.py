@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from mgdet.data import augment as aug
+from mgdet.data import augment_paper as paper
 
 COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255]], np.uint8)
 
@@ -111,7 +112,7 @@ def test_colour_matrix_is_identity_at_rest_and_keeps_grey():
 
 
 def test_crop_sampler_respects_min_iou():
-    from mgdet.boxes import iou
+    from mgdet.ops.boxes import iou
     boxes = tf.constant([[0.05, 0.1, 0.5, 0.7], [0.6, 0.5, 0.9, 0.95]])
     centres = (boxes[:, :2] + boxes[:, 2:]).numpy() / 2
     valid = tf.constant([True, True])
@@ -155,7 +156,7 @@ WHITE = (255.0, 255.0, 255.0)  # zoom-out fill far from every painted colour and
 
 @tf.function(reduce_retracing=True)
 def _paper(image, boxes, labels, seed):
-    return aug.paper_augment(image, boxes, labels, seed, 96, photometric=False, mean=WHITE)
+    return paper.paper_augment(image, boxes, labels, seed, 96, photometric=False, mean=WHITE)
 
 
 @pytest.mark.parametrize("case", range(30))
@@ -196,7 +197,7 @@ def test_paper_boxes_match_the_transformed_pixels(case):
 
 def test_paper_same_seed_same_output_and_seed_matters():
     img, boxes, labels = _painted_image(np.random.default_rng(3))
-    outs = [aug.paper_augment(img, boxes, labels, tf.constant([s, 2], tf.int64), 64)
+    outs = [paper.paper_augment(img, boxes, labels, tf.constant([s, 2], tf.int64), 64)
             for s in (5, 5, 6)]
     for a, b in zip(outs[0], outs[1]):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -221,7 +222,7 @@ def test_paper_crop_every_object_reaches_the_min_iou(min_iou):
     for s in range(40):
         xy = rng.uniform(0.05, 0.45, (2, 2))
         boxes = np.concatenate([xy, xy + rng.uniform(0.3, 0.5, (2, 2))], 1).astype(np.float32)
-        x0, y0, w, h = aug.paper_crop_window(tf.constant(boxes), tf.constant([s, 11]), height,
+        x0, y0, w, h = paper.paper_crop_window(tf.constant(boxes), tf.constant([s, 11]), height,
                                              width, min_ious=(min_iou,)).numpy()
         if (x0, y0, w, h) == (0, 0, width, height):
             continue
@@ -240,7 +241,7 @@ def test_paper_crop_impossible_rule_keeps_the_whole_image():
     # Two far-apart objects: no window can overlap both with IoU >= 0.5.
     boxes = tf.constant([[0.0, 0.0, 0.2, 0.2], [0.8, 0.8, 1.0, 1.0]])
     for s in range(10):
-        window = aug.paper_crop_window(boxes, tf.constant([s, 0]), 100, 100, min_ious=(0.5,))
+        window = paper.paper_crop_window(boxes, tf.constant([s, 0]), 100, 100, min_ious=(0.5,))
         np.testing.assert_array_equal(window.numpy(), [0, 0, 100, 100])
 
 
@@ -248,16 +249,16 @@ def test_paper_drops_boxes_of_1_percent_and_falls_back_to_the_original():
     img = np.random.default_rng(0).integers(0, 255, (200, 200, 3)).astype(np.uint8)
     tiny = np.array([[0.5, 0.5, 0.502, 0.503]], np.float32)     # < 1% even at the largest zoom-in
     both = np.concatenate([np.array([[0.1, 0.2, 0.7, 0.9]], np.float32), tiny])
-    resized = [aug.resize_with(img, tf.constant([64, 64]), tf.constant(i)).numpy()
-               for i in range(len(aug.PAPER_INTERPOLATIONS))]
+    resized = [paper.resize_with(img, tf.constant([64, 64]), tf.constant(i)).numpy()
+               for i in range(len(paper.PAPER_INTERPOLATIONS))]
     outcomes = set()
     for s in range(12):
         seed = tf.constant([s, 5])
-        out, b, l = aug.paper_augment(img, tiny, np.array([3], np.int32), seed, 64)
+        out, b, l = paper.paper_augment(img, tiny, np.array([3], np.int32), seed, 64)
         np.testing.assert_array_equal(b.numpy(), tiny)           # all the original boxes ...
         np.testing.assert_array_equal(l.numpy(), [3])
         assert min(np.abs(out.numpy() - r).max() for r in resized) < 1e-3  # ... on the original
-        out, b, l = aug.paper_augment(img, both, np.array([1, 3], np.int32), seed, 64)
+        out, b, l = paper.paper_augment(img, both, np.array([1, 3], np.int32), seed, 64)
         b, l = b.numpy(), l.numpy()
         if np.array_equal(b, both):   # the crop cut the big box off, the tiny one was dropped
             assert min(np.abs(out.numpy() - r).max() for r in resized) < 1e-3

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from mgdet import config as config_module
-from mgdet.data import SOURCES, DataError, get_source, load_source, stats
+from mgdet.data import SOURCES, DataError, get_source, stats
 from mgdet.data.coco import coco_records
 from mgdet.data.common import check_image_file, probe_image
 from mgdet.data.pipeline import make_dataset
 from mgdet.data.source import RecordSource, Source
 from mgdet.data.voc import voc_xml_records
-from mgdet.evaluation import evaluate
+from mgdet.evaluation.coco import evaluate
 from tests import data_files
 
 
@@ -177,7 +177,8 @@ def test_a_new_format_is_one_class_and_one_table_line(tmp_path, monkeypatch):
     monkeypatch.setitem(SOURCES, "txt", f"{module.__name__}:TxtSource")
     (tmp_path / "train.txt").write_text("a.jpg 0 0.1 0.1 0.5 0.5\nmissing.jpg 0 0 0 1 1\n")
     cfg = types.SimpleNamespace(source="txt", train_ann=str(tmp_path / "train.txt"))
-    ds, names = load_source(cfg, "train")
+    source = get_source(cfg)
+    ds, names = source.dataset("train", shuffle=True), source.class_names()
     assert names == ["thing"] and [e["image"].shape for e in ds.as_numpy_iterator()] == [(24, 32, 3)]
     src = get_source(cfg)
     assert src.num_examples("train") == 1 and src.report("train")["images_missing"] == 1

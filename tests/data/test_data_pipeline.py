@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from mgdet.data import DataError, stats
 from mgdet.data.pipeline import make_dataset, sanitize
-from mgdet.data.synthetic import synthetic_dataset
+from mgdet.data.synthetic.source import synthetic_dataset
 
 NAN = float("nan")
 

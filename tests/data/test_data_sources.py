@@ -9,12 +9,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mgdet.data import DataError, load_ground_truth, load_source, stats, to_coco
-from mgdet.data.coco import CategoryMap, category_map, load_coco
+from mgdet.data import DataError, get_source, stats
+from mgdet.data.common import to_coco
+from mgdet.data.coco import CategoryMap, category_map
 from mgdet.data.common import check_image_file
 from mgdet.data.pipeline import make_dataset
-from mgdet.data.voc import VOC_CLASSES, load_voc, load_voc_xml
+from mgdet.data.voc import VOC_CLASSES
 from tests import data_files
+
+
+def _split(data_config, split, image_size=None):
+    """``(examples, class names)`` of a split, reshuffled when it is "train"."""
+    source = get_source(data_config, image_size)
+    return source.dataset(split, shuffle=split == "train"), source.class_names()
+
+
+def _read(split="train", **data_config):
+    """``(examples, class names)`` of a split of the source that ``data_config`` describes
+    (``source=...`` and its ``data.*`` keys), in file order."""
+    source = get_source(types.SimpleNamespace(**data_config))
+    return source.dataset(split), source.class_names()
 
 
 def _jpeg(path, w, h, seed):
@@ -82,7 +96,7 @@ def test_check_image_file(voc_root):
 
 def test_voc_end_to_end(voc_root):
     stats.reset()
-    ds, names = load_voc(voc_root, years=("2007",), image_set="trainval")
+    ds, names = _read(source="voc", root=voc_root, train_sets=("2007/trainval",))
     assert names == list(VOC_CLASSES)
     examples = list(ds.as_numpy_iterator())
     # 000004 (truncated) and 000006 (missing) skipped while listing, 000005 skipped at decode
@@ -119,12 +133,12 @@ def test_voc_end_to_end(voc_root):
 def test_voc_ground_truth_and_dispatch(voc_root):
     cfg = types.SimpleNamespace(source="voc", root=voc_root, train_sets=("2007/trainval",),
                                 eval_sets=("2007/test",))
-    gt = load_ground_truth(cfg, "eval")
+    gt = get_source(cfg).ground_truth("eval")
     assert [im["id"] for im in gt["images"]] == [1, 3]
     assert len(gt["categories"]) == 20
     crowd = [a for a in gt["annotations"] if a["iscrowd"]]
     assert len(crowd) == 1 and crowd[0]["category_id"] == VOC_CLASSES.index("cat") + 1
-    ds, names = load_source(cfg, "eval")
+    ds, names = _split(cfg, "eval")
     assert len(list(ds)) == 2 and names == list(VOC_CLASSES)
     # same ground truth from the decoded dataset
     assert to_coco(ds, names)["annotations"] == gt["annotations"]
@@ -132,17 +146,17 @@ def test_voc_ground_truth_and_dispatch(voc_root):
 
 def test_voc_errors(tmp_path, voc_root):
     with pytest.raises(DataError, match="does not exist"):
-        load_voc(str(tmp_path / "nope"))
+        _read(source="voc", root=str(tmp_path / "nope"))
     with pytest.raises(DataError, match="VOC2012"):
-        load_voc(voc_root, years=("2012",))
+        _read(source="voc", root=voc_root, train_sets=("2012/trainval",))
     with pytest.raises(DataError, match="image set file"):
-        load_voc(voc_root, years=("2007",), image_set="val")
+        _read(source="voc", root=voc_root, train_sets=("2007/val",))
     d = tmp_path / "dev" / "VOC2007"
     os.makedirs(d / "Annotations"), os.makedirs(d / "ImageSets" / "Main")
     _voc_xml(d / "Annotations" / "x.xml", "x.jpg", 10, 10, [])
     (d / "ImageSets/Main/trainval.txt").write_text("x\n")
     with pytest.raises(DataError, match="none of the 1 images"):
-        load_voc(str(tmp_path / "dev"), years=("2007",))
+        _read(source="voc", root=str(tmp_path / "dev"), train_sets=("2007/trainval",))
 
 
 def test_voc_xml_folder(tmp_path):
@@ -152,16 +166,17 @@ def test_voc_xml_folder(tmp_path):
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(img / "a.png")
     _voc_xml(ann / "b.xml", "", 0, 0, [("widget", 0, (3, 3, 8, 9))], size=False)  # size from image
     _jpeg(img / "b.jpg", 16, 12, 0)
-    ds, names = load_voc_xml(str(ann), str(img))
+    ds, names = _read(source="voc_xml", root=str(ann), train_images=str(img))
     assert names == ["gadget", "widget"]
     ex = {int(e["image_id"]): e for e in ds.as_numpy_iterator()}
     assert len(ex) == 2
     b = [e for e in ex.values() if e["image"].shape == (12, 16, 3)][0]
     np.testing.assert_allclose(b["boxes"], [[2 / 16, 2 / 12, 8 / 16, 9 / 12]], atol=1e-6)
-    ds2, names2 = load_voc_xml(str(ann), str(img), class_names=["widget"])
+    ds2, names2 = _read(source="voc_xml", root=str(ann), train_images=str(img),
+                        class_names=("widget",))
     assert names2 == ["widget"] and sum(len(e["labels"]) for e in ds2.as_numpy_iterator()) == 2
     with pytest.raises(DataError, match="no .xml"):
-        load_voc_xml(str(img))
+        _read(source="voc_xml", root=str(img))
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +210,7 @@ def coco_files(tmp_path_factory):
 
 def test_coco_end_to_end(coco_files):
     root, ann_file, image_dir = coco_files
-    ds, names = load_coco(ann_file, image_dir)
+    ds, names = _read(source="coco_json", train_ann=ann_file, train_images=image_dir)
     assert names == ["car", "train", "light"]
     examples = {int(e["image_id"]): e for e in ds.as_numpy_iterator()}
     assert sorted(examples) == [11, 12, 13]
@@ -211,7 +226,7 @@ def test_coco_end_to_end(coco_files):
     assert int(targets["valid"].numpy().sum()) == 3  # the crowd box is trained as an object
 
     cfg = types.SimpleNamespace(source="coco", root=root, train_sets=(), eval_sets=("train2017",))
-    gt = load_ground_truth(cfg, "eval")
+    gt = get_source(cfg).ground_truth("eval")
     assert [c["id"] for c in gt["categories"]] == [1, 2, 3]
     a = [x for x in gt["annotations"] if x["image_id"] == 11]
     assert [x["iscrowd"] for x in a] == [0, 1] and a[0]["area"] == 500.0
@@ -233,28 +248,28 @@ def test_category_map_round_trip(coco_files):
 def test_coco_json_dispatch_and_errors(coco_files, tmp_path):
     _, ann_file, image_dir = coco_files
     cfg = types.SimpleNamespace(source="coco_json", train_ann=ann_file, train_images=image_dir)
-    ds, names = load_source(cfg, "train")
+    ds, names = _split(cfg, "train")
     assert len(names) == 3 and len(list(ds)) == 3
     with pytest.raises(DataError, match="not found"):
-        load_coco(str(tmp_path / "missing.json"), image_dir)
+        _read(source="coco_json", train_ann=str(tmp_path / "missing.json"),
+              train_images=image_dir)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(DataError, match="bad.json' is not valid JSON"):
-        load_coco(str(bad), image_dir)
+        _read(source="coco_json", train_ann=str(bad), train_images=image_dir)
     with pytest.raises(DataError, match="image folder"):
-        load_coco(ann_file, str(tmp_path / "noimages"))
+        _read(source="coco_json", train_ann=ann_file, train_images=str(tmp_path / "noimages"))
     with pytest.raises(DataError, match="data.source"):
-        load_source(types.SimpleNamespace(source="kitti"), "train")
+        get_source(types.SimpleNamespace(source="kitti"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,crowd_key", [("voc/2007", "difficult"), ("coco/2017", "is_crowd")])
 def test_tfds_mock(name, crowd_key):
     import tensorflow_datasets as tfds
-    from mgdet.data.tfds_source import load_tfds
 
     with tfds.testing.mock_data(num_examples=6):
-        ds, names = load_tfds(name, "train")
+        ds, names = _read(source="tfds", tfds_name=name, train_sets=("train",))
         assert len(names) == (20 if name.startswith("voc") else 80)
         examples = list(ds.as_numpy_iterator())
         assert len(examples) == 6
@@ -278,22 +293,22 @@ def test_tfds_mock(name, crowd_key):
         ev = list(make_dataset(ds, 64, 4, 8, training=False, name="tfds_eval"))
         assert sum(b[0].shape[0] for b in ev) == 6
         cfg = types.SimpleNamespace(source="tfds", tfds_name=name)
-        gt = load_ground_truth(cfg, "eval")
+        gt = get_source(cfg).ground_truth("eval")
         assert len(gt["images"]) == 6
 
 
 def test_tfds_missing_dataset(tmp_path):
-    from mgdet.data.tfds_source import load_tfds
     with pytest.raises(DataError, match="voc/2007"):
-        load_tfds("voc/2007", "test", data_dir=str(tmp_path))
+        _read("eval", source="tfds", tfds_name="voc/2007", eval_sets=("test",),
+              data_dir=str(tmp_path))
 
 
 def test_synthetic_dispatch_with_config():
     from mgdet import config
     cfg = config.DataConfig(num_train=8, num_eval=4)
-    ds, names = load_source(cfg, "train", image_size=64)
+    ds, names = _split(cfg, "train", 64)
     assert len(names) >= 6 and len(list(ds)) == 8
-    gt = load_ground_truth(cfg, "eval", image_size=64)
+    gt = get_source(cfg, 64).ground_truth("eval")
     assert len(gt["images"]) == 4
-    ev, _ = load_source(cfg, "eval", image_size=64)
+    ev, _ = _split(cfg, "eval", 64)
     assert to_coco(ev, names) == gt

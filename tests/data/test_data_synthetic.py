@@ -3,42 +3,43 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgdet.data import synthetic as syn
+from mgdet.data.common import to_coco
+from mgdet.data.synthetic import generated, painter, shapes, source
 
 SIZE = 128
 
 
 @pytest.fixture(scope="module")
 def data():
-    return syn.generate(240, SIZE, 7, "train")
+    return generated.generate(240, SIZE, 7, "train")
 
 
 def test_same_seed_same_images_and_prefix_stable():
-    a = syn.generate(12, SIZE, 3, "train")
-    syn.generate.cache_clear()
-    b = syn.generate(12, SIZE, 3, "train")
+    a = generated.generate(12, SIZE, 3, "train")
+    generated.generate.cache_clear()
+    b = generated.generate(12, SIZE, 3, "train")
     assert a is not b
     np.testing.assert_array_equal(a.images, b.images)
     np.testing.assert_array_equal(a.boxes, b.boxes)
     np.testing.assert_array_equal(a.labels, b.labels)
     # image i does not depend on how many images were asked for
-    c = syn.generate(6, SIZE, 3, "train")
+    c = generated.generate(6, SIZE, 3, "train")
     np.testing.assert_array_equal(c.images, a.images[:6])
     np.testing.assert_array_equal(c.boxes, a.boxes[:c.row_splits[-1]])
 
 
 def test_parallel_workers_give_the_same_images():
-    a = syn.generate(10, 64, 5, "val")
-    b = syn.generate(10, 64, 5, "val", workers=2)
+    a = generated.generate(10, 64, 5, "val")
+    b = generated.generate(10, 64, 5, "val", workers=2)
     np.testing.assert_array_equal(a.images, b.images)
     np.testing.assert_array_equal(a.boxes, b.boxes)
     np.testing.assert_array_equal(a.row_splits, b.row_splits)
 
 
 def test_seed_and_split_change_the_images():
-    a = syn.generate(6, SIZE, 3, "train")
-    assert not np.array_equal(a.images, syn.generate(6, SIZE, 4, "train").images)
-    val = syn.generate(6, SIZE, 3, "val")
+    a = generated.generate(6, SIZE, 3, "train")
+    assert not np.array_equal(a.images, generated.generate(6, SIZE, 4, "train").images)
+    val = generated.generate(6, SIZE, 3, "val")
     assert not any(np.array_equal(x, y) for x in a.images for y in val.images)
 
 
@@ -47,16 +48,16 @@ def test_annotations_are_valid(data):
     assert data.boxes.dtype == np.float32 and data.labels.dtype == np.int32
     assert np.all(data.boxes >= 0) and np.all(data.boxes <= 1)
     wh = (data.boxes[:, 2:] - data.boxes[:, :2]) * SIZE
-    assert np.all(wh >= syn.MIN_BOX_PX)
+    assert np.all(wh >= painter.MIN_BOX_PX)
     assert data.row_splits[-1] == len(data.labels)
     # images are not flat: the background has structure and noise
     assert data.images.reshape(240, -1).std(axis=1).min() > 3
 
 
 def test_class_coverage_empty_images_and_sizes(data):
-    stats = syn.describe(data)
+    stats = generated.describe(data)
     counts = np.array(list(stats["class_counts"].values()))
-    assert len(counts) == len(syn.CLASS_NAMES) >= 6
+    assert len(counts) == len(shapes.CLASS_NAMES) >= 6
     assert counts.min() >= 0.5 * counts.mean()          # every class well represented
     assert stats["empty_images"] >= 3                     # some images with no objects
     n = stats["objects"]
@@ -78,23 +79,23 @@ def test_occlusion_present(data):
 
 
 def _iou(a, b):
-    from mgdet.boxes import iou
+    from mgdet.ops.boxes import iou
     return iou(a, b)
 
 
 def test_dataset_examples_and_coco(data):
-    ds = syn.synthetic_dataset(240, SIZE, 7, "train")
+    ds = source.synthetic_dataset(240, SIZE, 7, "train")
     ex = next(iter(ds))
     assert ex["image"].dtype == tf.uint8 and ex["image"].shape == (SIZE, SIZE, 3)
     assert ex["boxes"].dtype == tf.float32 and ex["labels"].dtype == tf.int32
     assert ex["image_id"].dtype == tf.int64 and int(ex["image_id"]) == 1
     np.testing.assert_array_equal(ex["image"].numpy(), data.images[0])
 
-    coco = syn.to_coco(ds.take(20), syn.CLASS_NAMES)
+    coco = to_coco(ds.take(20), shapes.CLASS_NAMES)
     coco_fast = data.to_coco()
     assert coco["images"] == coco_fast["images"][:20]
     assert coco["annotations"] == coco_fast["annotations"][:len(coco["annotations"])]
-    assert [c["id"] for c in coco_fast["categories"]] == list(range(1, len(syn.CLASS_NAMES) + 1))
+    assert [c["id"] for c in coco_fast["categories"]] == list(range(1, len(shapes.CLASS_NAMES) + 1))
     assert len(coco_fast["annotations"]) == len(data.labels)
     a = coco_fast["annotations"][0]
     box = data.boxes[0] * SIZE
@@ -112,7 +113,7 @@ def test_dataset_examples_and_coco(data):
 
 
 def test_shuffled_dataset_is_a_permutation():
-    ds = syn.synthetic_dataset(20, SIZE, 7, "train", shuffle=True)
+    ds = source.synthetic_dataset(20, SIZE, 7, "train", shuffle=True)
     ids = [int(e["image_id"]) for e in ds]
     assert sorted(ids) == list(range(1, 21)) and ids != sorted(ids)
 
@@ -120,4 +121,4 @@ def test_shuffled_dataset_is_a_permutation():
 def test_bad_split():
     from mgdet.data.common import DataError
     with pytest.raises(DataError, match="unknown split 'nope'"):
-        syn.generate(2, SIZE, 0, "nope")
+        generated.generate(2, SIZE, 0, "nope")

@@ -1,7 +1,7 @@
 """YOLO-txt datasets (ultralytics layout): boxes from centre form and polygons against values
 worked out here from the written numbers, malformed lines, unknown classes and out-of-image boxes
 counted (never raised), images without a label file, class names from classes.txt / data.yaml,
-and training + evaluation end to end through ``mgdet.train.train``."""
+and training + evaluation end to end through ``mgdet.training.loop.train``."""
 import os
 
 import numpy as np

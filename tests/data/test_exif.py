@@ -117,9 +117,9 @@ def test_the_recorded_size_is_the_displayed_one(tmp_path):
 
 
 def test_predict_reads_images_as_displayed(tmp_path):
-    from mgdet.predict import _read_image
+    from mgdet.inference import read_image
     path = tmp_path / "rotated.jpg"
     path.write_bytes(jpeg_with_orientation(6))
-    np.testing.assert_array_equal(_read_image(str(path)),
+    np.testing.assert_array_equal(read_image(str(path)),
                                   decode_oriented(tf.constant(path.read_bytes())).numpy())
-    assert _read_image(str(path)).shape == (W, H, 3)
+    assert read_image(str(path)).shape == (W, H, 3)

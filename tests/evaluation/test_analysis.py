@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mgdet.analysis import RECALL_POINTS, confusion_matrix, plot_confusion, plot_pr_curves
-from mgdet.evaluation import coco_metrics
+from mgdet.evaluation.analysis import RECALL_POINTS, confusion_matrix, plot_confusion, plot_pr_curves
+from mgdet.evaluation.coco import coco_metrics
 
 
 def _gt(objects, num_images, names=("a", "b")):

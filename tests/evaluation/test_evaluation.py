@@ -1,4 +1,4 @@
-"""mgdet.evaluation: COCO metrics equal pycocotools run directly, hand-worked cases, VOC07 mAP
+"""mgdet.evaluation.coco: COCO metrics equal pycocotools run directly, hand-worked cases, VOC07 mAP
 against a separate numpy reference, model outputs -> COCO results, and the evaluate() loop."""
 import contextlib
 import io
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgdet import evaluation
+from mgdet.evaluation import coco as evaluation
 
 
 def _gt(num_images=6, num_classes=3, seed=0, sizes=((64, 48), (100, 80), (300, 200))):
@@ -293,10 +293,12 @@ def test_evaluate_loop_with_an_oracle_detector(tmp_path):
 def test_evaluate_on_the_real_eval_pipeline_with_an_oracle():
     """Synthetic source -> to_coco ground truth -> make_dataset(training=False) -> evaluate():
     a detector returning the batch's own (resized-image-relative) target boxes scores AP 1."""
-    from mgdet.data import pipeline, synthetic
+    from mgdet.data import pipeline
+    from mgdet.data.synthetic.shapes import CLASS_NAMES
+    from mgdet.data.synthetic.source import synthetic_dataset
     from mgdet.data.common import to_coco
-    source = synthetic.synthetic_dataset(6, image_size=96, seed=0, split="val")
-    gt = to_coco(source, list(synthetic.CLASS_NAMES))
+    source = synthetic_dataset(6, image_size=96, seed=0, split="val")
+    gt = to_coco(source, list(CLASS_NAMES))
     ds = pipeline.make_dataset(source, image_size=64, batch_size=4, max_objects=40,
                                training=False)
 

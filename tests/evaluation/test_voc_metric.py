@@ -1,11 +1,12 @@
-"""The authors' VOC metric (mgdet.voc_metric) against hand-worked values, the separate numpy
-reference of tests/evaluation/test_evaluation.py and pycocotools."""
+"""The authors' VOC metric (mgdet.evaluation.voc_metric) against hand-worked values, the separate
+numpy reference of tests/evaluation/test_evaluation.py and pycocotools."""
 import types
 
 import numpy as np
 import pytest
 
-from mgdet import evaluation, voc_metric
+from mgdet.evaluation import coco as evaluation
+from mgdet.evaluation import voc_metric
 from tests.evaluation.test_evaluation import _gt, _noisy_detections, _voc07_reference
 
 

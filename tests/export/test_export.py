@@ -1,4 +1,4 @@
-"""mgdet.export: the SavedModel loads without mgdet, both signatures give the Keras model's
+"""mgdet.export.saved_model: the SavedModel loads without mgdet, both signatures give the Keras model's
 detections, saved_model_cli sees and runs it, TF Serving requests (gRPC proto and REST JSON)
 run through it, versions follow TF Serving's layout.
 
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgdet import export
-from mgdet.postprocess import postprocess
+from mgdet.data import image_header
+from mgdet.export import command, files, saved_model, versions
+from mgdet.ops.postprocess import postprocess
 
 SIZE = 64
 CLASSES = ["circle", "ring", "rectangle"]
@@ -58,7 +59,7 @@ def exported(tmp_path_factory):
                 v.assign(rng.normal(-1.0, 1.0, v.shape).astype(np.float32))
             else:
                 v.assign(v.numpy() * (3.0 / spread))
-    path = export.export_saved_model(model, str(tmp / "models" / "tiny" / "1"), CLASSES,
+    path = saved_model.export_saved_model(model, str(tmp / "models" / "tiny" / "1"), CLASSES,
                                      **SETTINGS)
     return {"model": model, "path": path, "tmp": tmp}
 
@@ -272,26 +273,26 @@ def test_labels_asset_and_layout(exported):
     assert meta["class_names"] == CLASSES and meta["max_detections"] == 40
     base = os.path.dirname(path)
     assert sorted(os.listdir(base)) == ["1"]  # no temporary folder left behind
-    assert export.next_version(base) == 2
+    assert versions.next_version(base) == 2
     with pytest.raises(FileExistsError):
-        export.export_saved_model(exported["model"], path, CLASSES)
+        saved_model.export_saved_model(exported["model"], path, CLASSES)
     with pytest.raises(ValueError, match="class names"):
-        export.export_saved_model(exported["model"], str(exported["tmp"] / "x" / "1"), ["a"])
+        saved_model.export_saved_model(exported["model"], str(exported["tmp"] / "x" / "1"), ["a"])
 
 
 def test_next_version(tmp_path):
-    assert export.next_version(str(tmp_path / "missing")) == 1
+    assert versions.next_version(str(tmp_path / "missing")) == 1
     for d in ("1", "3", "tmp", ".tmp-4-abc"):
         (tmp_path / d).mkdir()
     (tmp_path / "7").write_text("a file is not a version")
-    assert export.next_version(str(tmp_path)) == 4
+    assert versions.next_version(str(tmp_path)) == 4
 
 
 @pytest.mark.slow
 def test_run_export_loads_weights_and_overrides_settings(exported, tmp_path):
     """``cli.py export``'s function: config + weights -> saved_models/<name>/<next version>."""
     from mgdet.config import load_config
-    from mgdet.predict import resolve_saved_model
+    from mgdet.inference import resolve_saved_model
     model = exported["model"]
     weights = str(tmp_path / "w.weights.h5")
     model.save_weights(weights)
@@ -301,7 +302,7 @@ def test_run_export_loads_weights_and_overrides_settings(exported, tmp_path):
     base = str(tmp_path / "saved_models")
     os.makedirs(os.path.join(base, "tiny", "2"))
     stale = _plant_tmp_folders(os.path.join(base, "tiny"))
-    path = export.run_export(cfg, weights, score_threshold=0.05, nms_iou=0.45, max_detections=40,
+    path = command.run_export(cfg, weights, score_threshold=0.05, nms_iou=0.45, max_detections=40,
                              base_dir=base)
     assert path == os.path.join(base, "tiny", "3")
     # The temporary folders of killed exports are gone; a running export's is left alone.
@@ -330,10 +331,10 @@ def test_two_exports_of_one_name_at_once_get_two_versions(exported, tmp_path, mo
     def save_while_another_export_completes(*args, **kwargs):
         if not other:
             other.append(None)
-            other[0] = export.run_export(cfg, weights, base_dir=base)
+            other[0] = command.run_export(cfg, weights, base_dir=base)
         return save(*args, **kwargs)
     monkeypatch.setattr(tf.saved_model, "save", save_while_another_export_completes)
-    first = export.run_export(cfg, weights, base_dir=base)
+    first = command.run_export(cfg, weights, base_dir=base)
     assert sorted([first, other[0]]) == [os.path.join(base, "tiny", "1"),
                                          os.path.join(base, "tiny", "2")]
     assert sorted(os.listdir(os.path.join(base, "tiny"))) == ["1", "2"]
@@ -352,7 +353,7 @@ def _plant_tmp_folders(parent):
     for path, owner in zip(paths, (dead, None, str(os.getpid()))):
         os.makedirs(os.path.join(path, "model", "variables"))
         if owner:
-            with open(os.path.join(path, export.OWNER_FILE), "w") as f:
+            with open(os.path.join(path, versions.OWNER_FILE), "w") as f:
                 f.write(f"{socket.gethostname()} {owner}")
     os.utime(paths[1], (time.time() - 3600, time.time() - 3600))
     return paths
@@ -373,11 +374,11 @@ def test_header_size_equals_the_decoded_size_and_the_limit_is_inclusive(fmt, kwa
     for height, width in ((23, 37), (300, 17)):
         data = _encoded(fmt, height, width, **kwargs)
         decoded = tf.io.decode_image(data, channels=3, expand_animations=False).shape
-        assert [int(v) for v in export.header_size(tf.constant(data))] == [height, width]
+        assert [int(v) for v in image_header.header_size(tf.constant(data))] == [height, width]
         assert tuple(decoded[:2]) == (height, width)
-        export._check_pixels(tf.constant(data), height * width)  # at the limit: accepted
+        saved_model._check_pixels(tf.constant(data), height * width)  # at the limit: accepted
         with pytest.raises(tf.errors.InvalidArgumentError, match="larger than max_pixels"):
-            export._check_pixels(tf.constant(data), height * width - 1)
+            saved_model._check_pixels(tf.constant(data), height * width - 1)
 
 
 def _bombs():
@@ -448,13 +449,13 @@ def test_serving_bytes_refuses_decompression_bombs_before_decoding(exported, tmp
 
 
 # --------------------------------------------------------------------------------------------
-# mgdet.predict (shares the exported model)
+# mgdet.inference (shares the exported model)
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
 def test_run_predict_saved_model_and_weights_agree(exported, tmp_path, capsys):
     from mgdet.config import load_config
-    from mgdet.predict import run_predict
+    from mgdet.inference import run_predict
     model = exported["model"]
     folder = tmp_path / "images"
     (folder / "sub").mkdir(parents=True)
@@ -514,9 +515,9 @@ def _image_size(path):
 
 @pytest.mark.slow
 def test_tflite_float_export_equals_keras(exported, tmp_path):
-    from mgdet import boxes as box_ops
+    from mgdet.ops import boxes as box_ops
     model = exported["model"]
-    path = export.export_tflite(model, str(tmp_path / "tiny.tflite"))
+    path = files.export_tflite(model, str(tmp_path / "tiny.tflite"))
     x = _smooth_images(1, SIZE, SIZE, seed=10).astype(np.float32)
     interpreter = tf.lite.Interpreter(model_path=path)
     out = interpreter.get_signature_runner()(images=x)
@@ -529,7 +530,7 @@ def test_tflite_float_export_equals_keras(exported, tmp_path):
 @pytest.mark.slow
 def test_onnx_export_equals_keras(exported, tmp_path):
     import onnxruntime as ort  # the test extra installs it (and tf2onnx)
-    path = export.export_onnx(exported["model"], str(tmp_path / "tiny.onnx"), **SETTINGS)
+    path = files.export_onnx(exported["model"], str(tmp_path / "tiny.onnx"), **SETTINGS)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     images = _smooth_images(2, 80, 96, seed=11)
     names = [o.name for o in session.get_outputs()]

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgdet import boxes as box_ops
-from mgdet import cli, export
+from mgdet.ops import boxes as box_ops
+from mgdet import cli
+from mgdet.export import files
 from tests.export.test_export import WITHOUT_MGDET
 
 SIZE = 64
@@ -37,14 +38,14 @@ def _config():
 
 def _painted_image(cfg, index=0):
     """An eval-split image of the embedded dataset (painted shapes), as the model gets it."""
-    from mgdet.train import build_eval_dataset
+    from mgdet.data.datasets import build_eval_dataset
     images, _ = next(iter(build_eval_dataset(cfg)[0]))
     return images[index:index + 1].numpy()
 
 
 @pytest.fixture(scope="module")
 def int8(tmp_path_factory):
-    from mgdet.predict import load_detector
+    from mgdet.training.trained import load_detector
     tmp = tmp_path_factory.mktemp("quantize")
     cfg = _config()
     keras.utils.set_random_seed(0)
@@ -166,7 +167,7 @@ def test_unknown_choices_are_refused_and_saved_model_stays_the_default(capsys):
 @pytest.mark.slow
 def test_int8_needs_representative_images_and_the_calibration_set_is_training_data():
     cfg = _config()
-    images = export.representative_images(cfg, 3)
+    images = files.representative_images(cfg, 3)
     assert len(images) == 3 and images[0].shape == (SIZE, SIZE, 3)
     assert images[0].dtype == np.float32 and 0 <= images[0].min() and images[0].max() <= 255
     # the first training images, resized only (no augmentation)
@@ -174,6 +175,6 @@ def test_int8_needs_representative_images_and_the_calibration_set_is_training_da
     first = next(iter(get_source(cfg.data, image_size=SIZE).dataset("train")))
     np.testing.assert_allclose(images[0], augment.resize(first["image"], SIZE).numpy(), atol=1e-3)
     with pytest.raises(ValueError, match="representative_images"):
-        export.export_tflite(None, "x.tflite", quantize="int8", representative_images=[])
+        files.export_tflite(None, "x.tflite", quantize="int8", representative_images=[])
     with pytest.raises(ValueError, match="quantize must be one of"):
-        export.export_tflite(None, "x.tflite", quantize="int4")
+        files.export_tflite(None, "x.tflite", quantize="int4")

@@ -11,7 +11,7 @@ import pytest
 from mgdet import build_model
 from mgdet.config import ConfigError, replace
 from mgdet.models.heads import PRIOR_PROBABILITY
-from mgdet.models.transfer import init_from
+from mgdet.training.transfer import init_from
 from tests.training.test_train import tiny_config
 
 pytestmark = pytest.mark.slow  # trains the runs it starts from
@@ -101,7 +101,7 @@ def test_a_width_mismatch_names_the_settings_that_fix_it(tmp_path, capsys):
 def test_train_starts_from_the_trained_run(tmp_path, capsys):
     """A run on new classes with a vanishing learning rate ends with the
     source's backbone: the weights came from init_from, not from a fresh initialization."""
-    from mgdet.train import train
+    from mgdet.training.loop import train
     source = _trained_run(tmp_path / "src", tiny_config(tmp_path), ("a", "b", "c"), seed=5)
     cfg = tiny_config(tmp_path / "ft", "train.epochs=1", "train.lr=1e-12", "train.min_lr=1e-13",
                       "train.warmup_steps=0",
@@ -109,7 +109,7 @@ def test_train_starts_from_the_trained_run(tmp_path, capsys):
     train(cfg, verbose=0)
     assert "class head re-initialized for 7 classes" in capsys.readouterr().out
     from mgdet.config import load_config
-    from mgdet.data.synthetic import CLASS_NAMES
+    from mgdet.data.synthetic.shapes import CLASS_NAMES
     written = load_config(str(tmp_path / "ft" / "config.json"))  # what a run writes loads back
     assert written.class_names == CLASS_NAMES and written.model.init_from == str(tmp_path / "src")
     tuned = build_model(replace(cfg, model={"init_from": None}), num_classes=7)

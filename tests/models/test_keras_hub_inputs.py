@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from mgdet.models import FSSD
-from mgdet.targets import BOX_FORMATS, check_box_format, standardize_targets
+from mgdet.ops.targets import BOX_FORMATS, check_box_format, standardize_targets
 from tests.batches import painted_batch
 
 S = 64

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgdet import anchors as anchor_ops
+from mgdet.ops import anchors as anchor_ops
 from mgdet.models import FSSD, MODELS, Detector, RetinaNet, RFBNet
 from mgdet.models import backbones as backbone_ops
 from mgdet.models.detector import METRIC_NAMES
 from mgdet.models.heads import DetectionHead
 from tests.batches import painted_batch
-from mgdet.postprocess import postprocess
+from mgdet.ops.postprocess import postprocess
 
 PAIRS = [("fssd", "vgg16"), ("fssd", "resnet18"), ("retinanet", "vgg16"),
          ("retinanet", "resnet18"), ("rfbnet", "vgg16")]

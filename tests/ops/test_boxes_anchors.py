@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgdet import anchors as anchor_ops
-from mgdet import boxes as box_ops
+from mgdet.ops import anchors as anchor_ops
+from mgdet.ops import boxes as box_ops
 from tests import reference as ref
 
 

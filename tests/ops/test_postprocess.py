@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgdet.postprocess import postprocess
+from mgdet.ops.postprocess import postprocess
 from tests import reference as ref
 
 

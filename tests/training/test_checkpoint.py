@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 import mgdet
-from mgdet import checkpoint
+from mgdet.training import checkpoint
 from mgdet.config import load_config
-from mgdet.optim import build_optimizer
+from mgdet.training.optim import build_optimizer
 from tests.batches import painted_batch
 
 pytestmark = pytest.mark.slow  # fits every detector

@@ -1,9 +1,9 @@
-"""mgdet.cpu: reading /proc/cpuinfo and the bf16 warning of `train.precision=mixed_bfloat16`."""
+"""mgdet.training.cpu: reading /proc/cpuinfo and the bf16 warning of `train.precision=mixed_bfloat16`."""
 import logging
 
 import pytest
 
-from mgdet import cpu
+from mgdet.training import cpu
 
 BLOCK = """processor\t: {n}
 vendor_id\t: {vendor}

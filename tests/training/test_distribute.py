@@ -26,7 +26,7 @@ _WORKER = textwrap.dedent(r'''
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
     from mgdet.models import MODELS
-    from mgdet.optim import SGDWithL2
+    from mgdet.training.optim import SGDWithL2
     from tests.batches import painted_batch
 
     arch, backbone, strategy_name = sys.argv[1:4]

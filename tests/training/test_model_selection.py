@@ -137,7 +137,7 @@ class _Weights:
 
 def _run_callback(tmp_path, monkeypatch, val):
     """Three evaluated epochs; AP by (split, epoch): eval peaks at 1, validation at 2."""
-    import mgdet.train as train_mod
+    from mgdet.training import callbacks as train_mod
     table = {("eval", 1): 0.9, ("eval", 2): 0.1, ("eval", 3): 0.3,
              ("val", 1): 0.1, ("val", 2): 0.5, ("val", 3): 0.2}
     model = _Weights()
@@ -177,7 +177,7 @@ def test_without_a_validation_split_no_best_is_kept(tmp_path, monkeypatch):
 
 
 def test_run_folder_resolves_to_final_weights(tmp_path):
-    from mgdet.predict import resolve_weights
+    from mgdet.training.rundir import resolve_weights
     (tmp_path / "best.weights.h5").write_text("best")
     with pytest.raises(FileNotFoundError, match="no final.weights.h5.*best.weights.h5.*explicitly"):
         resolve_weights(str(tmp_path))

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from mgdet.distributed import loopback_tf_configs
+from tests.cluster import loopback_tf_configs
 
 from tests import ROOT
 
@@ -91,14 +91,14 @@ def processes(tmp_path):
 _STEPS = textwrap.dedent(r'''
     import sys
     import numpy as np
-    from mgdet import distributed
+    from mgdet.training import distributed
     role, out, coco_json = sys.argv[1:4]
     if role == "worker":
         strategy = distributed.multi_worker_strategy()  # before any other TF op
     import keras
     import tensorflow as tf
     from mgdet.models import MODELS
-    from mgdet.optim import SGDWithL2
+    from mgdet.training.optim import SGDWithL2
     from tests.batches import painted_batch
     if role == "single":
         strategy = tf.distribute.get_strategy()
@@ -118,7 +118,7 @@ _STEPS = textwrap.dedent(r'''
     # a digest of every image this worker receives in the first epoch, step by step
     import hashlib
     from mgdet.config import load_config
-    from mgdet.train import build_datasets
+    from mgdet.data.datasets import build_datasets
     cfg = load_config("default", ["model.image_size=64", "data.num_train=36", "data.num_eval=8",
                                   "data.max_objects=10", "train.batch_size=6"])
     train_ds, _, _, _, steps = build_datasets(cfg)
@@ -292,14 +292,14 @@ def test_killed_worker_fails_the_job_and_resume_continues(tmp_path, processes):
      "not one of the cluster's tasks"),
 ])
 def test_bad_tf_config_is_one_clear_error(monkeypatch, value, match):
-    from mgdet.distributed import tf_config
+    from mgdet.training.distributed import tf_config
     monkeypatch.setenv("TF_CONFIG", value)
     with pytest.raises(ValueError, match=match):
         tf_config()
 
 
 def test_reader_index_puts_the_chief_first_and_counts_only_readers():
-    from mgdet.distributed import reader_index
+    from mgdet.training.distributed import reader_index
     workers = {"worker": ["a:1", "b:1", "c:1"]}
     assert [reader_index(workers, "worker", i) for i in range(3)] == [(0, 3), (1, 3), (2, 3)]
     cluster = {"chief": ["c:1"], "worker": ["a:1", "b:1"], "ps": ["p:1"], "evaluator": ["e:1"]}
@@ -328,7 +328,7 @@ def _held_port():
 
 
 def _join_argv():
-    return ["-c", "from mgdet.distributed import multi_worker_strategy; multi_worker_strategy()"]
+    return ["-c", "from mgdet.training.distributed import multi_worker_strategy; multi_worker_strategy()"]
 
 
 @pytest.mark.slow
@@ -384,9 +384,9 @@ def _check_checkpoints_hold_every_variable(run, first, last):
     included)."""
     import mgdet
     import tensorflow as tf
-    from mgdet import checkpoint
+    from mgdet.training import checkpoint
     from mgdet.config import load_config
-    from mgdet.optim import build_optimizer
+    from mgdet.training.optim import build_optimizer
     from tests.training.test_train import _final_and_checkpoint_weights
     cfg = load_config("default", TINY)
     names = json.loads((run / "config.json").read_text())["class_names"]

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from mgdet.config import load_config
-from mgdet.optim import SGDWithL2, build_optimizer, is_decayed, learning_rate_schedule
+from mgdet.training.optim import SGDWithL2, build_optimizer, is_decayed, learning_rate_schedule
 from tests.batches import on_two_replicas
 
 
@@ -53,7 +53,7 @@ def test_learning_rate_without_warmup_and_with_warmup_longer_than_the_run():
 
 
 def test_a_shortened_warmup_is_logged_once_with_its_numbers(caplog):
-    with caplog.at_level(logging.INFO, logger="mgdet.optim"):
+    with caplog.at_level(logging.INFO, logger="mgdet.training.optim"):
         learning_rate_schedule(0.02, 4, warmup_steps=50)
         learning_rate_schedule(0.02, 9, warmup_steps=3)  # exactly a third: kept as it is
     assert [r.getMessage() for r in caplog.records] == [
@@ -131,7 +131,7 @@ def test_one_sgd_step_by_hand():
 
 _TWO_REPLICAS_STEP = r'''
     import keras
-    from mgdet.optim import SGDWithL2
+    from mgdet.training.optim import SGDWithL2
     with strategy.scope():
         dense = keras.layers.Dense(1)
         dense.build((None, 1))

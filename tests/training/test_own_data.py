@@ -52,7 +52,7 @@ def _schedule_reference(step, lr, total, warmup, warmup_lr, min_lr):
 
 @pytest.mark.parametrize("total, asked, used", [(90, 500, 30), (90, 20, 20), (3, 2, 1)])
 def test_warmup_takes_at_most_a_third_of_a_short_run(total, asked, used, caplog):
-    from mgdet.optim import learning_rate_schedule
+    from mgdet.training.optim import learning_rate_schedule
     lr, warmup_lr, min_lr = 0.01, 1e-6, 1e-5
     with caplog.at_level(logging.INFO, logger="mgdet"):
         schedule = learning_rate_schedule(lr, total, asked, warmup_lr, min_lr)
@@ -97,7 +97,7 @@ def _pairs(text):
 @pytest.mark.slow
 def test_each_epoch_reports_one_pass_over_the_images_not_the_read_ahead(tmp_path):
     from mgdet.data import stats
-    from mgdet.train import build_datasets
+    from mgdet.data.datasets import build_datasets
     ann, truth = _coco_with_corrupt_images(tmp_path)
     images = str(tmp_path / "images")
     cfg = load_config(None, {"data": {"source": "coco_json", "train_ann": ann,

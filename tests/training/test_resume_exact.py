@@ -23,7 +23,7 @@ def _config(*extra):
 def _batches(cfg, start_step, steps):
     """``(images, boxes)`` of ``steps`` training batches from global step ``start_step``."""
     from mgdet.data import get_source
-    from mgdet.train import build_train_dataset
+    from mgdet.data.datasets import build_train_dataset
     ds = build_train_dataset(cfg, get_source(cfg.data, cfg.model.image_size), None, start_step)
     return [(images.numpy(), targets["boxes"].numpy()) for images, targets in ds.take(steps)]
 
@@ -56,8 +56,8 @@ import json, os, signal, sys
 import h5py, keras, numpy as np, tensorflow as tf
 tf.config.experimental.enable_op_determinism()
 from mgdet.config import load_config
-from mgdet.faults import TrainingPreempted
-from mgdet.train import train
+from mgdet.training.faults import TrainingPreempted
+from mgdet.training.loop import train
 
 ROOT, OUT, TINY = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 cfg = lambda epochs: load_config(os.path.join(ROOT, "configs", "default.yaml"),

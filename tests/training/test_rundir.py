@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from mgdet import rundir
+from mgdet.training import rundir
 from mgdet.config import ConfigError
 
 
@@ -170,5 +170,5 @@ def test_state_round_trip_drops_evaluations_the_checkpoint_does_not_cover(tmp_pa
     (3, 3, 12, []),                              # finished
 ])
 def test_fit_plan(epochs, completed, step, expected):
-    from mgdet.train import fit_plan
+    from mgdet.training.loop import fit_plan
     assert fit_plan(epochs, completed, step, 4) == expected

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mgdet.config import ConfigError, load_config
-from mgdet.rundir import ResumeError
+from mgdet.training.rundir import ResumeError
 
 from tests import ROOT
 
@@ -24,7 +24,7 @@ def tiny_config(tmp_path, *extra):
 
 @pytest.mark.slow
 def test_train_resume_continues_from_the_right_step(tmp_path):
-    from mgdet.train import train
+    from mgdet.training.loop import train
     # 8 of the 32 training images are held out to pick the best weights: 24 train, 3 steps
     first = train(tiny_config(tmp_path, "train.epochs=1", "data.val_fraction=0.25"), verbose=0)
     assert first["steps"] == 3 and os.path.isdir(tmp_path / "checkpoints")
@@ -71,7 +71,7 @@ def _final_and_checkpoint_weights(cfg, run, step):
     """Pairs (final.weights.h5 value, ckpt-<step> value) of every variable of the run's model."""
     import mgdet
     import tensorflow as tf
-    from mgdet.checkpoint import model_keys
+    from mgdet.training.checkpoint import model_keys
     names = json.loads((run / "config.json").read_text())["class_names"]
     models = [mgdet.build_model(cfg, class_names=names) for _ in range(2)]
     for model in models:
@@ -92,7 +92,7 @@ def _tensorboard_tags(folder):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
-    from mgdet.train import train
+    from mgdet.training.loop import train
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(tiny_config(tmp_path, "train.epochs=1"), resume=True, verbose=0)
 
@@ -157,7 +157,7 @@ def _checkpoint_weights(run, step, cfg):
     """The model weights stored in ``<run>/checkpoints/ckpt-<step>``."""
     import mgdet
     import tensorflow as tf
-    from mgdet.checkpoint import model_keys
+    from mgdet.training.checkpoint import model_keys
     with open(os.path.join(run, "config.json")) as f:
         model = mgdet.build_model(cfg, class_names=json.load(f)["class_names"])
     model(tf.zeros([1, 64, 64, 3]), training=False)
@@ -169,8 +169,8 @@ def _checkpoint_weights(run, step, cfg):
 @pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
     import keras
-    from mgdet.faults import TrainingDiverged
-    from mgdet.train import train
+    from mgdet.training.faults import TrainingDiverged
+    from mgdet.training.loop import train
 
     class PoisonAt(keras.callbacks.Callback):  # a NaN weight before step 2 of epoch 2
         def on_epoch_begin(self, epoch, logs=None):
@@ -197,7 +197,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
 
 def test_clip_norm_clips_the_global_gradient_norm():
     import tensorflow as tf
-    from mgdet.optim import build_optimizer
+    from mgdet.training.optim import build_optimizer
     cfg = load_config(None, ["train.optimizer=sgd", "train.lr=0.1", "train.min_lr=0.1",
                              "train.warmup_steps=0", "train.momentum=0", "train.weight_decay=0",
                              "train.clip_norm=0.5"])
@@ -238,7 +238,7 @@ def test_sigterm_checkpoints_at_the_step_exits_cleanly_and_resume_finishes(tmp_p
     assert (run / "checkpoints" / f"ckpt-{global_step}.index").is_file()
     assert not (run / "final.weights.h5").exists()
     # --resume finishes the interrupted epoch (the steps it had left) and stops there.
-    from mgdet.train import train
+    from mgdet.training.loop import train
     cfg = load_config(os.path.join(ROOT, "configs", "default.yaml"),
                       FAST + [f"train.epochs={epoch}", "train.eval_every=0"])
     result = train(cfg, resume=True, verbose=0, out_dir=str(run))
@@ -262,7 +262,7 @@ def test_cli_refuses_a_used_out_dir_and_an_existing_export_version(tmp_path, cap
 
 
 def test_empty_eval_split_is_refused_at_start_and_leaves_no_run_folder(tmp_path):
-    from mgdet.train import train
+    from mgdet.training.loop import train
     from tests.data_files import jpeg
     images, anns = [], []
     for i in range(8):
@@ -287,7 +287,7 @@ def test_empty_eval_split_is_refused_at_start_and_leaves_no_run_folder(tmp_path)
 @pytest.mark.slow
 def test_ctrl_c_in_the_first_epoch_says_no_checkpoint_exists(tmp_path):
     import keras
-    from mgdet.train import train
+    from mgdet.training.loop import train
 
     class CtrlC(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

@@ -1,5 +1,5 @@
 """Training and evaluation run end to end from every data source (tiny generated folders, with
-their corrupt images and degenerate boxes), through the same `mgdet.train.train` as the CLI,
+their corrupt images and degenerate boxes), through the same `mgdet.training.loop.train` as the CLI,
 for 3 epochs: every epoch runs all its steps (the optimizer's step count is epochs x steps per
 epoch, steps per epoch = usable images // batch) and reports the data counts of one pass."""
 import os
@@ -8,7 +8,7 @@ import re
 import pytest
 
 from mgdet.config import load_config
-from mgdet.train import train
+from mgdet.training.loop import train
 from tests.data.test_data_sources import coco_files, voc_root  # noqa: F401  (pytest fixtures)
 
 from tests import ROOT

@@ -1,9 +1,10 @@
-"""mgdet.viz: detection pictures, Figure 4 assignment pictures and the show-assign command."""
+"""mgdet.viz.show_assign: detection pictures, Figure 4 assignment pictures and the show-assign command."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from mgdet import viz
+from mgdet.viz import drawing
+from mgdet.viz import show_assign as viz
 
 
 def _has_color(img, color, tol=30):
@@ -16,19 +17,19 @@ def test_draw_detections_boxes_tags_and_threshold():
     boxes = np.array([[0.1, 0.2, 0.5, 0.7], [0.6, 0.1, 0.9, 0.4], [0.0, 0.0, 0.2, 0.2]])
     scores = np.array([0.9, 0.6, 0.1])
     classes = np.array([0, 2, 1])
-    out = viz.draw_detections(image, boxes, scores, classes, ["a", "b", "c"],
+    out = drawing.draw_detections(image, boxes, scores, classes, ["a", "b", "c"],
                               score_threshold=0.3)
     assert isinstance(out, Image.Image) and out.size == (160, 120) and out.mode == "RGB"
     arr = np.asarray(out)
-    c0, c2, c1 = viz.class_color(0), viz.class_color(2), viz.class_color(1)
+    c0, c2, c1 = drawing.class_color(0), drawing.class_color(2), drawing.class_color(1)
     assert c0 in {tuple(p) for p in arr[60, 14:18]}  # left edge of box 0 (x = 0.1 * 159)
     assert c2 in {tuple(p) for p in arr[30, 141:145]}  # right edge of box 1 (x = 0.9 * 159)
     assert not _has_color(out, c1, tol=0)  # below the threshold: not drawn
     assert np.array_equal(image, np.full((120, 160, 3), 90, np.uint8))  # input untouched
-    empty = viz.draw_detections(image, np.zeros((0, 4)), [], [], None)
+    empty = drawing.draw_detections(image, np.zeros((0, 4)), [], [], None)
     assert np.array_equal(np.asarray(empty), image)
     # Float images and class ids beyond the names work too.
-    viz.draw_detections(image.astype(np.float32), boxes, scores, [7, 7, 7], ["a"])
+    drawing.draw_detections(image.astype(np.float32), boxes, scores, [7, 7, 7], ["a"])
 
 
 def _mask_centroid(img, color, tol=40):
@@ -38,7 +39,7 @@ def _mask_centroid(img, color, tol=40):
 
 
 def test_draw_assignment_dots_per_strategy_at_anchor_centres():
-    from mgdet.anchors import generate_anchors
+    from mgdet.ops.anchors import generate_anchors
     image = np.full((64, 64, 3), 60, np.uint8)
     anchors = generate_anchors(64).numpy()  # level 0: 8 x 8 cells of 8 px, 6 shapes each
     cell = lambda row, col, shape=0: 6 * (row * 8 + col) + shape  # noqa: E731

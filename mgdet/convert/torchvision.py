@@ -14,11 +14,8 @@ import os
 
 import numpy as np
 
-# torchvision's download addresses (ImageNet1K_V1, the weights of the paper's runs).
-TORCHVISION_URLS = {
-    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
-    "vgg16": "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth",
-}
+from mgdet.config.files import TORCHVISION_URLS
+
 ARCHS = tuple(TORCHVISION_URLS)
 
 # (block, convs) of VGG16 and the index of each conv in torchvision's vgg16_bn.features
@@ -29,15 +26,6 @@ _VGG16_BN_CONV_INDEX = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)
 
 class WeightsError(ValueError):
     """An unreadable or unsuitable weights file; the message says what to do."""
-
-
-def missing_weights_message(path, arch):
-    """What to say when the backbone weights file ``path`` is missing: how to make it."""
-    url = TORCHVISION_URLS.get(arch, TORCHVISION_URLS["resnet18"])
-    return (f"backbone weights file {path!r} does not exist: download torchvision's ImageNet "
-            f"weights ({url}) and convert them with `python cli.py convert-weights "
-            f"{url.rsplit('/', 1)[1]} {path}`, or remove model.weights to start from random "
-            "weights")
 
 
 def torchvision_names(arch):
@@ -119,11 +107,11 @@ def read_state_dict(path):
         raise WeightsError(f"weights file {path!r} does not exist: download torchvision's "
                            f"ImageNet weights first, e.g. {TORCHVISION_URLS['resnet18']}")
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load_file  # the reader of this format only, on use
         return load_file(path)
     if path.endswith((".pth", ".pt")):
         try:
-            import torch
+            import torch  # optional: .pth input only
         except ImportError:
             raise WeightsError(f"reading {path!r} needs PyTorch: `pip install torch` (or "
                                "`pip install mgdet[torch]`), or give a .safetensors file with "

@@ -6,7 +6,7 @@
 import numpy as np
 import tensorflow as tf
 
-from mgdet import boxes as box_ops
+from mgdet.ops import boxes as box_ops
 
 
 def postprocess(deltas, logits, anchors, score_threshold=0.005, nms_iou=0.5, max_detections=300,

@@ -277,34 +277,6 @@ def chief_only(callbacks, strategy, types):
     return [cb for cb in callbacks if not isinstance(cb, types)]
 
 
-def reducible_logs(logs):
-    """``logs`` (a train/test step's scalar metrics) as Keras can reduce them across workers.
-
-    Keras 3 (checked on 3.15) reduces a step's per-replica logs across workers with
-    ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars; inside a multi-worker
-    replica context each scalar becomes shape [1] (the mean over replicas is then a scalar
-    again). Unchanged elsewhere.
-    """
-    if not is_multi_worker(tf.distribute.get_strategy()):
-        return logs
-    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
-
-
-def loopback_tf_configs(num_workers):
-    """``TF_CONFIG`` values (JSON strings) of a cluster of ``num_workers`` worker tasks on
-    127.0.0.1, one per task, on ports free now (for tests and benchmarks on one machine)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(num_workers)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-    return [json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
-            for i in range(num_workers)]
-
-
 class WorkerLost(RuntimeError):
     """A worker of a multi-worker job died or stopped answering: the job stopped."""
 

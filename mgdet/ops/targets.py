@@ -12,6 +12,7 @@ is then ``labels >= 0``)::
         (images, {"boxes": boxes_xywh_pixels, "labels": labels_padded_with_minus_1})).batch(8))
 """
 import tensorflow as tf
+from keras.utils import bounding_boxes
 
 # keras.utils.bounding_boxes formats: absolute (pixels of the S x S input) and relative (0..1).
 BOX_FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw",
@@ -34,7 +35,6 @@ def convert_boxes(boxes, source, target, image_size):
     boxes = tf.cast(boxes, tf.float32)
     if source == target:
         return boxes
-    from keras.utils import bounding_boxes
     return bounding_boxes.convert_format(boxes, source=source,
                                          target=target, height=image_size, width=image_size)
 

@@ -21,10 +21,14 @@ import os
 import time
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm.auto import tqdm
 
-from mgdet import voc_metric
+from mgdet.evaluation import voc_metric
+from mgdet.evaluation.analysis import confusion_matrix, pr_curves
 
-log = logging.getLogger("mgdet.evaluation")
+log = logging.getLogger("mgdet.evaluation.coco")
 
 # COCOeval.stats order (bbox): AP at IoU .50:.95 / .50 / .75, AP small / medium / large, then AR
 # with 1 / 10 / 100 detections and AR small / medium / large (at 100).
@@ -46,7 +50,6 @@ def _quiet():
 
 
 def _coco_api(gt_coco):
-    from pycocotools.coco import COCO
     if isinstance(gt_coco, COCO):
         return gt_coco
     if isinstance(gt_coco, str):
@@ -72,13 +75,12 @@ def coco_metrics(gt_coco, detections, per_class=False, curves=False):
         pixels. Not modified. Image ids must belong to ``gt_coco``.
       per_class: also return ``"per_class"``: ``{category name: AP}`` (AP@[.5:.95], ``nan`` for
         a category without ground truth).
-      curves: also return ``"pr_curves"``: :func:`mgdet.analysis.pr_curves`.
+      curves: also return ``"pr_curves"``: :func:`mgdet.evaluation.analysis.pr_curves`.
     Returns:
       ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
       "ARl"}`` floats in [0, 1] (``nan`` where the ground truth has nothing to measure).
       No detections at all gives 0 everywhere (``nan`` where there is no ground truth).
     """
-    from pycocotools.cocoeval import COCOeval
     gt = _coco_api(gt_coco)
     gt_ids = set(gt.getImgIds())
     unknown = {d["image_id"] for d in detections} - gt_ids
@@ -115,7 +117,6 @@ def coco_metrics(gt_coco, detections, per_class=False, curves=False):
     if per_class:
         result["per_class"] = _per_class_ap(gt, ev)
     if curves:
-        from mgdet.analysis import pr_curves
         result["pr_curves"] = pr_curves(ev, gt)
     return result
 
@@ -141,7 +142,7 @@ def _per_class_ap(gt, ev):
 
 def voc07_map(gt_coco, detections, iou_threshold=0.5):
     """PASCAL VOC 2007 11-point interpolated mAP at IoU ``iou_threshold`` (an extra line; COCO AP
-    is the metric of record): :func:`mgdet.voc_metric.voc_metrics` at one threshold, all
+    is the metric of record): :func:`mgdet.evaluation.voc_metric.voc_metrics` at one threshold, all
     detections counted, difficult (or ``iscrowd``) objects ignored.
 
     Returns:
@@ -244,7 +245,6 @@ def run_detector(model, dataset, label_to_category=None, progress=True, max_batc
     Returns:
       ``(detections, num_images, seconds)``.
     """
-    from tqdm.auto import tqdm
     detect = getattr(model, "detect", None) or model.predict_on_batch
     detections, num_images = [], 0
     start = time.perf_counter()
@@ -280,13 +280,13 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
       gt_coco: the dataset's COCO ground truth (dict, path or COCO object).
       label_to_category: label -> category id; None: :func:`default_label_to_category`.
       voc07: add ``"VOC07_mAP50"`` and ``"voc07"``: the authors' VOC metric
-        (:func:`mgdet.voc_metric.voc_metrics`: AP, AP50, AP75, at most 300 detections).
+        (:func:`mgdet.evaluation.voc_metric.voc_metrics`: AP, AP50, AP75, at most 300 detections).
       per_class: add ``"per_class"`` (COCO AP per category name).
       results_path: also write the detections there as a COCO results JSON.
       progress: tqdm bar over batches.
       max_batches: evaluate on the first batches only (ground truth restricted to their images).
       analysis: add ``"pr_curves"`` and ``"confusion"`` (``{"matrix", "names", "iou",
-        "score_threshold"}``), :mod:`mgdet.analysis`.
+        "score_threshold"}``), :mod:`mgdet.evaluation.analysis`.
     Returns:
       dict: the :func:`coco_metrics` keys, ``"VOC07_mAP50"``, ``"num_images"``,
       ``"num_detections"``, ``"seconds"`` (detector loop wall time), ``"wall_seconds"`` (the
@@ -319,7 +319,6 @@ def evaluate(model, dataset, gt_coco, label_to_category=None, voc07=True, per_cl
             json.dump(detections, f)
     metrics = coco_metrics(gt, detections, per_class=per_class, curves=analysis)
     if analysis:
-        from mgdet.analysis import confusion_matrix
         matrix, names = confusion_matrix(gt.dataset, detections, CONFUSION_IOU, CONFUSION_SCORE)
         metrics["confusion"] = {"matrix": matrix.tolist(), "names": names, "iou": CONFUSION_IOU,
                                 "score_threshold": CONFUSION_SCORE}

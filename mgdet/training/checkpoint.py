@@ -27,7 +27,7 @@ import re
 
 import tensorflow as tf
 
-from mgdet.rundir import ResumeError  # noqa: F401 (raised here)
+from mgdet.training.rundir import ResumeError
 
 log = logging.getLogger("mgdet")
 

@@ -27,15 +27,21 @@ import os
 import re
 import shutil
 
-from mgdet.config import ConfigError
+from mgdet.config import RUNS_DIR, ConfigError, load_config
 
-RUNS_DIR = "runs"
+# The files of a run folder (their one home: training writes them, eval / export / predict and
+# fine-tuning read them).
 STATE_FILE = "train_state.json"
 CHECKPOINT_DIR = "checkpoints"
 MANIFEST = "mgdet_run.json"
+LOGS_DIR = "logs"  # TensorBoard
+BEST_WEIGHTS = "best.weights.h5"  # best validation AP (only with data.val_fraction > 0)
+FINAL_WEIGHTS = "final.weights.h5"  # what eval / export / predict use by default
+EVAL_FILE = "eval.json"
+RUN_CONFIG = "config.json"  # the run's config and class names, beside the weights
 # What a training run writes (``output`` records each one in the manifest when it is written).
-OUTPUTS = (CHECKPOINT_DIR, "logs", "best.weights.h5", "final.weights.h5", "eval.json",
-           "config.json", STATE_FILE)
+OUTPUTS = (CHECKPOINT_DIR, LOGS_DIR, BEST_WEIGHTS, FINAL_WEIGHTS, EVAL_FILE, RUN_CONFIG,
+           STATE_FILE)
 # Config values a resumed run must share with the run it continues ("section.key").
 RESUME_KEYS = ("model.arch", "model.backbone", "model.width", "model.image_size",
                "train.batch_size", "train.optimizer", "train.precision")
@@ -230,7 +236,7 @@ def check_resumable(run_dir):
             f"--resume: {run_dir} was written by an mgdet version whose checkpoints missed most "
             f"layers (no {MANIFEST}): it cannot be resumed without losing weights or batch-norm "
             f"statistics; start a new run from its weights with --set "
-            f"model.init_from={os.path.join(run_dir, 'final.weights.h5')} (or best.weights.h5)")
+            f"model.init_from={os.path.join(run_dir, FINAL_WEIGHTS)} (or best.weights.h5)")
     if read_manifest(run_dir) is None and not _is_empty(run_dir):
         raise ResumeError(f"--resume: {run_dir} is not an mgdet run folder (no {MANIFEST}); "
                           "nothing in it was changed: pass the folder of a run")
@@ -248,7 +254,7 @@ def check_compatible(run_dir, config, class_names, steps_per_epoch):
     Raises:
       ResumeError: what differs (config value: run's -> now) and what to do instead.
     """
-    path = os.path.join(run_dir, "config.json")
+    path = os.path.join(run_dir, RUN_CONFIG)
     try:
         with open(path) as f:
             saved = json.load(f)
@@ -270,7 +276,7 @@ def check_compatible(run_dir, config, class_names, steps_per_epoch):
         raise ResumeError(
             f"--resume: this config does not continue the run in {run_dir} ({'; '.join(differ)})"
             "; nothing was changed: resume with the run's values, or start a new run from its "
-            f"weights with --set model.init_from={os.path.join(run_dir, 'final.weights.h5')}")
+            f"weights with --set model.init_from={os.path.join(run_dir, FINAL_WEIGHTS)}")
 
 
 def load_state(run_dir, up_to_epoch=None):
@@ -299,3 +305,46 @@ def load_state(run_dir, up_to_epoch=None):
 def save_state(run_dir, best_ap, best_epoch, history):
     write_json(output(run_dir, STATE_FILE),
                {"best_ap": best_ap, "best_epoch": best_epoch, "history": history})
+
+
+# --- reading a finished run (eval, export, predict, fine-tuning) -----------------------------
+
+def run_config_path(weights):
+    """The ``config.json`` of the training run that wrote ``weights`` (a run folder or a file in
+    it), or None when there is none."""
+    folder = weights if os.path.isdir(weights) else os.path.dirname(os.path.abspath(weights))
+    path = os.path.join(folder, RUN_CONFIG)
+    return path if os.path.isfile(path) else None
+
+
+def config_beside(weights):
+    """The training run's ``config.json`` next to a weights file (``cli.py train`` writes one),
+    as ``(Config, class_names or None)``; ``(None, None)`` when there is none."""
+    path = run_config_path(weights)
+    if path is None:
+        return None, None
+    # the run's weights hold the trained backbone: its ImageNet starting file is not needed
+    config = load_config(path, {"model": {"weights": None}})
+    return config, list(config.class_names) or None
+
+
+def resolve_weights(path):
+    """A run folder -> its ``final.weights.h5``; a file -> itself (FileNotFoundError, saying
+    what to give, when neither exists).
+
+    The final weights, not ``best.weights.h5``: a model picked on some images must not be
+    reported on them, and the best is only ever picked on the validation split held out of the
+    training images (``data.val_fraction``); name it explicitly to use it."""
+    if path and os.path.isdir(path):
+        final = os.path.join(path, FINAL_WEIGHTS)
+        if os.path.isfile(final):
+            return final
+        hint = (f"; {os.path.join(path, BEST_WEIGHTS)} (best validation AP) exists: "
+                "pass it explicitly" if os.path.isfile(os.path.join(path, BEST_WEIGHTS))
+                else "")
+        raise FileNotFoundError(f"no final.weights.h5 in {path}: the run has not finished "
+                                f"(`cli.py train --resume` finishes it){hint}")
+    if path and not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path} not found: give a .weights.h5 file written by "
+                                "`cli.py train` or its output folder")
+    return path

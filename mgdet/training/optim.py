@@ -19,7 +19,7 @@ import logging
 import keras
 import tensorflow as tf
 
-log = logging.getLogger("mgdet.optim")
+log = logging.getLogger("mgdet.training.optim")
 
 DECAYED_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 

@@ -1,6 +1,6 @@
 """Pictures: detections (paper Figure 5) and label-assignment differences (paper Figure 4).
 
-- :func:`draw_detections`: boxes, class name and score on an image.
+- :func:`mgdet.viz.drawing.draw_detections`: boxes, class name and score on an image.
 - :func:`assignment_masks`: for a batch and a model, the positives of the static IoU-anchor
   assignment and of Localize to Classify (classification) / Classify to Localize (regression),
   all from :func:`mgdet.assign.assign` with the model's own predictions.
@@ -16,10 +16,14 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mgdet.drawing import (  # noqa: F401  (draw_detections, class_color: re-exported)
-    _font, _label, _text_size, _to_pil, class_color, draw_detections)
+import tensorflow as tf
 
-from mgdet.anchors import ANCHORS_PER_CELL, feature_sizes, num_anchors
+from mgdet.assign import IGNORED, assign
+from mgdet.data import get_source
+from mgdet.data.pipeline import make_dataset
+from mgdet.ops.anchors import ANCHORS_PER_CELL, feature_sizes, num_anchors
+from mgdet.training.trained import load_detector
+from mgdet.viz.drawing import load_font, text_size, to_pil
 
 RED = (235, 40, 40)
 GREEN = (40, 220, 60)
@@ -48,9 +52,6 @@ def assignment_masks(model, images, targets):
       ``c2l_gt``: the object index of each of those positives (-1 elsewhere); and ``anchors``
       ``[N, 4]``.
     """
-    import tensorflow as tf
-
-    from mgdet.assign import assign
     deltas, logits = model(images, training=False)
     anchors = model.anchors
     kw = {k: float(getattr(model, k)) for k in ("sigma", "pos_iou", "neg_iou")
@@ -65,10 +66,10 @@ def assignment_masks(model, images, targets):
 
     return {
         "iou_cls": np_(static.cls_labels) >= 0,
-        "iou_ignored": np_(static.cls_labels) == -2,
+        "iou_ignored": np_(static.cls_labels) == IGNORED,
         "iou_reg": np_(static.reg_positive),
         "l2c_cls": np_(l2c.cls_labels) >= 0,
-        "l2c_ignored": np_(l2c.cls_labels) == -2,
+        "l2c_ignored": np_(l2c.cls_labels) == IGNORED,
         "c2l_reg": np_(c2l.reg_positive),
         # Owner object of each positive (-1 elsewhere): per-object counts.
         "iou_gt": np.where(np_(static.cls_labels) >= 0, np_(static.cls_gt_index), -1),
@@ -132,10 +133,10 @@ def _centre_offsets(radius):
 def _title_strip(width, items, font):
     """A dark strip with ``items`` [(text, colour)] written left to right, wrapped."""
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    _, th = _text_size(probe, "Ag", font)
+    _, th = text_size(probe, "Ag", font)
     positions, x, y = [], 4, 3
     for text, _ in items:
-        tw = _text_size(probe, text, font)[0]
+        tw = text_size(probe, text, font)[0]
         if x > 4 and x + tw > width - 4:
             x, y = 4, y + th + 5
         positions.append((x, y))
@@ -203,14 +204,14 @@ def draw_assignment(image, gt_boxes, masks, anchors, objects=None, max_objects=3
       masks: dict of ``[N]`` int for this image: ``iou_gt``, ``l2c_gt``, ``c2l_gt``, the object
         owning each positive anchor (-1 elsewhere) under IoU-anchor (both tasks), L2C
         (classification) and C2L (regression): one row of :func:`assignment_masks`.
-      anchors: ``[N, 4]`` normalized xyxy in :func:`mgdet.anchors.generate_anchors` order.
+      anchors: ``[N, 4]`` normalized xyxy in :func:`mgdet.ops.anchors.generate_anchors` order.
       objects: object indices to draw (default :func:`pick_objects`).
       max_objects: rows when ``objects`` is None.
       scale: upscaling factor of the picture (default: to at least 512 px wide).
     Returns:
       ``PIL.Image``: rows of two panels (a dark placeholder panel when there is no object).
     """
-    base = _to_pil(image)
+    base = to_pil(image)
     if scale is None:
         scale = max(1, math.ceil(512 / base.width))
     if scale != 1:
@@ -230,7 +231,7 @@ def draw_assignment(image, gt_boxes, masks, anchors, objects=None, max_objects=3
     ring = _centre_offsets(1.0)[shape] * np.minimum(stride_px * 0.3, 18)[:, None]
     centres_px = centres + ring
     dot = max(2, round(w / 110))
-    font = _font(max(10, round(w / 32)))
+    font = load_font(max(10, round(w / 32)))
     owners = {k: np.asarray(masks[k], np.int64).reshape(-1) for k in ("iou_gt", "l2c_gt",
                                                                       "c2l_gt")}
     objects = pick_objects(gt_boxes, masks, max_objects) if objects is None else list(objects)
@@ -285,12 +286,9 @@ def run_show_assign(config, weights=None, num_images=4, out_dir="runs/show_assig
       list of ``(png_path, counts)``: counts are :func:`assignment_counts` plus ``image_id`` and
       ``objects``.
     """
-    from mgdet.data import load_source
-    from mgdet.data.pipeline import make_dataset
-    from mgdet.predict import load_detector
     model, _ = load_detector(config, weights)
     size = int(config.model.image_size)
-    source, _ = load_source(config.data, split, image_size=size, shuffle=False)
+    source = get_source(config.data, image_size=size).dataset(split, shuffle=False)
     ds = make_dataset(source.take(num_images), size, num_images, config.data.max_objects,
                       training=False, name="show_assign")
     os.makedirs(out_dir, exist_ok=True)

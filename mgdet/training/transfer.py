@@ -13,12 +13,14 @@ both and the ``--set model.<key>=<value>`` overrides that build the trained arch
 import os
 
 from mgdet.config import ConfigError
+from mgdet.models.build import load_keras_file
+from mgdet.training.rundir import resolve_weights
+from mgdet.training.trained import load_detector
 
 
 def load_source_detector(path):
     """The trained detector at ``path``: a run folder (its ``final.weights.h5``), a
     ``.weights.h5`` file with its run's ``config.json`` beside it, or a ``.keras`` file."""
-    from mgdet.predict import load_detector, load_keras_file, resolve_weights
     if os.path.isfile(path) and path.endswith(".keras"):
         return load_keras_file(path)
     try:

@@ -2,7 +2,7 @@
 and whether ``mixed_bfloat16`` is likely to pay on it (README "Performance": bf16 vs fp32)."""
 import logging
 
-log = logging.getLogger("mgdet.cpu")
+log = logging.getLogger("mgdet.training.cpu")
 
 FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
 

@@ -13,7 +13,7 @@ and their pictures (``mgdet eval`` writes both PNGs beside its JSON).
 """
 import numpy as np
 
-from mgdet.voc_metric import _iou, _xyxy
+from mgdet.evaluation.voc_metric import _iou, _xyxy
 
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
@@ -78,7 +78,7 @@ def confusion_matrix(gt_coco, detections, iou_threshold=0.5, score_threshold=0.2
 
 def plot_pr_curves(curves, path, title="precision-recall at IoU 0.5"):
     """One line per class (its AP50 in the legend) on recall x precision; writes a PNG."""
-    import matplotlib
+    import matplotlib  # here: the file backend is chosen before pyplot loads, on use
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -104,7 +104,7 @@ def plot_pr_curves(curves, path, title="precision-recall at IoU 0.5"):
 def plot_confusion(matrix, names, path, title=None):
     """The confusion matrix as a heat map, each row normalized by its objects (counts in the
     cells for up to 30 classes); writes a PNG."""
-    import matplotlib
+    import matplotlib  # here: the file backend is chosen before pyplot loads, on use
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,5 +1,5 @@
 """Drawing detections on images (paper Figure 5 style). Depends on numpy and Pillow only:
-nothing here loads a model, so :mod:`mgdet.predict` and :mod:`mgdet.viz` both build on it.
+nothing here loads a model, so :mod:`mgdet.inference` and :mod:`mgdet.viz.show_assign` both build on it.
 """
 import colorsys
 
@@ -9,7 +9,8 @@ from PIL import Image, ImageDraw, ImageFont
 WHITE = (255, 255, 255)
 
 
-def _font(size):
+def load_font(size):
+    """PIL's built-in font at ``size`` pixels (a fixed bitmap font on old Pillow)."""
     try:
         return ImageFont.load_default(size=size)  # Pillow >= 10.1: scalable built-in font
     except TypeError:  # older Pillow: fixed bitmap font
@@ -23,7 +24,8 @@ def class_color(label):
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _to_pil(image):
+def to_pil(image):
+    """An RGB PIL image of a PIL image or an [H, W, 3+] array / tensor (rounded to uint8)."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     arr = np.asarray(image.numpy() if hasattr(image, "numpy") else image)
@@ -32,14 +34,15 @@ def _to_pil(image):
     return Image.fromarray(arr[..., :3])
 
 
-def _text_size(draw, text, font):
+def text_size(draw, text, font):
+    """``(width, height)`` in pixels of ``text`` drawn with ``font``."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     return right - left, bottom - top
 
 
-def _label(draw, xy, text, fill, font, image_size):
+def draw_label(draw, xy, text, fill, font, image_size):
     """A filled tag with ``text`` whose bottom-left corner sits at ``xy`` (moved inside)."""
-    tw, th = _text_size(draw, text, font)
+    tw, th = text_size(draw, text, font)
     pad = 2
     x, y = xy
     w, h = image_size
@@ -69,13 +72,13 @@ def draw_detections(image_uint8, boxes_xyxy_norm, scores, classes, class_names=N
     Returns:
       ``PIL.Image`` (RGB), the same size as the input. Higher scores are drawn last (on top).
     """
-    img = _to_pil(image_uint8).copy()
+    img = to_pil(image_uint8).copy()
     w, h = img.size
     boxes = np.asarray(boxes_xyxy_norm, np.float64).reshape(-1, 4)
     scores = np.asarray(scores, np.float64).reshape(-1)
     classes = np.asarray(classes).astype(np.int64).reshape(-1)
     line_width = line_width or max(1, round(min(w, h) / 160))
-    font = _font(font_size or max(9, round(min(w, h) / 28)))
+    font = load_font(font_size or max(9, round(min(w, h) / 28)))
     draw = ImageDraw.Draw(img)
     for k in np.argsort(scores, kind="stable"):
         if scores[k] < score_threshold:
@@ -88,5 +91,5 @@ def draw_detections(image_uint8, boxes_xyxy_norm, scores, classes, class_names=N
         draw.rectangle([x1, y1, x2, y2], outline=color, width=line_width)
         name = (class_names[c] if class_names is not None and 0 <= c < len(class_names)
                 else str(c))
-        _label(draw, (x1, y1), f"{name} {scores[k]:.2f}", color, font, (w, h))
+        draw_label(draw, (x1, y1), f"{name} {scores[k]:.2f}", color, font, (w, h))
     return img
