@@ -112,7 +112,7 @@ def test_public_api_is_small_lazy_and_callable():
 @pytest.mark.slow
 def test_drawing_depends_on_nothing_that_loads_models():
     code = ("import sys, mgdet.viz.drawing; print(sorted(m for m in sys.modules if m.startswith("
-            "('mgdet.models', 'mgdet.inference', 'mgdet.training') or m in ('tensorflow', "
+            "('mgdet.models', 'mgdet.inference', 'mgdet.training')) or m in ('tensorflow', "
             "'keras')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, cwd=ROOT)

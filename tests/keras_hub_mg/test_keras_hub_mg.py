@@ -22,10 +22,10 @@ import tensorflow as tf
 
 from mgdet.assign import PAPER_STRATEGIES
 from mgdet.keras_hub import BalancedL1, MGRetinaNetObjectDetector, small_retinanet
+from tests import ROOT as REPO
 from tests import reference as ref
 from tests.batches import painted_batch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S, C = 64, 3
 EPS = 1e-5
 
@@ -380,7 +380,7 @@ _MIRRORED = textwrap.dedent(r'''
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
     from mgdet.keras_hub import small_retinanet
-    from tests.keras_hub.test_keras_hub_mg import keras_hub_batch
+    from tests.keras_hub_mg.test_keras_hub_mg import keras_hub_batch
 
     x, y = keras_hub_batch(batch=2, seed=3)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
