@@ -82,6 +82,7 @@ HAND_MAPPED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", authors.ARCHS)
 def test_every_authors_tensor_fills_one_variable_after_its_transposition(arch):
     state = authors_state(arch)

@@ -26,6 +26,9 @@ from tests import ROOT as REPO
 from tests import reference as ref
 from tests.batches import painted_batch
 
+# builds keras-hub RetinaNets (module fixtures), fits, saves and starts processes
+pytestmark = pytest.mark.slow
+
 S, C = 64, 3
 EPS = 1e-5
 
@@ -273,7 +276,6 @@ def keras_hub_batch(batch=2, seed=0):
     return x, {"boxes": boxes, "labels": np.where(t["valid"], t["labels"], -1).astype(np.float32)}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_a_few_steps_lower_the_loss(jit):
     keras.utils.set_random_seed(4)
@@ -308,7 +310,6 @@ def test_balanced_l1_box_loss():
     np.testing.assert_allclose(total, want, rtol=1e-4)
 
 
-@pytest.mark.slow
 def test_keras_file_round_trip_and_config(tmp_path):
     keras.utils.set_random_seed(6)
     model = small_retinanet(C, S, "yxyx", strategy="c2l", sigma=3.0, pos_iou=0.6, neg_iou=0.3,
@@ -333,7 +334,6 @@ def test_keras_file_round_trip_and_config(tmp_path):
     assert again.get_config()["strategy"] == "c2l" and again.force_match is False
 
 
-@pytest.mark.slow
 def test_from_preset_and_from_detector(tmp_path, stock_yxyx):
     x = images(np.random.default_rng(8))
     preset = str(tmp_path / "preset")
@@ -400,7 +400,6 @@ _MIRRORED = textwrap.dedent(r'''
 ''')
 
 
-@pytest.mark.slow
 def test_mirrored_strategy_on_two_cpus():
     """One step on 2 replicas (one image each): each replica's loss is the one its image gets
     on one device, and Keras sums them (keras-hub's losses are sum-reduced, which Keras does not
@@ -438,7 +437,6 @@ _BLOCKED = textwrap.dedent(r'''
 ''')
 
 
-@pytest.mark.slow
 def test_import_mgdet_without_keras_hub():
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", _BLOCKED], env=env, cwd=REPO,

@@ -181,6 +181,7 @@ def test_parameter_counts_of_the_paper_models():
         keras.backend.clear_session()
 
 
+@pytest.mark.slow
 def test_initial_class_probability_is_001():
     """As in a first training step (batch-norm on batch statistics)."""
     model = tiny("retinanet", "resnet18", image_size=64)
@@ -254,6 +255,7 @@ def test_keras_save_load_round_trip(tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_detect_and_predict_outputs():
     k = 25
     model = tiny("fssd", "vgg16", image_size=64, max_detections=k, score_threshold=0.005)
