@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 
 ARCHS = ("fssd", "retinanet", "rfbnet")
 BACKBONES = ("vgg16", "resnet18")
+ARCH_BACKBONES = {"fssd": BACKBONES, "retinanet": BACKBONES, "rfbnet": ("vgg16",)}  # arch -> its backbones
 PAPER_STRATEGIES = ("iou", "l2c", "c2l", "mg")  # Mutual Guidance and its ablations
 STRATEGIES = PAPER_STRATEGIES + ("atss", "tal")  # assign.strategy values
 CLS_LOSSES = ("auto", "focal", "quality_focal")  # loss.cls_loss values
@@ -46,7 +47,7 @@ def _choice(default, choices, **metadata):
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = _choice("fssd", ARCHS)
-    backbone: str = _choice("resnet18", BACKBONES)  # rfbnet: vgg16 only
+    backbone: str = _choice("resnet18", BACKBONES)  # per arch: ARCH_BACKBONES
     image_size: int = _range(320, 64, 2048, multiple_of=64)  # square input side
     # channel multiplier of backbone and neck (1.0 = the paper's models)
     width: float = _range(1.0, 0, 4, low_open=True)

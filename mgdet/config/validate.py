@@ -13,7 +13,7 @@ import reprlib
 import typing
 from typing import Tuple
 
-from mgdet.config.schema import RUNS_DIR, Config, fields_by_key
+from mgdet.config.schema import ARCH_BACKBONES, RUNS_DIR, Config, fields_by_key
 
 
 class ConfigError(ValueError):
@@ -186,8 +186,10 @@ def validate(cfg):
         for part in key.split("."):
             value = getattr(value, part)
         check_value(key, value)
-    if m.arch == "rfbnet" and m.backbone != "vgg16":
-        raise ConfigError("model.arch 'rfbnet' is built on VGG16 only: set model.backbone: vgg16")
+    if m.backbone not in ARCH_BACKBONES[m.arch]:
+        allowed = ARCH_BACKBONES[m.arch]
+        raise ConfigError(f"model.arch {m.arch!r} is built on {' or '.join(allowed).upper()} only: "
+                          f"set model.backbone: {allowed[0]}")
     if a.neg_iou > a.pos_iou:
         raise ConfigError(f"need 0 < assign.neg_iou <= assign.pos_iou <= 1, got "
                           f"{a.neg_iou} and {a.pos_iou}")

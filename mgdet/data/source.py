@@ -25,6 +25,8 @@ annotations, with a :class:`mgdet.data.common.SourceReport`) and ``class_names()
 looked up by ``data.source`` in :data:`mgdet.data.SOURCES`; a new format is one module holding
 one subclass plus its line in that table.
 """
+import abc
+
 import numpy as np
 
 from mgdet.config import DEFAULT_MAX_PIXELS
@@ -34,7 +36,7 @@ from mgdet.data.common import (DataError, records_at, records_to_dataset,
 SPLITS = ("train", "eval")
 
 
-class Source:
+class Source(abc.ABC):
     """Base class: see the module docstring. ``name`` is the ``data.source`` value."""
 
     name = ""
@@ -71,14 +73,18 @@ class Source:
         return value
 
     # -- the interface -------------------------------------------------------------------------
+    @abc.abstractmethod
     def class_names(self):
-        raise NotImplementedError
+        """The class names, index = class id."""
 
+    @abc.abstractmethod
     def dataset(self, split, shuffle=False):
-        raise NotImplementedError
+        """Decoded examples of ``split`` (``tf.data.Dataset`` of example dicts), reshuffled
+        every epoch when ``shuffle``."""
 
+    @abc.abstractmethod
     def num_examples(self, split):
-        raise NotImplementedError
+        """Number of examples of ``split``."""
 
     def ground_truth(self, split):
         """Default: one pass over the decoded split (sources that know their annotations
@@ -129,8 +135,9 @@ class RecordSource(Source):
     ``images_failed_decode`` in :mod:`mgdet.data.stats`).
     """
 
+    @abc.abstractmethod
     def records(self, split):
-        raise NotImplementedError
+        """``(records, report)`` of ``split``: see the class docstring."""
 
     def dataset(self, split, shuffle=False):
         return records_to_dataset(self.records(split)[0], shuffle, self.seed)

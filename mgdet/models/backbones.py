@@ -19,11 +19,11 @@ import keras
 import numpy as np
 
 from mgdet.config.files import missing_weights_message
+from mgdet.config.schema import BACKBONES
 from mgdet.models.layers import BACKBONE_BN_MOMENTUM, ConvBlock, scaled
 
 log = logging.getLogger("mgdet.models")
 
-BACKBONES = ("vgg16", "resnet18")
 
 # (block, [channels per conv]): conv{block}_{i}; a 2x2 max pool precedes every block but the first.
 _VGG16_BLOCKS = ((1, (64, 64)), (2, (128, 128)), (3, (256, 256, 256)), (4, (512, 512, 512)),

@@ -2,6 +2,7 @@
 conv5_3, RFBs on conv5_3 and below (:class:`mgdet.models.rfb.RFBNeck`). VGG16 only."""
 import keras
 
+from mgdet.config.schema import ARCH_BACKBONES
 from mgdet.models.detector import Detector
 from mgdet.models.rfb import RFBNeck
 
@@ -12,7 +13,7 @@ class RFBNet(Detector):
     ``"vgg16"``)."""
 
     arch = "rfbnet"
-    backbones = ("vgg16",)
+    backbones = ARCH_BACKBONES["rfbnet"]
 
     def _make_neck(self, source_strides, source_channels, num_levels, width):
         return RFBNeck(source_channels, num_levels, width, name="neck")

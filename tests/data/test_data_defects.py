@@ -183,3 +183,26 @@ def test_a_new_format_is_one_class_and_one_table_line(tmp_path, monkeypatch):
     src = get_source(cfg)
     assert src.num_examples("train") == 1 and src.report("train")["images_missing"] == 1
     assert src.ground_truth("train")["annotations"][0]["bbox"] == pytest.approx([3.2, 2.4, 12.8, 9.6])
+
+
+def test_a_source_missing_part_of_the_interface_cannot_be_made():
+    class NoRecords(RecordSource):
+        name = "no_records"
+
+        def class_names(self):
+            return ["thing"]
+
+    class NoDataset(Source):
+        name = "no_dataset"
+
+        def class_names(self):
+            return ["thing"]
+
+        def num_examples(self, split):
+            return 0
+
+    cfg = types.SimpleNamespace(seed=0)
+    with pytest.raises(TypeError, match="records"):
+        NoRecords(cfg)
+    with pytest.raises(TypeError, match="dataset"):
+        NoDataset(cfg)
