@@ -64,12 +64,14 @@ def run_pair(seed, args, train, evaluation):
     import keras_hub
     import tensorflow as tf
 
-    from mgdet.keras_hub import MGRetinaNetObjectDetector, small_retinanet
+    from mgdet.keras_hub import MGRetinaNetObjectDetector, set_head_priors, small_retinanet
     from mgdet.data.synthetic.shapes import NUM_CLASSES
 
     (x, y), (eval_x, eval_data) = train, evaluation
     keras.utils.set_random_seed(seed)
     stock = small_retinanet(NUM_CLASSES, args.image_size, "xyxy", mg=False)
+    if not args.keras_hub_priors:
+        set_head_priors(stock)  # RetinaNet's initialization of the heads' output biases
     models = {"stock": stock,
               "mg": MGRetinaNetObjectDetector.from_detector(stock, strategy="mg")}
     results = {}
@@ -104,6 +106,8 @@ def main(argv=None):
     parser.add_argument("--train", type=int, default=1200, help="training images")
     parser.add_argument("--eval", type=int, default=200, help="held-out images")
     parser.add_argument("--max-objects", type=int, default=15)
+    parser.add_argument("--keras-hub-priors", action="store_true",
+                        help="keep keras-hub 0.32's initial head biases (prior on the box head)")
     parser.add_argument("--out", default="bench/results/keras_hub_mg.json")
     args = parser.parse_args(argv)
 

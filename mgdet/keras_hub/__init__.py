@@ -14,6 +14,7 @@ except ImportError as err:  # pragma: no cover - the message is the test
                       "(tested with keras-hub 0.32)") from err
 
 from mgdet.keras_hub.retinanet import (BalancedL1, MGRetinaNetObjectDetector,
-                                       TESTED_KERAS_HUB, small_retinanet)
+                                       TESTED_KERAS_HUB, set_head_priors, small_retinanet)
 
-__all__ = ["MGRetinaNetObjectDetector", "BalancedL1", "small_retinanet", "TESTED_KERAS_HUB"]
+__all__ = ["MGRetinaNetObjectDetector", "BalancedL1", "set_head_priors", "small_retinanet",
+           "TESTED_KERAS_HUB"]

@@ -281,6 +281,34 @@ def small_retinanet(num_classes, image_size=64, bounding_box_format="yxyx", mg=T
                **kwargs)
 
 
+def set_head_priors(model, prior_probability=0.01):
+    """Set the output biases of a keras-hub RetinaNet's heads as RetinaNet (Lin et al., 2017)
+    initializes them: the class head's at ``-log((1 - p) / p)`` (every class starts at
+    probability ``p``) and the box head's at 0 (every box starts as its anchor).
+
+    keras-hub 0.32 builds them the other way around (the prior on ``box_head``, zeros on
+    ``classification_head``): training from random weights then starts with every class at
+    p = 0.5 and every box at exp(-4.6) = 1 % of its anchor's size. For training from scratch; a
+    preset's trained weights need no change. Changes only those two bias vectors, in place.
+
+    Args:
+      model: a built keras-hub ``RetinaNetObjectDetector`` (or this module's subclass).
+      prior_probability: ``p`` in (0, 1).
+    Returns:
+      ``model``.
+    """
+    import math
+    import numpy as np
+    if not 0.0 < prior_probability < 1.0:
+        raise ValueError(f"prior_probability must be in (0, 1), got {prior_probability}")
+    for head, value in (("box_head", 0.0),
+                        ("classification_head",
+                         -math.log((1.0 - prior_probability) / prior_probability))):
+        bias = model.get_layer(head).prediction_layer.bias
+        bias.assign(np.full(bias.shape, value, bias.dtype))
+    return model
+
+
 def _normalized(weight, positive):
     """``weight / #positive`` (summed over the batch), all 0 when there is no positive."""
     count = tf.reduce_sum(tf.cast(positive, tf.float32))

@@ -21,7 +21,8 @@ import pytest
 import tensorflow as tf
 
 from mgdet.assign import PAPER_STRATEGIES
-from mgdet.keras_hub import BalancedL1, MGRetinaNetObjectDetector, small_retinanet
+from mgdet.keras_hub import (BalancedL1, MGRetinaNetObjectDetector, set_head_priors,
+                             small_retinanet)
 from tests import ROOT as REPO
 from tests import reference as ref
 from tests.batches import painted_batch
@@ -284,6 +285,30 @@ def test_a_few_steps_lower_the_loss(jit):
     x, y = keras_hub_batch()
     losses = model.fit(x, y, batch_size=2, epochs=6, verbose=0).history["loss"]  # a step each
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses
+
+
+def test_set_head_priors_starts_every_class_at_p_and_every_box_at_its_anchor():
+    keras.utils.set_random_seed(5)
+    model = small_retinanet(C, S, "xyxy", mg=False)
+    box = model.get_layer("box_head").prediction_layer
+    cls = model.get_layer("classification_head").prediction_layer
+    # keras-hub 0.32's own initialization, the reason for the function: prior on the box head
+    np.testing.assert_allclose(box.bias.numpy(), -np.log(99.0), rtol=1e-6)
+    np.testing.assert_array_equal(cls.bias.numpy(), 0.0)
+    before = {v.path: v.numpy() for v in model.weights}
+    assert set_head_priors(model, prior_probability=0.05) is model
+    np.testing.assert_array_equal(box.bias.numpy(), 0.0)
+    np.testing.assert_allclose(cls.bias.numpy(), np.log(0.05 / 0.95), rtol=1e-6)
+    changed = [v.path for v in model.weights if not np.array_equal(v.numpy(), before[v.path])]
+    assert sorted(changed) == sorted([box.bias.path, cls.bias.path])
+    # with the output kernels at 0 the heads give exactly the priors: p per class, the anchors
+    box.kernel.assign(np.zeros(box.kernel.shape, np.float32))
+    cls.kernel.assign(np.zeros(cls.kernel.shape, np.float32))
+    out = model(images(np.random.default_rng(0)), training=False)
+    np.testing.assert_allclose(keras.ops.sigmoid(out["cls_logits"]), 0.05, rtol=1e-5)
+    np.testing.assert_array_equal(out["bbox_regression"], 0.0)
+    with pytest.raises(ValueError, match="prior_probability"):
+        set_head_priors(model, prior_probability=1.0)
 
 
 def test_balanced_l1_box_loss():
