@@ -267,7 +267,9 @@ def build_parser():
                    help="tf.distribute strategy (train.distribute)")
     p.add_argument("--devices", type=int, help="devices for --distribute mirrored (CPU: split)")
     p.add_argument("--precision", choices=PRECISION,
-                   help="compute precision (train.precision; default float32)")
+                   help="compute precision (train.precision; default float32). auto: "
+                   "mixed_bfloat16 where bf16 is faster (a CPU with AMX, an AMD CPU with "
+                   "avx512_bf16, a GPU of compute capability >= 8.0), float32 elsewhere")
     p.add_argument("--out-dir", help="output folder (default runs/<config name>, or the next free "
                    "runs/<name>-2, -3... when taken; with --resume: the newest run of that name)")
     p.add_argument("--overwrite", action="store_true",

@@ -19,7 +19,9 @@ CLS_LOSSES = ("auto", "focal", "quality_focal")  # loss.cls_loss values
 # data.source values (mgdet.data.SOURCES maps each to its Source class)
 SOURCES = ("synthetic", "voc", "coco", "coco_json", "voc_xml", "yolo", "tfds")
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
-PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
+# train.precision values: Keras policies, or auto (mixed_bfloat16 where bf16 is faster than
+# float32 on the training machine, float32 elsewhere: mgdet.training.cpu.resolve_precision)
+PRECISION = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENT_MODES = ("ssd", "paper", "none")  # data.augment values
 DIFFICULT = ("train", "ignore")  # data.difficult values
@@ -148,6 +150,8 @@ class TrainConfig:
     out_dir: Optional[str] = None  # checkpoints and TensorBoard logs; default runs/<name>
     distribute: str = _choice("none", DISTRIBUTE)
     devices: Optional[int] = _range(None, 1, 4096)  # mirrored: number of devices (None: all)
+    # float32 | mixed_float16 | mixed_bfloat16 | auto (resolved when training starts; the run's
+    # config.json keeps auto, its manifest the resolved policy)
     precision: str = _choice("float32", PRECISION)
     jit_compile: bool = False  # XLA-compile the whole train step
     seed: int = _range(0, 0, 2**31 - 1)

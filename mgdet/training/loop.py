@@ -60,7 +60,12 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     with ``data.val_fraction > 0``; the eval split never picks it), ``final.weights.h5`` (what
     ``eval`` / ``export`` use by default), ``config.json``, ``eval.json``,
     ``train_state.json``, ``logs/`` (TensorBoard: losses, lr, positives, AP) and the manifest
-    ``mgdet_run.json`` (what was written, for ``--overwrite``).
+    ``mgdet_run.json`` (what was written, for ``--overwrite``, and the precision trained in).
+
+    ``train.precision`` sets Keras' global policy for the run, and the policy found before is
+    set back when it ends (``auto``: resolved on this machine,
+    :func:`mgdet.training.cpu.resolve_precision`); the start prints one line
+    ``precision: <policy> (<why>)``.
 
     Raises:
       mgdet.training.faults.TrainingDiverged: a non-finite loss or weights; nothing of that step or later
@@ -80,20 +85,24 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     if resume:
         rundir.check_resumable(chief_dir)
     out_dir = distributed.write_dir(chief_dir, strategy)  # a temporary folder on other workers
+    policy = keras.mixed_precision.global_policy()
     try:
         return _train(cfg, strategy, chief, chief_dir, out_dir, resume, verbose, callbacks)
     except BaseException:
         if chief and not resume:
             rundir.release(out_dir)  # a run that wrote nothing leaves no folder behind
         raise
+    finally:
+        keras.mixed_precision.set_global_policy(policy)  # the run's precision was the run's
 
 
 def _train(cfg, strategy, chief, chief_dir, out_dir, resume, verbose, callbacks):
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(cfg.train.seed)
-    if cfg.train.precision != "float32":
-        cpu.warn_if_slow_bf16(cfg.train.precision, bool(tf.config.list_physical_devices("GPU")))
-        keras.mixed_precision.set_global_policy(cfg.train.precision)
+    # auto resolves on this machine; always set, so that no earlier policy of this process stays
+    precision = cpu.choose_precision(cfg.train.precision)  # (policy, reason)
+    keras.mixed_precision.set_global_policy(precision[0])
+    print(cpu.precision_line(*precision))
     sharding = cfg.data.worker_sharding
     worker = distributed.input_shard(strategy) if sharding == "files" else None
     train_ds, eval_ds, class_names, gt_coco, steps_per_epoch = build_datasets(cfg, worker)
@@ -124,6 +133,7 @@ def _train(cfg, strategy, chief, chief_dir, out_dir, resume, verbose, callbacks)
     # the first output: from here on the folder is this run's (nothing is written before)
     rundir.write_json(rundir.output(out_dir, rundir.RUN_CONFIG),
                {**cfg.to_dict(), "class_names": class_names})
+    _record_precision(out_dir, precision, int(optimizer.iterations.numpy()))
     rundir.update_manifest(out_dir, steps_per_epoch=steps_per_epoch)
     manager = tf.train.CheckpointManager(ckpt, rundir.output(out_dir, rundir.CHECKPOINT_DIR),
                                          max_to_keep=2)
@@ -190,6 +200,19 @@ def _train(cfg, strategy, chief, chief_dir, out_dir, resume, verbose, callbacks)
     print(f"outputs in {os.path.abspath(out_dir)}: final.weights.h5, {best}eval.json, "
           "checkpoints/, logs/ (TensorBoard)")
     return result
+
+
+def _record_precision(run_dir, precision, step):
+    """Record ``precision`` ``(policy, reason)`` from global ``step`` on in the manifest of
+    ``run_dir`` (:func:`mgdet.training.rundir.precision_history`); say so when a resumed run
+    goes on in another policy than it trained in."""
+    before = (rundir.read_manifest(run_dir) or {}).get("precision") or []
+    history = rundir.precision_history(before, *precision, step)
+    earlier = [h for h in history if h["from_step"] < step]
+    if earlier and earlier[-1]["policy"] != precision[0]:
+        print(f"precision: this run trained in {earlier[-1]['policy']} up to step {step} "
+              f"({earlier[-1]['reason']}); it goes on in {precision[0]}")
+    rundir.update_manifest(run_dir, precision=history)
 
 
 def _check_not_finished(run_dir, completed, plan, epochs):

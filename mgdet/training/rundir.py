@@ -15,7 +15,13 @@ Rules (``resolve_run_dir``):
   whose config matches (:func:`check_compatible`).
 
 The manifest lists the outputs the run wrote (:func:`output` records a name before it is
-written), the folder's creation by the run and the steps per epoch.
+written), the folder's creation by the run, the steps per epoch and the precision the run
+trained in (:func:`precision_history`).
+
+Precision: ``config.json`` keeps ``train.precision`` as asked, ``auto`` included, and resume
+compares that value (a run started with ``auto`` resumes with ``auto`` on any machine); each
+start resolves ``auto`` on its own machine (:func:`mgdet.training.cpu.resolve_precision`) and
+the manifest's ``precision`` list records the policy and why from the global step it applied.
 
 ``train_state.json`` (written atomically after every evaluation) holds the best AP so far, its
 epoch and the evaluation history, so that a resumed run keeps them.
@@ -129,6 +135,20 @@ def claim(run_dir):
     with os.fdopen(fd, "w") as f:
         json.dump({"created": created, "outputs": []}, f)
     return True
+
+
+def precision_history(history, policy, reason, step):
+    """The manifest's ``precision`` list after a training start at global ``step`` in
+    ``policy`` (``reason``: :func:`mgdet.training.cpu.resolve_precision`'s).
+
+    Entries are ``{"policy", "reason", "from_step"}``, oldest first. Entries from ``step`` on
+    are dropped (the run retrains those steps; a new run starts at 0 with an empty list), and
+    the start is appended unless the last entry already says the same.
+    """
+    kept = [dict(h) for h in (history or []) if h.get("from_step", 0) < step]
+    if kept and (kept[-1].get("policy"), kept[-1].get("reason")) == (policy, reason):
+        return kept
+    return kept + [{"policy": policy, "reason": reason, "from_step": int(step)}]
 
 
 def update_manifest(run_dir, **values):

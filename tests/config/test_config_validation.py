@@ -87,3 +87,22 @@ def test_choice_lists_match_the_tables_that_implement_them():
     refused = _refused("data.augment=mosaic")
     assert "'data.augment'" in refused and "paper" in refused
 
+
+
+def test_precision_auto_is_a_choice_of_the_config_and_the_cli(capsys):
+    """``train.precision: auto`` is accepted by the config and ``--precision``; the default
+    stays float32; other values are refused naming the choices."""
+    import yaml
+
+    import cli
+    from mgdet.config import PRECISION
+    assert PRECISION == ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+    assert load_config(DEFAULT).train.precision == "float32"
+    assert load_config(DEFAULT, ["train.precision=auto"]).train.precision == "auto"
+    refused = _refused("train.precision=bf16")
+    assert "'train.precision'" in refused and "auto" in refused
+    assert cli.main(["train", "--precision", "auto", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["train"]["precision"] == "auto"
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        cli.main(["train", "--precision", "bfloat16", "--print-config"])
+    assert "auto" in capsys.readouterr().err

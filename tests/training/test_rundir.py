@@ -141,6 +141,41 @@ def test_resume_checks_the_config_against_the_run(tmp_path):
     assert "\n" not in message
 
 
+def test_a_run_asked_in_auto_resumes_in_auto_wherever_it_resolves(tmp_path):
+    """config.json keeps what the user asked: auto resumes with auto (on a machine where it
+    resolves otherwise too); auto and an explicit precision are different requests."""
+    run = str(tmp_path)
+    config = {"model": {"arch": "fssd", "backbone": "vgg16", "width": 0.125, "image_size": 64},
+              "train": {"batch_size": 8, "optimizer": "adamw", "precision": "auto"}}
+    rundir.write_json(os.path.join(run, "config.json"), {**config, "class_names": ["a"]})
+    rundir.update_manifest(run, steps_per_epoch=4, precision=[
+        {"policy": "mixed_bfloat16", "reason": "AMX", "from_step": 0}])
+    rundir.check_compatible(run, config, ["a"], 4)
+    explicit = {**config, "train": {**config["train"], "precision": "mixed_bfloat16"}}
+    with pytest.raises(rundir.ResumeError, match="train.precision 'auto' -> 'mixed_bfloat16'"):
+        rundir.check_compatible(run, explicit, ["a"], 4)
+
+
+def test_precision_history_records_each_change_from_its_step():
+    amx = {"policy": "mixed_bfloat16", "reason": "AMX", "from_step": 0}
+    history = rundir.precision_history(None, "mixed_bfloat16", "AMX", 0)
+    assert history == [amx]
+    # resumed at step 30 on the same kind of machine: nothing new
+    assert rundir.precision_history(history, "mixed_bfloat16", "AMX", 30) == [amx]
+    # resumed at step 30 on an Intel CPU without AMX
+    moved = rundir.precision_history(history, "float32", "Intel CPU without AMX", 30)
+    assert moved == [amx, {"policy": "float32", "reason": "Intel CPU without AMX",
+                           "from_step": 30}]
+    # resumed again at step 20 (an older checkpoint) on an AMD CPU: steps 20.. are retrained
+    again = rundir.precision_history(moved, "mixed_bfloat16", "AMD CPU with avx512_bf16", 20)
+    assert again == [amx, {"policy": "mixed_bfloat16", "reason": "AMD CPU with avx512_bf16",
+                           "from_step": 20}]
+    # a new run in the folder (--overwrite: step 0) forgets the earlier run's entries
+    assert rundir.precision_history(again, "float32", "set in the config", 0) == [
+        {"policy": "float32", "reason": "set in the config", "from_step": 0}]
+    assert moved[0] is not history[0]  # the input list is not changed
+
+
 def test_unreadable_state_file_is_a_warning_and_defaults(tmp_path, caplog):
     (tmp_path / rundir.STATE_FILE).write_text('{"best_ap": 0.5, "hist')  # cut by a full disk
     with caplog.at_level("WARNING", logger="mgdet"):
