@@ -165,6 +165,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             record = run_strategy(args, strategy, seed)
             record["seconds"] = time.perf_counter() - t0
+            record["cpu"] = machine()["cpu"]
             runs.append(record)
             print(f"{strategy} seed {seed}: AP {record['AP']:.1f}, AP50 {record['AP50']:.1f}, "
                   f"AP75 {record['AP75']:.1f}, {record['cls_pos_per_object'] or 0:.1f} positives per "
