@@ -117,7 +117,7 @@ def main(argv=None):
     train = keras_hub_arrays(generate(args.train, args.image_size, 0, "train"), args.max_objects)
     eval_data = generate(args.eval, args.image_size, 0, "val")
     evaluation = (keras_hub_arrays(eval_data, args.max_objects)[0], eval_data)
-    runs = _finished(args)
+    runs = {s: r for s, r in _finished(args).items() if s < args.seeds}
     for seed in range(args.seeds):
         if seed not in runs:
             runs[seed] = run_pair(seed, args, train, evaluation)
@@ -142,13 +142,17 @@ def main(argv=None):
 
 
 def _finished(args):
-    """The runs of an interrupted comparison with the same settings (``<out>.partial``)."""
+    """The finished seeds of an interrupted comparison with the same budget (``<out>.partial``;
+    any ``--seeds``)."""
     path = args.out + ".partial"
     if not os.path.exists(path):
         return {}
     with open(path) as f:
         saved = json.load(f)
-    if saved["settings"] != vars(args):
+    def budget(settings):  # what a finished seed depends on (more --seeds extend a comparison)
+        return {k: v for k, v in settings.items() if k not in ("seeds", "out")}
+
+    if budget(saved["settings"]) != budget(vars(args)):
         return {}
     print(f"resuming from {path}: seeds {sorted(saved['runs'])} done")
     return {int(seed): runs for seed, runs in saved["runs"].items()}
