@@ -19,7 +19,8 @@ Differences from keras-hub's stock encoder (``RetinaNetLabelEncoder``) with ``st
 
 - mgdet gives each object its best anchor (``force_match=True``, the paper's rule), so an object
   whose best IoU is below ``pos_iou`` still gets a positive; keras-hub does not.
-  ``force_match=False`` reproduces keras-hub's labels exactly (tests/test_keras_hub_mg.py).
+  ``force_match=False`` reproduces keras-hub's labels exactly
+  (tests/keras_hub_mg/test_keras_hub_mg.py).
 - an object with a negative label, a label >= ``num_classes`` or a non-finite box is padding
   here; keras-hub matches any box with IoU > 0, whatever its label.
 - the box targets of non-positive anchors (weight 0) are 0 here, keras-hub's hold the encoding
