@@ -30,8 +30,7 @@ import abc
 import numpy as np
 
 from mgdet.config import DEFAULT_MAX_PIXELS
-from mgdet.data.common import (DataError, records_at, records_to_dataset,
-                               to_coco)
+from mgdet.data.common import DataError, records_at, records_to_dataset, to_coco
 
 SPLITS = ("train", "eval")
 
