@@ -105,7 +105,7 @@ class Source(abc.ABC):
         Generic: one pass over the unshuffled split keeping those positions; subclasses that
         list their examples before decoding override it with a cheaper selection.
         """
-        import tensorflow as tf
+        import tensorflow as tf  # on use: mgdet.data imports without TensorFlow (the CLI's start)
 
         indices = np.asarray(indices, np.int64)
         n = self.num_examples(split)

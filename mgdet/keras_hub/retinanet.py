@@ -29,8 +29,11 @@ Differences from keras-hub's stock encoder (``RetinaNetLabelEncoder``) with ``st
   under l2c / c2l / mg); keras-hub divides both by the classification positives (the same
   anchors under iou).
 """
+import math
+
 import keras
 import keras_hub
+import numpy as np
 import tensorflow as tf
 
 from mgdet import assign as assign_ops
@@ -298,8 +301,6 @@ def set_head_priors(model, prior_probability=0.01):
     Returns:
       ``model``.
     """
-    import math
-    import numpy as np
     if not 0.0 < prior_probability < 1.0:
         raise ValueError(f"prior_probability must be in (0, 1), got {prior_probability}")
     for head, value in (("box_head", 0.0),
