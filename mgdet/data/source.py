@@ -23,7 +23,8 @@ A source reads one dataset format. It is built from ``cfg.data`` (a
 File formats subclass :class:`RecordSource` and implement only ``records(split)`` (the parsed
 annotations, with a :class:`mgdet.data.common.SourceReport`) and ``class_names()``. Sources are
 looked up by ``data.source`` in :data:`mgdet.data.SOURCES`; a new format is one module holding
-one subclass plus its line in that table.
+one subclass plus its line in that table and its name in :data:`mgdet.config.SOURCES` (the
+``data.source`` values the config accepts).
 """
 import abc
 
