@@ -37,7 +37,8 @@ def latency(args):
     TFLite exports of a random-weights detector, interleaved."""
     import numpy as np
     import tensorflow as tf
-    from mgdet.export.saved_model import export_saved_model, export_tflite
+    from mgdet.export.files import export_tflite
+    from mgdet.export.saved_model import export_saved_model
     from mgdet.models import MODELS
     arch, backbone = args.pair.split(":")
     size = args.image_size
@@ -112,7 +113,7 @@ def accuracy(args):
     """COCO AP (%) on the eval split: the Keras model, its float32 and int8 TFLite exports."""
     from mgdet.config import load_config
     from mgdet.evaluation.coco import evaluate
-    from mgdet.export.saved_model import export_tflite, representative_images
+    from mgdet.export.files import export_tflite, representative_images
     from mgdet.training.rundir import resolve_weights
     from mgdet.training.trained import load_detector
     from mgdet.data.datasets import build_eval_dataset

@@ -14,7 +14,6 @@ from mgdet.config import CLS_LOSSES
 from mgdet.ops import boxes as box_ops
 
 
-
 def resolve_cls_loss(cls_loss, strategy):
     """``"focal"`` or ``"quality_focal"`` from ``loss.cls_loss`` and ``assign.strategy``:
     ``"auto"`` picks the quality focal loss for the strategies with soft targets (``tal``)."""

@@ -1,6 +1,8 @@
 """The package's layers (docs/design.md, "Layers of the code"): every module of mgdet imports
-only from its own package or from a lower stage, and no modules import each other in a cycle.
-Parsed with ``ast`` (nothing is imported), function-local imports included."""
+only from its own package or from a lower stage, and no modules import each other in a cycle;
+every ``from mgdet... import name`` of the package, the tests, bench/ and tools/ names a module
+or a name that module defines. Parsed with ``ast`` (nothing is imported), function-local
+imports included."""
 import ast
 import os
 
@@ -182,3 +184,77 @@ def _copy_package(tmp_path):
         with open(path, encoding="utf-8") as f:
             target.write_text(f.read(), encoding="utf-8")
     return str(tmp_path)
+
+
+def top_level_names(path):
+    """The names a module defines at its top level (functions, classes, assignments, imports,
+    also inside top-level ``if`` / ``try`` / ``with`` blocks), parsed with ``ast``."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    names, pending = set(), list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            pending += node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", [])
+            pending += [n for h in getattr(node, "handlers", []) for n in h.body]
+    return names
+
+
+def unresolved_imports(paths, root=ROOT):
+    """``"file:line: from mgdet.a import x"`` for every ``from mgdet... import name`` (function
+    -local ones too) of ``paths`` whose module does not exist or neither defines ``name`` at its
+    top level nor has a submodule ``name``."""
+    modules = package_modules(root)
+    defined = {}
+    bad = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and not node.level and node.module
+                    and node.module.split(".")[0] == "mgdet"):
+                continue
+            for alias in node.names:
+                where = f"{os.path.relpath(path, root)}:{node.lineno}: from {node.module} import"
+                if node.module not in modules:
+                    bad.append(f"{where} {alias.name} (no module {node.module})")
+                    continue
+                if node.module not in defined:
+                    defined[node.module] = top_level_names(modules[node.module])
+                if (alias.name not in defined[node.module]
+                        and f"{node.module}.{alias.name}" not in modules):
+                    bad.append(f"{where} {alias.name}")
+    return bad
+
+
+def _python_files(root=ROOT):
+    paths = [os.path.join(root, "cli.py")]
+    for top in ("mgdet", "bench", "tests", "tools"):
+        for folder, dirs, files in os.walk(os.path.join(root, top)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            paths += [os.path.join(folder, n) for n in sorted(files) if n.endswith(".py")]
+    return [p for p in paths if os.path.isfile(p)]
+
+
+def test_every_import_of_an_mgdet_name_resolves():
+    # bench/'s scripts run by hand only: an import of a name that moved is found here
+    assert unresolved_imports(_python_files()) == []
+
+
+def test_a_planted_import_of_a_moved_name_is_found(tmp_path):
+    copy = _copy_package(tmp_path)
+    script = os.path.join(copy, "bench_planted.py")
+    with open(script, "w") as f:
+        f.write("def f():\n    from mgdet.export.saved_model import export_tflite\n"
+                "    from mgdet.export.files import export_tflite\n"
+                "    from mgdet.nothing import x\n")
+    assert unresolved_imports([script], copy) == [
+        "bench_planted.py:2: from mgdet.export.saved_model import export_tflite",
+        "bench_planted.py:4: from mgdet.nothing import x (no module mgdet.nothing)"]

@@ -105,7 +105,8 @@ def best_anchors(q):
 
     Outside XLA this is TensorFlow's ArgMax kernel, which splits the rows over the CPU's threads
     and on CPU takes about 0.4x the time of XLA's arg-max along the minor axis (a scalar loop);
-    both return the first maximum (``tests/assign/test_assign.py`` checks it on matrices full of ties).
+    both return the first maximum (``tests/assign/test_assign.py`` checks it on matrices full
+    of ties).
     """
     return tf.argmax(q, axis=-1, output_type=tf.int32)
 

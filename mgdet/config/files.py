@@ -24,8 +24,8 @@ def missing_weights_message(path, arch):
 def check_files(cfg):
     """The files ``cfg`` will read before training exist (``model.weights``,
     ``model.init_from``); raises ConfigError saying how to make a missing one. Not part of
-    :func:`load_config`, so that a config can be printed, evaluated or exported from a trained
-    run without its ImageNet file."""
+    :func:`mgdet.config.loader.load_config`, so that a config can be printed, evaluated or
+    exported from a trained run without its ImageNet file."""
     m = cfg.model
     if m.weights is not None and not os.path.isfile(m.weights):
         raise ConfigError("model.weights: " + missing_weights_message(m.weights, m.backbone))

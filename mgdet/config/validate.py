@@ -102,7 +102,6 @@ def build(cls, values, prefix):
     return cls(**kwargs)
 
 
-
 def check_value(key, value, what=None):
     """Refuse ``value`` for the config key ``key`` (``"eval.nms_iou"``) outside the key's
     choices or range (a finite number inside the interval, an integer for an int field, a

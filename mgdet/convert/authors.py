@@ -38,7 +38,6 @@ from mgdet.data.voc import VOC_CLASSES
 from mgdet.ops.anchors import ANCHORS_PER_CELL
 from mgdet.training.rundir import FINAL_WEIGHTS, RUN_CONFIG, write_json
 
-ARCHS = ("fssd", "retinanet", "rfbnet")
 # COCO 2017's category names in category-id order: the authors' training order (their
 # COCODetection reads the names from the annotation file; their COCO_CLASSES tuple spells six of
 # them VOC-style, e.g. 'motorbike').

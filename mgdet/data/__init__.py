@@ -14,8 +14,10 @@ batches::
 
 Sources (``data.source``): ``synthetic`` (the embedded default), ``voc`` (VOCdevkit), ``coco``
 (COCO folder), ``coco_json`` (any COCO-format JSON + image folder), ``voc_xml`` (a folder of
-VOC-style XML files + images), ``yolo`` (ultralytics' YOLO-txt folders), ``tfds`` (voc/2007, voc/2012, coco/2017 from a TFDS data_dir).
-A new format is one module with one ``Source`` subclass, plus its line in :data:`SOURCES`.
+VOC-style XML files + images), ``yolo`` (ultralytics' YOLO-txt folders), ``tfds`` (voc/2007,
+voc/2012, coco/2017 from a TFDS data_dir). A new format is one module with one ``Source``
+subclass, plus its line in :data:`SOURCES` and its name in :data:`mgdet.config.SOURCES` (the
+``data.source`` values the config accepts).
 """
 import importlib
 

@@ -9,7 +9,6 @@ A *decoded example* (the contract between sources and :mod:`mgdet.data.pipeline`
 ``area`` (pixels) is only set by sources that know the annotation's own area (COCO's segment
 area); :func:`to_coco` falls back to the box area.
 """
-import json
 import logging
 import os
 import warnings
@@ -388,11 +387,3 @@ def to_coco(examples_or_dataset, class_names=None):
     categories = [{"id": i + 1, "name": str(n)} for i, n in enumerate(class_names)]
     return {"info": {"description": "mgdet ground truth"}, "images": images,
             "annotations": annotations, "categories": categories}
-
-
-def write_coco_json(coco_dict, path):
-    """Write a :func:`to_coco` dict to ``path`` (creating folders)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(coco_dict, f)
-    return path

@@ -12,9 +12,8 @@ def build_eval_dataset(cfg, source=None, split="eval"):
     split by ``data.val_fraction``) and its COCO ground truth."""
     d, m = cfg.data, cfg.model
     source = source or get_source(d, image_size=m.image_size)
-    eval_ds = pipeline.make_dataset(source.dataset(split), m.image_size,
-                                         cfg.eval.batch_size, d.max_objects, training=False,
-                                         name=split)
+    eval_ds = pipeline.make_dataset(source.dataset(split), m.image_size, cfg.eval.batch_size,
+                                    d.max_objects, training=False, name=split)
     return eval_ds, source.ground_truth(split)
 
 
@@ -46,8 +45,8 @@ def build_train_dataset(cfg, source, worker=None, start_step=0):
     if source.examples_at("train", tf.data.Dataset.range(0)) is None:  # read in sequence only
         examples = (source.subset("train", share, shuffle=True) if count > 1
                     else source.dataset("train", shuffle=True))
-        return pipeline.make_dataset(examples, m.image_size, batch, d.max_objects,
-                                          repeat=True, **kwargs)
+        return pipeline.make_dataset(examples, m.image_size, batch, d.max_objects, repeat=True,
+                                     **kwargs)
     stream = pipeline.Stream(at, len(share), int(start_step) * batch // count)
     return pipeline.make_dataset(stream, m.image_size, batch, d.max_objects, **kwargs)
 
@@ -67,9 +66,9 @@ def build_datasets(cfg, worker=None):
     ``steps_per_epoch`` full batches (a dataset of asserted cardinality would fail instead).
 
     ``worker``: ``(index, count)`` from :func:`mgdet.training.distributed.input_shard` to read
-    only this worker's share of the training images, every ``count``-th one from ``index``, chosen before
-    decoding (``data.worker_sharding: files``); the batches keep the global batch size and the
-    steps per epoch those of the whole split.
+    only this worker's share of the training images, every ``count``-th one from ``index``,
+    chosen before decoding (``data.worker_sharding: files``); the batches keep the global batch
+    size and the steps per epoch those of the whole split.
     """
     d, m = cfg.data, cfg.model
     source = get_source(d, image_size=m.image_size)

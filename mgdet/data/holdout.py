@@ -65,7 +65,7 @@ class HeldOutSource(Source):
     def examples_at(self, split, positions):
         if split == "eval":
             return self.source.examples_at(split, positions)
-        import tensorflow as tf
+        import tensorflow as tf  # on use: mgdet.data imports without TensorFlow (the CLI's start)
 
         indices = self._indices(split)
         return self.source.examples_at("train", positions.map(lambda i: tf.gather(indices, i)))

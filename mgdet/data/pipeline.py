@@ -362,13 +362,3 @@ def _check_examples(ds):
     if missing:
         raise DataError(f"make_dataset: source examples lack {missing}; expected decoded examples "
                         "{'image','boxes','labels','image_id'} (see mgdet.data.common)")
-
-
-def stats():
-    """Snapshot of every data counter: ``{group: {counter: int}}`` (see :mod:`mgdet.data.stats`)."""
-    return data_stats.snapshot()
-
-
-def stats_summary():
-    """One printable line of :func:`stats` (non-zero counters)."""
-    return data_stats.summary()

@@ -23,15 +23,15 @@ A source reads one dataset format. It is built from ``cfg.data`` (a
 File formats subclass :class:`RecordSource` and implement only ``records(split)`` (the parsed
 annotations, with a :class:`mgdet.data.common.SourceReport`) and ``class_names()``. Sources are
 looked up by ``data.source`` in :data:`mgdet.data.SOURCES`; a new format is one module holding
-one subclass plus its line in that table.
+one subclass plus its line in that table and its name in :data:`mgdet.config.SOURCES` (the
+``data.source`` values the config accepts).
 """
 import abc
 
 import numpy as np
 
 from mgdet.config import DEFAULT_MAX_PIXELS
-from mgdet.data.common import (DataError, records_at, records_to_dataset,
-                               to_coco)
+from mgdet.data.common import DataError, records_at, records_to_dataset, to_coco
 
 SPLITS = ("train", "eval")
 
@@ -106,7 +106,7 @@ class Source(abc.ABC):
         Generic: one pass over the unshuffled split keeping those positions; subclasses that
         list their examples before decoding override it with a cheaper selection.
         """
-        import tensorflow as tf
+        import tensorflow as tf  # on use: mgdet.data imports without TensorFlow (the CLI's start)
 
         indices = np.asarray(indices, np.int64)
         n = self.num_examples(split)

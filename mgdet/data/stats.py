@@ -186,11 +186,6 @@ def reset():
         g.reset()
 
 
-def diff(new, old):
-    """Per-counter difference of two :func:`snapshot` dicts."""
-    return {g: {k: v - old.get(g, {}).get(k, 0) for k, v in d.items()} for g, d in new.items()}
-
-
 def summary(snap=None, skip_zero=True):
     """One line such as ``train: images=4000 boxes_kept=21000 boxes_degenerate=3 | decode: ...``."""
     snap = snapshot() if snap is None else snap

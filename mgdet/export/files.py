@@ -145,6 +145,6 @@ def representative_images(config, num_images=32):
     d, m = config.data, config.model
     source = get_source(d, image_size=m.image_size)
     ds = pipeline.make_dataset(source.dataset("train"), m.image_size, 1, d.max_objects,
-                                    training=True, seed=d.seed, shuffle_buffer=0,
-                                    augment="none", name="calibration")
+                               training=True, seed=d.seed, shuffle_buffer=0, augment="none",
+                               name="calibration")
     return [images[0].numpy() for images, _ in ds.take(int(num_images))]

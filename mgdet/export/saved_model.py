@@ -215,7 +215,7 @@ def export_saved_model(model, export_dir, class_names, score_threshold=0.005, nm
                     "trained": bool(trained)}
         module = _DetectorServing(model, labels_src, size,
                                   detect_fn(model, float(score_threshold), float(nms_iou),
-                                             int(max_detections)), settings, int(max_pixels))
+                                            int(max_detections)), settings, int(max_pixels))
         out = os.path.join(tmp, "model")
         tf.saved_model.save(module, out, signatures={
             "serving_default": module.serving_default.get_concrete_function(),

@@ -19,7 +19,8 @@ Differences from keras-hub's stock encoder (``RetinaNetLabelEncoder``) with ``st
 
 - mgdet gives each object its best anchor (``force_match=True``, the paper's rule), so an object
   whose best IoU is below ``pos_iou`` still gets a positive; keras-hub does not.
-  ``force_match=False`` reproduces keras-hub's labels exactly (tests/test_keras_hub_mg.py).
+  ``force_match=False`` reproduces keras-hub's labels exactly
+  (tests/keras_hub_mg/test_keras_hub_mg.py).
 - an object with a negative label, a label >= ``num_classes`` or a non-finite box is padding
   here; keras-hub matches any box with IoU > 0, whatever its label.
 - the box targets of non-positive anchors (weight 0) are 0 here, keras-hub's hold the encoding
@@ -28,8 +29,11 @@ Differences from keras-hub's stock encoder (``RetinaNetLabelEncoder``) with ``st
   under l2c / c2l / mg); keras-hub divides both by the classification positives (the same
   anchors under iou).
 """
+import math
+
 import keras
 import keras_hub
+import numpy as np
 import tensorflow as tf
 
 from mgdet import assign as assign_ops
@@ -297,8 +301,6 @@ def set_head_priors(model, prior_probability=0.01):
     Returns:
       ``model``.
     """
-    import math
-    import numpy as np
     if not 0.0 < prior_probability < 1.0:
         raise ValueError(f"prior_probability must be in (0, 1), got {prior_probability}")
     for head, value in (("box_head", 0.0),

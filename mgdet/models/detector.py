@@ -7,16 +7,16 @@
 
 Training (``train_step``): forward -> label assignment (``mgdet.assign.assign``, predictions under
 ``stop_gradient``) -> focal + balanced-L1 loss (``mgdet.losses.detection_loss``) -> gradients ->
-``optimizer.apply``. Weight decay belongs to the optimizer (``mgdet.training.optim.SGDWithL2``), not here.
-``test_step`` reports the same losses; ``predict_step`` / ``detect`` return final detections
-(decode + class-wise NMS, ``mgdet.ops.postprocess``).
+``optimizer.apply``. Weight decay belongs to the optimizer (``mgdet.training.optim.SGDWithL2``),
+not here. ``test_step`` reports the same losses; ``predict_step`` / ``detect`` return final
+detections (decode + class-wise NMS, ``mgdet.ops.postprocess``).
 
 Metrics: ``loss``, ``cls_loss``, ``reg_loss`` (means over steps of the global-batch losses),
 ``num_pos_cls``, ``num_pos_reg`` (mean positives per global batch) and ``targets_dropped`` (the
-objects of the epoch's targets that could not be trained on, :func:`mgdet.models.steps.drop_invalid_objects`).
-Under ``tf.distribute`` each replica's loss is its share of the global loss (the loss
-normalizers are all-reduced), Keras sums the replicas' gradients, and the metrics report global
-values.
+objects of the epoch's targets that could not be trained on,
+:func:`mgdet.models.steps.drop_invalid_objects`). Under ``tf.distribute`` each replica's loss is
+its share of the global loss (the loss normalizers are all-reduced), Keras sums the replicas'
+gradients, and the metrics report global values.
 """
 import os
 
@@ -65,7 +65,7 @@ class Detector(keras.Model):
     Args:
       num_classes: C, object classes (no background class).
       backbone: ``"vgg16"`` or ``"resnet18"``.
-      image_size: S, square input side in pixels (a positive multiple of 64).
+      image_size: S, square input side in pixels (a multiple of 64, 64 to 2048).
       width: channel multiplier of backbone and neck (1.0 = the paper's models).
       strategy: label assignment, one of ``mgdet.assign.STRATEGIES`` (``"mg"`` = Mutual
         Guidance; ``"atss"``, ``"tal"``: see ``mgdet.assign.adaptive``).
@@ -97,6 +97,11 @@ class Detector(keras.Model):
         metric (objects per epoch, all replicas), as the file pipeline skips and counts them.
       class_names: one name per class (saved with the model, so that a ``.keras`` file names
         its detections); None: unnamed.
+
+    The numeric arguments are checked against the ranges of their config keys
+    (:func:`mgdet.models.steps.check_arguments`, :mod:`mgdet.config.schema`: e.g.
+    ``image_size`` a multiple of 64 in [64, 2048], ``score_threshold`` in [0, 1)); a value
+    outside raises :class:`mgdet.config.ConfigError` (a ``ValueError``) naming the argument.
     """
 
     arch = None

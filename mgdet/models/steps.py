@@ -1,7 +1,7 @@
 """What a detector's constructor checks and what its train / test steps do to a batch and to
 their logs: arguments checked against the config's ranges (:func:`check_arguments`), objects
 that cannot be trained on dropped (:func:`drop_invalid_objects`), logs made reducible across
-workers (:func:`reducible_logs`)."""
+workers (:func:`reducible_logs`, :func:`is_multi_worker`)."""
 import tensorflow as tf
 
 from mgdet.config import check_value
@@ -55,6 +55,13 @@ def drop_invalid_objects(targets, num_classes):
     return out, tf.reduce_sum(tf.cast(valid & ~good, tf.int32))
 
 
+def is_multi_worker(strategy):
+    """True for a MultiWorkerMirroredStrategy over more than one worker (the test
+    :mod:`mgdet.training.distributed` uses too)."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())  # noqa: SLF001 (no public accessor)
+
+
 def reducible_logs(logs):
     """``logs`` (a train/test step's scalar metrics) as Keras can reduce them across workers.
 
@@ -63,8 +70,6 @@ def reducible_logs(logs):
     replica context each scalar becomes shape [1] (the mean over replicas is then a scalar
     again). Unchanged elsewhere.
     """
-    strategy = tf.distribute.get_strategy()
-    if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode()):  # noqa: SLF001 (no public accessor)
+    if not is_multi_worker(tf.distribute.get_strategy()):
         return logs
     return {name: tf.reshape(value, [1]) for name, value in logs.items()}

@@ -27,7 +27,7 @@ import re
 
 import tensorflow as tf
 
-from mgdet.training.rundir import ResumeError
+from mgdet.training.rundir import BEST_WEIGHTS, FINAL_WEIGHTS, ResumeError
 
 log = logging.getLogger("mgdet")
 
@@ -72,13 +72,13 @@ def restore(ckpt, path):
         ckpt.restore(path).assert_existing_objects_matched()
     except (AssertionError, ValueError) as err:
         detail = " ".join(str(err).split())[:160]
+        final = os.path.join(os.path.dirname(os.path.dirname(path)), FINAL_WEIGHTS)  # the run's
         raise ResumeError(
             f"checkpoint {path} does not hold every variable of this model and optimizer "
             f"({detail}...): it was written by another model or optimizer, or by an mgdet "
             "version whose checkpoints missed most layers, and cannot be resumed without losing "
             "weights or batch-norm statistics; start a new run from that run's weights with "
-            f"--set model.init_from={os.path.dirname(os.path.dirname(path))}/final.weights.h5 "
-            "(or best.weights.h5)") from None
+            f"--set model.init_from={final} (or {BEST_WEIGHTS})") from None
 
 
 def checkpoint_paths(directory):

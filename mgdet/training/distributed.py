@@ -30,6 +30,7 @@ import tempfile
 import tensorflow as tf
 
 from mgdet.config import WORKER_SHARDING, ConfigError
+from mgdet.models.steps import is_multi_worker
 
 # The errors a collective raises when a peer worker died or stopped answering.
 PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError,
@@ -183,12 +184,6 @@ def split_cpu(num_devices):
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(
         cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
-
-
-def is_multi_worker(strategy):
-    """True for a MultiWorkerMirroredStrategy over more than one worker."""
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode())  # noqa: SLF001 (no public accessor)
 
 
 def task(strategy):

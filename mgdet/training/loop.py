@@ -47,16 +47,16 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     """Train ``cfg`` end to end; returns the final COCO metrics (also written to
     ``<run folder>/eval.json``, with ``run_dir``).
 
-    The run folder (``mgdet.training.rundir.resolve_run_dir``): ``out_dir`` if given (refused when not
-    empty unless ``resume`` or ``overwrite``), else ``cfg.train.out_dir``, else ``runs/<name>``
-    or, when that holds an earlier run, the next free ``runs/<name>-2``, ``-3``... A new run
-    claims its folder atomically and removes its claim if it fails before writing anything.
-    ``resume`` continues a run from its newest intact checkpoint (by default the newest run of
-    that name), with its best AP and evaluation history, once the run's config is found to
-    match (``mgdet.training.rundir.check_compatible``; nothing is written before); a finished run is
-    not trained again, a larger ``train.epochs`` trains the added epochs. The folder receives
-    ``checkpoints/`` (every model and optimizer variable and the epoch, :mod:`mgdet.training.checkpoint`),
-    ``best.weights.h5`` (best AP on the validation split held out of the training images, only
+    The run folder (``mgdet.training.rundir.resolve_run_dir``): ``out_dir`` if given (refused
+    when not empty unless ``resume`` or ``overwrite``), else ``cfg.train.out_dir``, else
+    ``runs/<name>`` or, when that holds an earlier run, the next free ``runs/<name>-2``,
+    ``-3``... A new run claims its folder atomically and removes its claim if it fails before
+    writing anything. ``resume`` continues a run from its newest intact checkpoint (by default
+    the newest run of that name), with its best AP and evaluation history, once the run's
+    config is found to match (``mgdet.training.rundir.check_compatible``; nothing is written
+    before); a finished run is not trained again, a larger ``train.epochs`` trains the added
+    epochs. The folder receives ``checkpoints/`` (every model and optimizer variable and the
+    epoch, :mod:`mgdet.training.checkpoint`), ``best.weights.h5`` (best AP on the validation split held out of the training images, only
     with ``data.val_fraction > 0``; the eval split never picks it), ``final.weights.h5`` (what
     ``eval`` / ``export`` use by default), ``config.json``, ``eval.json``,
     ``train_state.json``, ``logs/`` (TensorBoard: losses, lr, positives, AP) and the manifest
@@ -68,9 +68,10 @@ def train(cfg, resume=False, verbose="auto", out_dir=None, overwrite=False, call
     ``precision: <policy> (<why>)``.
 
     Raises:
-      mgdet.training.faults.TrainingDiverged: a non-finite loss or weights; nothing of that step or later
-        is saved, the last finite checkpoint stays.
-      mgdet.training.faults.TrainingPreempted: SIGTERM; a checkpoint was written at the step boundary.
+      mgdet.training.faults.TrainingDiverged: a non-finite loss or weights; nothing of that step
+        or later is saved, the last finite checkpoint stays.
+      mgdet.training.faults.TrainingPreempted: SIGTERM; a checkpoint was written at the step
+        boundary.
       mgdet.training.rundir.ResumeError: ``resume`` of a run this config does not continue, or of a
         finished run.
       KeyboardInterrupt: Ctrl-C; its message says which checkpoint, if any, is kept.
@@ -132,7 +133,7 @@ def _train(cfg, strategy, chief, chief_dir, out_dir, resume, verbose, callbacks)
         _check_not_finished(chief_dir, completed, plan, cfg.train.epochs)
     # the first output: from here on the folder is this run's (nothing is written before)
     rundir.write_json(rundir.output(out_dir, rundir.RUN_CONFIG),
-               {**cfg.to_dict(), "class_names": class_names})
+                      {**cfg.to_dict(), "class_names": class_names})
     _record_precision(out_dir, precision, int(optimizer.iterations.numpy()))
     rundir.update_manifest(out_dir, steps_per_epoch=steps_per_epoch)
     manager = tf.train.CheckpointManager(ckpt, rundir.output(out_dir, rundir.CHECKPOINT_DIR),

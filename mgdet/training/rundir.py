@@ -256,7 +256,7 @@ def check_resumable(run_dir):
             f"--resume: {run_dir} was written by an mgdet version whose checkpoints missed most "
             f"layers (no {MANIFEST}): it cannot be resumed without losing weights or batch-norm "
             f"statistics; start a new run from its weights with --set "
-            f"model.init_from={os.path.join(run_dir, FINAL_WEIGHTS)} (or best.weights.h5)")
+            f"model.init_from={os.path.join(run_dir, FINAL_WEIGHTS)} (or {BEST_WEIGHTS})")
     if read_manifest(run_dir) is None and not _is_empty(run_dir):
         raise ResumeError(f"--resume: {run_dir} is not an mgdet run folder (no {MANIFEST}); "
                           "nothing in it was changed: pass the folder of a run")

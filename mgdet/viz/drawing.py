@@ -1,5 +1,6 @@
 """Drawing detections on images (paper Figure 5 style). Depends on numpy and Pillow only:
-nothing here loads a model, so :mod:`mgdet.inference` and :mod:`mgdet.viz.show_assign` both build on it.
+nothing here loads a model, so :mod:`mgdet.inference`, the training's TensorBoard pictures and
+:mod:`mgdet.viz.show_assign` all build on it.
 """
 import colorsys
 

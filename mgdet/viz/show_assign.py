@@ -1,6 +1,6 @@
-"""Pictures: detections (paper Figure 5) and label-assignment differences (paper Figure 4).
+"""Label-assignment differences drawn per object (paper Figure 4); the detections of paper
+Figure 5 are drawn by :func:`mgdet.viz.drawing.draw_detections`.
 
-- :func:`mgdet.viz.drawing.draw_detections`: boxes, class name and score on an image.
 - :func:`assignment_masks`: for a batch and a model, the positives of the static IoU-anchor
   assignment and of Localize to Classify (classification) / Classify to Localize (regression),
   all from :func:`mgdet.assign.assign` with the model's own predictions.

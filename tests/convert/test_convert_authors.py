@@ -16,6 +16,7 @@ from safetensors.numpy import save_file
 
 import cli
 import mgdet
+from mgdet.config import ARCHS
 from mgdet.convert import authors
 from mgdet.models import MODELS
 from mgdet.training import transfer
@@ -83,7 +84,7 @@ HAND_MAPPED = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", authors.ARCHS)
+@pytest.mark.parametrize("arch", ARCHS)
 def test_every_authors_tensor_fills_one_variable_after_its_transposition(arch):
     state = authors_state(arch)
     model = small_model(arch)

@@ -12,11 +12,12 @@ What an image holds (painter's order, back to front):
   1. background: a two-colour linear gradient + low-frequency colour noise, sometimes faint
      stripes or a checkerboard;
   2. clutter that is not a class: thick lines, random curves, irregular blobs, arcs, dots;
-  3. 0..14 objects of the :data:`CLASS_NAMES` classes (about 7 % of images have none), each
-     with a random colour and a texture (solid, stripes, noise, gradient), scale drawn from the
-     COCO small / medium / large ranges *in pixels at ``image_size``* (sqrt of the box area below
-     32, 32..96, above 96), aspect ratio and rotation per class; objects are often placed next to
-     earlier ones, so they overlap and occlude each other;
+  3. 0..14 objects of the :data:`~mgdet.data.synthetic.shapes.CLASS_NAMES` classes (about 7 %
+     of images have none), each with a random colour and a texture (solid, stripes, noise,
+     gradient), scale drawn from the COCO small / medium / large ranges *in pixels at
+     ``image_size``* (sqrt of the box area below 32, 32..96, above 96), aspect ratio and
+     rotation per class; objects are often placed next to earlier ones, so they overlap and
+     occlude each other;
   4. a few occluders drawn over the objects (lines, curves, blobs);
   5. pixel noise over everything.
 A box is the full extent of its object's mask (inside the image) even when the object is partly

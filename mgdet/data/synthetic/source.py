@@ -53,7 +53,6 @@ def synthetic_at(num_images, image_size, seed, split, positions):
     return positions.map(_get, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-
 class SyntheticSource(Source):
     """``synthetic``: ``data.num_train`` / ``data.num_eval`` generated images at the model's
     input size (default 160); the eval split is the generator's "val" stream."""
