@@ -17,7 +17,9 @@ focal loss on its soft targets (``loss.cls_loss: auto``); change them with ``--s
 ``--small-objects`` draws the embedded data with 60 % small, 30 % medium, 10 % large objects
 (instead of 20 / 50 / 30 %): the synthetic source has no config key for object sizes or
 counts, so the script sets ``mgdet.data.synthetic.painter.SIZE_PROBS`` in its own process.
-An interrupted comparison resumes from ``<out>.partial`` (finished runs are kept).
+An interrupted comparison resumes from ``<out>.partial`` (finished runs are kept), and a
+finished one from ``<out>`` (more ``--seeds`` extend it); each run records its CPU. The records
+of the comparisons in docs/results.md are kept in git (bench/results/compare_assigners*.json).
 """
 import argparse
 import json
@@ -157,6 +159,14 @@ def main(argv=None):
     if os.path.exists(partial):  # resume: keep the finished runs
         with open(partial) as f:
             runs = json.load(f)
+    elif os.path.exists(args.out):  # extend a finished comparison of the same budget
+        with open(args.out) as f:
+            done = json.load(f)
+        budget = (args.config, args.epochs, list(args.set), bool(args.small_objects))
+        if (done["config"], done["epochs"], done["overrides"], done["small_objects"]) != budget:
+            sys.exit(f"{args.out} holds a comparison of another budget ({done['config']}, "
+                     f"{done['epochs']} epochs, {done['overrides']}): choose another --out")
+        runs = done["runs"]
     start = time.perf_counter()
     for seed in range(args.seeds):
         for strategy in args.strategies:
@@ -208,7 +218,8 @@ def main(argv=None):
                           "seeds": args.seeds, "overrides": args.set,
                           "small_objects": args.small_objects, "runs": runs, "summary": rows,
                           "comparisons": comparisons, "seconds": time.perf_counter() - start})
-    os.remove(partial)
+    if os.path.exists(partial):
+        os.remove(partial)
 
 
 if __name__ == "__main__":
