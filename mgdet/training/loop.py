@@ -134,8 +134,9 @@ def _train(cfg, strategy, chief, chief_dir, out_dir, resume, verbose, callbacks)
     # the first output: from here on the folder is this run's (nothing is written before)
     rundir.write_json(rundir.output(out_dir, rundir.RUN_CONFIG),
                       {**cfg.to_dict(), "class_names": class_names})
-    _record_precision(out_dir, precision, int(optimizer.iterations.numpy()))
-    rundir.update_manifest(out_dir, steps_per_epoch=steps_per_epoch)
+    rundir.update_manifest(out_dir, steps_per_epoch=steps_per_epoch,
+                           precision=_precision_history(out_dir, precision,
+                                                        int(optimizer.iterations.numpy())))
     manager = tf.train.CheckpointManager(ckpt, rundir.output(out_dir, rundir.CHECKPOINT_DIR),
                                          max_to_keep=2)
     guard = faults.RunGuard(steps_per_epoch, lambda: save_checkpoint(manager, optimizer))
@@ -203,17 +204,17 @@ def _train(cfg, strategy, chief, chief_dir, out_dir, resume, verbose, callbacks)
     return result
 
 
-def _record_precision(run_dir, precision, step):
-    """Record ``precision`` ``(policy, reason)`` from global ``step`` on in the manifest of
-    ``run_dir`` (:func:`mgdet.training.rundir.precision_history`); say so when a resumed run
-    goes on in another policy than it trained in."""
+def _precision_history(run_dir, precision, step):
+    """The manifest's ``precision`` list of ``run_dir`` with ``precision`` ``(policy, reason)``
+    from global ``step`` on (:func:`mgdet.training.rundir.precision_history`); say so when a
+    resumed run goes on in another policy than it trained in."""
     before = (rundir.read_manifest(run_dir) or {}).get("precision") or []
     history = rundir.precision_history(before, *precision, step)
     earlier = [h for h in history if h["from_step"] < step]
     if earlier and earlier[-1]["policy"] != precision[0]:
         print(f"precision: this run trained in {earlier[-1]['policy']} up to step {step} "
               f"({earlier[-1]['reason']}); it goes on in {precision[0]}")
-    rundir.update_manifest(run_dir, precision=history)
+    return history
 
 
 def _check_not_finished(run_dir, completed, plan, epochs):
