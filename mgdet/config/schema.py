@@ -12,7 +12,8 @@ from typing import Optional, Tuple
 
 ARCHS = ("fssd", "retinanet", "rfbnet")
 BACKBONES = ("vgg16", "resnet18")
-ARCH_BACKBONES = {"fssd": BACKBONES, "retinanet": BACKBONES, "rfbnet": ("vgg16",)}  # arch -> its backbones
+# model.arch -> the backbones it is built on
+ARCH_BACKBONES = {"fssd": BACKBONES, "retinanet": BACKBONES, "rfbnet": ("vgg16",)}
 PAPER_STRATEGIES = ("iou", "l2c", "c2l", "mg")  # Mutual Guidance and its ablations
 STRATEGIES = PAPER_STRATEGIES + ("atss", "tal")  # assign.strategy values
 CLS_LOSSES = ("auto", "focal", "quality_focal")  # loss.cls_loss values

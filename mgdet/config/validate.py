@@ -185,8 +185,8 @@ def validate(cfg):
         for part in key.split("."):
             value = getattr(value, part)
         check_value(key, value)
-    if m.backbone not in ARCH_BACKBONES[m.arch]:
-        allowed = ARCH_BACKBONES[m.arch]
+    allowed = ARCH_BACKBONES[m.arch]
+    if m.backbone not in allowed:
         raise ConfigError(f"model.arch {m.arch!r} is built on {' or '.join(allowed).upper()} only: "
                           f"set model.backbone: {allowed[0]}")
     if a.neg_iou > a.pos_iou:
