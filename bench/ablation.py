@@ -9,7 +9,6 @@ strategy. Writes bench/results/ablation.json and a bar chart of AP75 (bench/resu
 Scale the budget with --epochs / --seeds (or --set key=value for anything in the config).
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -18,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import machine, print_table, write_json  # noqa: E402
+from bench.common import machine, print_table, read_runs, run_paired, write_json  # noqa: E402
 
 STRATEGIES = ("iou", "l2c", "c2l", "mg")
 KEYS = ("AP", "AP50", "AP75")
@@ -83,25 +82,18 @@ def main(argv=None):
     p.add_argument("--runs-dir", default="runs/ablation")
     args = p.parse_args(argv)
 
-    results, partial = [], args.out + ".partial"
-    if os.path.exists(partial):  # resume an interrupted ablation: keep finished runs
-        with open(partial) as f:
-            results = json.load(f)
+    partial = args.out + ".partial"
+    results = read_runs([partial])  # resume an interrupted ablation: keep finished runs
     start = time.perf_counter()
-    for seed in range(args.seeds):
-        for strategy in args.strategies:
-            if any(r["strategy"] == strategy and r["seed"] == seed for r in results):
-                continue
-            t0 = time.perf_counter()
-            metrics = run_one(args.config, strategy, seed, args.epochs, args.set,
-                              os.path.join(args.runs_dir, f"{strategy}_seed{seed}"))
-            results.append({"strategy": strategy, "seed": seed, "seconds": time.perf_counter() - t0,
-                            **{k: metrics[k] for k in KEYS + ("APs", "APm", "APl")}})
-            print(f"{strategy} seed {seed}: " + ", ".join(f"{k} {100 * metrics[k]:.1f}" for k in KEYS)
-                  + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
-            os.makedirs(os.path.dirname(partial) or ".", exist_ok=True)
-            with open(partial, "w") as f:
-                json.dump(results, f)
+
+    def one(strategy, seed):
+        metrics = run_one(args.config, strategy, seed, args.epochs, args.set,
+                          os.path.join(args.runs_dir, f"{strategy}_seed{seed}"))
+        return {"strategy": strategy, "seed": seed,
+                **{k: metrics[k] for k in KEYS + ("APs", "APm", "APl")}}
+
+    run_paired("strategy", args.strategies, args.seeds, one, results, partial,
+               lambda r: ", ".join(f"{k} {100 * r[k]:.1f}" for k in KEYS))
     rows = summarize(results)
     print(f"\n{args.seeds} seeds x {args.epochs} epochs, {args.config}; COCO metrics (%) on the "
           f"held-out synthetic split, mean ± std")

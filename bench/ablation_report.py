@@ -43,19 +43,22 @@ def by_seed(runs, strategy):
 
 
 def paired(a, b, keys=KEYS):
-    """Paired comparison of b − a over the seeds both have: per-seed differences, mean, std and
-    the paired t-test (t, two-sided p) per metric of ``keys``; ``None`` statistics with fewer
-    than 2 pairs."""
+    """Paired comparison of b − a over the seeds both have: per-seed differences, mean, std, the
+    paired t-test (t, two-sided p) and the Wilcoxon signed-rank test (``wilcoxon_p``) per metric
+    of ``keys``; ``None`` statistics with fewer than 2 pairs."""
     from scipy import stats
     seeds = sorted(set(a) & set(b))
     out = {"seeds": seeds}
     for k in keys:
         diffs = [b[s][k] - a[s][k] for s in seeds]
         row = {"diffs": diffs, "mean": statistics.mean(diffs) if diffs else None,
-               "std": statistics.stdev(diffs) if len(diffs) > 1 else None, "t": None, "p": None}
+               "std": statistics.stdev(diffs) if len(diffs) > 1 else None, "t": None, "p": None,
+               "wilcoxon_p": None}
         if len(diffs) > 1 and any(d != diffs[0] for d in diffs):
             test = stats.ttest_rel([b[s][k] for s in seeds], [a[s][k] for s in seeds])
             row["t"], row["p"] = float(test.statistic), float(test.pvalue)
+        if len(diffs) > 1 and any(d != 0 for d in diffs):
+            row["wilcoxon_p"] = float(stats.wilcoxon(diffs).pvalue)
         out[k] = row
     return out
 

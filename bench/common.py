@@ -59,6 +59,40 @@ def write_json(path, payload):
     print(f"wrote {path}")
 
 
+def read_runs(paths):
+    """The run records kept in ``paths``: results JSON files (``{"runs": [...]}``) or
+    ``.partial`` files (a list of records); missing files are skipped."""
+    runs = []
+    for path in paths:
+        if os.path.exists(path):
+            with open(path) as f:
+                data = json.load(f)
+            runs.extend(data["runs"] if isinstance(data, dict) else data)
+    return runs
+
+
+def run_paired(arm_key, arms, seeds, run, runs, partial, describe):
+    """Run ``run(arm, seed)`` (-> a record dict) for each seed in ``range(seeds)`` and each arm
+    whose record (``record[arm_key] == arm``, ``record["seed"] == seed``) is not in ``runs``
+    yet; each new record gets ``seconds`` (wall time of the run) and ``cpu``, is appended to
+    ``runs`` and all of them are saved to ``partial`` at once, so an interrupted comparison
+    resumes where it stopped. Prints ``describe(record)`` per run. Returns ``runs``."""
+    for seed in range(seeds):
+        for arm in arms:
+            if any(r[arm_key] == arm and r["seed"] == seed for r in runs):
+                continue
+            t0 = time.perf_counter()
+            record = run(arm, seed)
+            record["seconds"] = time.perf_counter() - t0
+            record["cpu"] = machine()["cpu"]
+            runs.append(record)
+            print(f"{arm} seed {seed}: {describe(record)} ({record['seconds']:.0f} s)", flush=True)
+            os.makedirs(os.path.dirname(partial) or ".", exist_ok=True)
+            with open(partial, "w") as f:
+                json.dump(runs, f)
+    return runs
+
+
 def forward_gflop(model, image_size):
     """GFLOP of one forward pass of a Keras detector on one ``image_size``² image, counted by
     the TF profiler (``float_operation``) on the frozen inference graph: multiply-adds count 2.

@@ -18,7 +18,10 @@ focal loss on its soft targets (``loss.cls_loss: auto``); change them with ``--s
 (instead of 20 / 50 / 30 %): the synthetic source has no config key for object sizes or
 counts, so the script sets ``mgdet.data.synthetic.painter.SIZE_PROBS`` in its own process.
 An interrupted comparison resumes from ``<out>.partial`` (finished runs are kept), and a
-finished one from ``<out>`` (more ``--seeds`` extend it); each run records its CPU. The records
+finished one from ``<out>`` (more ``--seeds`` extend it); each run records its CPU. On a
+2-core machine, one process per strategy pinned to a core (``taskset -c 0 ... --strategies iou
+--out a.json``) nearly doubles the throughput of these small models; ``--include a.json ...``
+then gathers their runs into one comparison. The records
 of the comparisons in docs/results.md are kept in git (bench/results/compare_assigners*.json).
 """
 import argparse
@@ -34,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.ablation import run_one  # noqa: E402
 from bench.ablation_report import paired  # noqa: E402
-from bench.common import machine, print_table, write_json  # noqa: E402
+from bench.common import machine, print_table, read_runs, run_paired, write_json  # noqa: E402
 
 STRATEGIES = ("iou", "atss", "tal", "mg")
 KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -102,8 +105,7 @@ def _cell(values, digits=1):
 
 def against_mg(runs, strategies):
     """Each strategy − MG per metric, paired by seed: paired() of bench/ablation_report (mean,
-    std, t-test) plus the Wilcoxon signed-rank test, over the seeds where both have the metric."""
-    from scipy import stats
+    std, t-test, Wilcoxon signed-rank test), over the seeds where both have the metric."""
     out = []
     for s in strategies:
         if s == "mg":
@@ -115,10 +117,6 @@ def against_mg(runs, strategies):
             row = paired(a, b, (k,))
             result[k] = row[k]
             result[k]["seeds"] = row["seeds"]
-            diffs = row[k]["diffs"]
-            result[k]["wilcoxon_p"] = None
-            if len(diffs) > 1 and any(d != 0 for d in diffs):
-                result[k]["wilcoxon_p"] = float(stats.wilcoxon(diffs).pvalue)
         out.append(result)
     return out
 
@@ -147,6 +145,9 @@ def main(argv=None):
     p.add_argument("--out", default=None,
                    help="default bench/results/compare_assigners[_small].json")
     p.add_argument("--runs-dir", default=None, help="default runs/compare_assigners[_small]")
+    p.add_argument("--include", nargs="+", default=[], metavar="FILE",
+                   help="finished runs of the same budget from other processes (their --out "
+                        "or .partial files), e.g. one process per strategy and core")
     args = p.parse_args(argv)
     suffix = "_small" if args.small_objects else ""
     args.out = args.out or f"bench/results/compare_assigners{suffix}.json"
@@ -157,8 +158,7 @@ def main(argv=None):
 
     runs, partial = [], args.out + ".partial"
     if os.path.exists(partial):  # resume: keep the finished runs
-        with open(partial) as f:
-            runs = json.load(f)
+        runs = read_runs([partial])
     elif os.path.exists(args.out):  # extend a finished comparison of the same budget
         with open(args.out) as f:
             done = json.load(f)
@@ -167,23 +167,15 @@ def main(argv=None):
             sys.exit(f"{args.out} holds a comparison of another budget ({done['config']}, "
                      f"{done['epochs']} epochs, {done['overrides']}): choose another --out")
         runs = done["runs"]
+    for r in read_runs(args.include):  # runs of the same budget made by other processes
+        if not any(q["strategy"] == r["strategy"] and q["seed"] == r["seed"] for q in runs):
+            runs.append(r)
     start = time.perf_counter()
-    for seed in range(args.seeds):
-        for strategy in args.strategies:
-            if any(r["strategy"] == strategy and r["seed"] == seed for r in runs):
-                continue
-            t0 = time.perf_counter()
-            record = run_strategy(args, strategy, seed)
-            record["seconds"] = time.perf_counter() - t0
-            record["cpu"] = machine()["cpu"]
-            runs.append(record)
-            print(f"{strategy} seed {seed}: AP {record['AP']:.1f}, AP50 {record['AP50']:.1f}, "
-                  f"AP75 {record['AP75']:.1f}, {record['cls_pos_per_object'] or 0:.1f} positives per "
-                  f"object, {_percent(record['no_cls_pos'])}% without "
-                  f"({record['seconds']:.0f} s)", flush=True)
-            os.makedirs(os.path.dirname(partial) or ".", exist_ok=True)
-            with open(partial, "w") as f:
-                json.dump(runs, f)
+    run_paired("strategy", args.strategies, args.seeds,
+               lambda strategy, seed: run_strategy(args, strategy, seed), runs, partial,
+               lambda r: (f"AP {r['AP']:.1f}, AP50 {r['AP50']:.1f}, AP75 {r['AP75']:.1f}, "
+                          f"{r['cls_pos_per_object'] or 0:.1f} positives per object, "
+                          f"{_percent(r['no_cls_pos'])}% without"))
 
     rows = []
     for s in args.strategies:
