@@ -24,10 +24,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 PAIRS="retinanet:resnet18 fssd:vgg16"
 # In order of importance, so that a run cut short still leaves the main numbers.
 $PY bench/train_step.py --pairs $PAIRS --batch 32 --steps 10 --out bench/results/gpu_train_fp32.json
-$PY bench/train_step.py --pairs $PAIRS --batch 32 --steps 10 --precision mixed_bfloat16 --jit --out bench/results/gpu_train_bf16_xla.json
+$PY bench/train_step.py --pairs $PAIRS --batch 32 --steps 10 --precisions mixed_bfloat16 --jit --out bench/results/gpu_train_bf16_xla.json
 $PY bench/inference.py --pairs $PAIRS --batches 1 8 --reps 20 --out bench/results/gpu_inference.json
 if [ "${FULL:-0}" = 1 ]; then  # bf16 without XLA, to separate the two effects (a few minutes more)
-  $PY bench/train_step.py --pairs $PAIRS --batch 32 --steps 10 --precision mixed_bfloat16 --out bench/results/gpu_train_bf16.json
+  $PY bench/train_step.py --pairs $PAIRS --batch 32 --steps 10 --precisions mixed_bfloat16 --out bench/results/gpu_train_bf16.json
 fi
 $PY - <<'PYEOF'
 import glob, json, os

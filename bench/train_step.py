@@ -8,8 +8,10 @@ under ``iou`` and under ``mg``, measured interleaved in the same process (iou st
 so that both see the same machine load; the ratio mg/iou of the median step times; and the
 process's peak resident memory, and on a GPU the device's peak allocation (each pair runs in
 its own subprocess); the forward GFLOP per image (TF profiler) and the achieved GFLOP/s of the
-MG step (3x forward), against the conv peak of ``bench/peak.py`` when it has been run. Prints a
-table and writes bench/results/train_step.json.
+MG step (3x forward), against the conv peak of ``bench/peak.py`` when it has been run (its bf16
+peak for a bf16 run). ``--precisions float32 mixed_bfloat16`` runs each pair in both, one after
+the other, and gives the bf16 MG step's speed-up over fp32 beside each one's share of its peak.
+Prints a table and writes bench/results/train_step.json.
 """
 import argparse
 import json
@@ -98,8 +100,10 @@ def main(argv=None):
     p.add_argument("--classes", type=int, default=20)
     p.add_argument("--steps", type=int, default=5, help="timed steps per strategy")
     p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--precision", default="float32",
-                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    p.add_argument("--precisions", nargs="+", default=["float32"],
+                   choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                   help="one or more: each pair runs in each, one after the other, and the "
+                        "table gives each precision's MG step speed-up over the first")
     p.add_argument("--jit", action="store_true", help="XLA-compile the train step")
     p.add_argument("--out", default="bench/results/train_step.json")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # subprocess mode
@@ -108,38 +112,46 @@ def main(argv=None):
     if args.one:
         arch, backbone = args.pairs[0].split(":")
         print(json.dumps(measure_pair(arch, backbone, args.batch, args.image_size, args.objects,
-                                      args.classes, args.steps, args.width, args.precision,
+                                      args.classes, args.steps, args.width, args.precisions[0],
                                       args.jit)))
         return
     from bench.common import machine, peak_gflops, print_table, write_json
     peak = peak_gflops()
     rows = []
     for pair in args.pairs:
-        cmd = [sys.executable, os.path.abspath(__file__), "--one", "--pairs", pair,
-               "--batch", str(args.batch), "--image-size", str(args.image_size),
-               "--objects", str(args.objects), "--classes", str(args.classes),
-               "--steps", str(args.steps), "--width", str(args.width),
-               "--precision", args.precision] + (["--jit"] if args.jit else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        if out.returncode:
-            print(f"{pair}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
-            continue
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        if peak:  # how close to this machine's measured conv throughput (bench/peak.py)
-            row["of_peak"] = row["mg_gflops"] / peak["bf16" if "bfloat16" in args.precision
-                                                      else "fp32"]
-        rows.append(row)
-        print(f"{pair}: iou {row['iou_img_s']:.2f} img/s, mg {row['mg_img_s']:.2f} img/s, "
-              f"mg/iou {row['mg/iou']:.3f}, peak {row['peak_rss_mb']:.0f} MB", flush=True)
+        for precision in args.precisions:
+            cmd = [sys.executable, os.path.abspath(__file__), "--one", "--pairs", pair,
+                   "--batch", str(args.batch), "--image-size", str(args.image_size),
+                   "--objects", str(args.objects), "--classes", str(args.classes),
+                   "--steps", str(args.steps), "--width", str(args.width),
+                   "--precision", precision] + (["--jit"] if args.jit else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if out.returncode:
+                print(f"{pair} {precision}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+                continue
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            if peak:  # how close to this machine's measured conv throughput (bench/peak.py)
+                row["of_peak"] = row["mg_gflops"] / peak["bf16" if "bfloat16" in precision
+                                                          else "fp32"]
+            first = next((r for r in rows if r["pair"] == pair
+                          and r["precision"] == args.precisions[0]), None)
+            row["speedup"] = first["mg_step_s"] / row["mg_step_s"] if first else None
+            rows.append(row)
+            print(f"{pair} {precision}: iou {row['iou_img_s']:.2f} img/s, mg "
+                  f"{row['mg_img_s']:.2f} img/s, mg/iou {row['mg/iou']:.3f}, peak "
+                  f"{row['peak_rss_mb']:.0f} MB", flush=True)
     print(f"\n{args.image_size}x{args.image_size}, batch {args.batch}, {args.classes} classes, "
-          f"{args.objects} objects/image, {args.precision}{', XLA' if args.jit else ''}; median of "
-          f"{args.steps} interleaved steps")
-    print_table(rows, [("pair", "detector", None), ("params", "params", "{:,}"),
+          f"{args.objects} objects/image{', XLA' if args.jit else ''}; median of "
+          f"{args.steps} interleaved steps; speed-up: MG step time in {args.precisions[0]} / in "
+          "this precision (the precisions of a pair run one after the other)")
+    print_table(rows, [("pair", "detector", None), ("precision", "precision", None),
+                       ("params", "params", "{:,}"),
                        ("iou_img_s", "iou img/s", "{:.2f}"), ("mg_img_s", "mg img/s", "{:.2f}"),
                        ("mg/iou", "mg/iou step time", "{:.3f}"),
                        ("gflop_fwd_per_image", "GFLOP/img fwd", "{:.1f}"),
                        ("mg_gflops", "train GFLOP/s", "{:.0f}"),
                        ("of_peak", "of conv peak", "{:.0%}"),
+                       ("speedup", "speed-up", "{:.2f}x"),
                        ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
                        ("peak_gpu_mb", "peak GPU MB", "{:.0f}")])
     write_json(args.out, {"machine": machine(), "args": vars(args), "rows": rows})
