@@ -17,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import machine, print_table, read_runs, run_paired, write_json  # noqa: E402
+from bench.common import machine, print_table, read_runs, run_paired, write_results  # noqa: E402
 
 STRATEGIES = ("iou", "l2c", "c2l", "mg")
 KEYS = ("AP", "AP50", "AP75")
@@ -104,11 +104,10 @@ def main(argv=None):
     if base and mg:
         print(f"\nMG - IoU-anchor: AP {mg['AP'] - base['AP']:+.1f}, AP50 {mg['AP50'] - base['AP50']:+.1f}, "
               f"AP75 {mg['AP75'] - base['AP75']:+.1f} points")
-    write_json(args.out, {"machine": machine(), "config": args.config, "epochs": args.epochs,
-                          "seeds": args.seeds, "overrides": args.set, "runs": results,
-                          "summary": rows, "seconds": time.perf_counter() - start})
+    write_results(args.out, {"machine": machine(), "config": args.config, "epochs": args.epochs,
+                             "seeds": args.seeds, "overrides": args.set, "runs": results,
+                             "summary": rows, "seconds": time.perf_counter() - start})
     bar_chart(rows, os.path.splitext(args.out)[0] + ".png")
-    os.remove(partial)
 
 
 if __name__ == "__main__":

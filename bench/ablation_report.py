@@ -63,19 +63,23 @@ def paired(a, b, keys=KEYS):
     return out
 
 
-def _cell(values):
+def mean_std(values, digits=1):
+    """``"mean ± std"`` of the values that are not None (``"-"`` without any)."""
+    values = [v for v in values if v is not None]
     if not values:
         return "-"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {std:.1f}"
+    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
 
 
-def _test_cell(row):
+def diff_cell(row):
+    """One metric of :func:`paired` as ``"+0.59 (t = 1.98, p = 0.100; Wilcoxon p = 0.062)"``."""
     if row["mean"] is None:
         return "-"
     text = f"{row['mean']:+.2f}"
     if row["t"] is not None:
-        text += f" (t = {row['t']:.2f}, p = {row['p']:.3f})"
+        text += f" (t = {row['t']:.2f}, p = {row['p']:.3f}"
+        text += f"; Wilcoxon p = {row['wilcoxon_p']:.3f})" if row["wilcoxon_p"] is not None else ")"
     return text
 
 
@@ -123,7 +127,7 @@ def main(argv=None):
                 continue
             groups.append((anchors, strategy, seeds))
             rows.append({"anchors": anchors, "strategy": NAMES[strategy], "seeds": len(seeds),
-                         **{k: _cell([v[k] for v in seeds.values()]) for k in KEYS}})
+                         **{k: mean_std([v[k] for v in seeds.values()]) for k in KEYS}})
     print("COCO metrics (%) on the held-out split, mean ± std over seeds")
     print_table(rows, [("anchors", "anchors", None), ("strategy", "strategy", None),
                        ("seeds", "seeds", None)] + [(k, k, None) for k in KEYS])
@@ -140,7 +144,7 @@ def main(argv=None):
     print("\nPaired by seed: mean difference (paired t-test, two-sided p), points")
     print_table([{"comparison": c["comparison"], "pairs": len(c["seeds"]),
                   "AP75 per seed": " ".join(f"{d:+.1f}" for d in c["AP75"]["diffs"]),
-                  **{k: _test_cell(c[k]) for k in KEYS}} for c in comparisons],
+                  **{k: diff_cell(c[k]) for k in KEYS}} for c in comparisons],
                 [("comparison", "comparison", None), ("pairs", "pairs", None)]
                 + [(k, k, None) for k in KEYS] + [("AP75 per seed", "AP75 per seed", None)])
     write_json(args.out, {"machine": machine(), "inputs": {"new": args.new, "old": args.old},

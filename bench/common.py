@@ -59,6 +59,13 @@ def write_json(path, payload):
     print(f"wrote {path}")
 
 
+def write_results(path, payload):
+    """Write a finished comparison's JSON and remove its ``<path>.partial`` (the runs so far)."""
+    write_json(path, payload)
+    if os.path.exists(path + ".partial"):
+        os.remove(path + ".partial")
+
+
 def read_runs(paths):
     """The run records kept in ``paths``: results JSON files (``{"runs": [...]}``) or
     ``.partial`` files (a list of records); missing files are skipped."""

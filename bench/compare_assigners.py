@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import time
 
@@ -36,8 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.ablation import run_one  # noqa: E402
-from bench.ablation_report import paired  # noqa: E402
-from bench.common import machine, print_table, read_runs, run_paired, write_json  # noqa: E402
+from bench.ablation_report import mean_std, paired, diff_cell  # noqa: E402
+from bench.common import machine, print_table, read_runs, run_paired, write_results  # noqa: E402
 
 STRATEGIES = ("iou", "atss", "tal", "mg")
 KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -95,14 +94,6 @@ def _percent(share):
     return None if share is None else round(100 * share, 2)
 
 
-def _cell(values, digits=1):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
-
-
 def against_mg(runs, strategies):
     """Each strategy − MG per metric, paired by seed: paired() of bench/ablation_report (mean,
     std, t-test, Wilcoxon signed-rank test), over the seeds where both have the metric."""
@@ -119,16 +110,6 @@ def against_mg(runs, strategies):
             result[k]["seeds"] = row["seeds"]
         out.append(result)
     return out
-
-
-def _diff_cell(row):
-    if row["mean"] is None:
-        return "-"
-    text = f"{row['mean']:+.2f}"
-    if row["p"] is not None:
-        text += f" (t p={row['p']:.3f}"
-        text += f", W p={row['wilcoxon_p']:.3f})" if row["wilcoxon_p"] is not None else ")"
-    return text
 
 
 def main(argv=None):
@@ -181,11 +162,11 @@ def main(argv=None):
     for s in args.strategies:
         mine = [r for r in runs if r["strategy"] == s]
         row = {"strategy": s, "runs": len(mine)}
-        row.update({k: _cell([r[k] for r in mine]) for k in KEYS})
-        row["pos"] = _cell([r["cls_pos_per_object"] for r in mine])
-        row["reg_pos"] = _cell([r["reg_pos_per_object"] for r in mine])
-        row["none"] = _cell([_percent(r["no_cls_pos"]) for r in mine])
-        row["none_small"] = _cell([_percent(r["no_cls_pos_small"]) for r in mine])
+        row.update({k: mean_std([r[k] for r in mine]) for k in KEYS})
+        row["pos"] = mean_std([r["cls_pos_per_object"] for r in mine])
+        row["reg_pos"] = mean_std([r["reg_pos_per_object"] for r in mine])
+        row["none"] = mean_std([_percent(r["no_cls_pos"]) for r in mine])
+        row["none_small"] = mean_std([_percent(r["no_cls_pos_small"]) for r in mine])
         rows.append(row)
     budget = f"{args.epochs} epochs" if args.epochs else "the config's epochs"
     print(f"\n{args.seeds} seeds x {budget}, {args.config} {' '.join(args.set)}"
@@ -203,15 +184,13 @@ def main(argv=None):
     if comparisons:
         print("\nPaired by seed, strategy − MG in points: mean (paired t-test p, Wilcoxon p)")
         print_table([{"comparison": c["comparison"], "pairs": len(c["AP"]["seeds"]),
-                      **{k: _diff_cell(c[k]) for k in KEYS}} for c in comparisons],
+                      **{k: diff_cell(c[k]) for k in KEYS}} for c in comparisons],
                     [("comparison", "comparison", None), ("pairs", "pairs", None)]
                     + [(k, k, None) for k in KEYS])
-    write_json(args.out, {"machine": machine(), "config": args.config, "epochs": args.epochs,
-                          "seeds": args.seeds, "overrides": args.set,
-                          "small_objects": args.small_objects, "runs": runs, "summary": rows,
-                          "comparisons": comparisons, "seconds": time.perf_counter() - start})
-    if os.path.exists(partial):
-        os.remove(partial)
+    write_results(args.out, {"machine": machine(), "config": args.config, "epochs": args.epochs,
+                             "seeds": args.seeds, "overrides": args.set,
+                             "small_objects": args.small_objects, "runs": runs, "summary": rows,
+                             "comparisons": comparisons, "seconds": time.perf_counter() - start})
 
 
 if __name__ == "__main__":

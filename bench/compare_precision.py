@@ -27,8 +27,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.ablation_report import paired  # noqa: E402
-from bench.common import machine, print_table, read_runs, run_paired, write_json  # noqa: E402
+from bench.ablation_report import diff_cell, mean_std, paired  # noqa: E402
+from bench.common import machine, print_table, read_runs, run_paired, write_results  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -80,10 +80,7 @@ def main(argv=None):
         mine = [r for r in runs if r["precision"] == precision]
         row = {"precision": precision, "runs": len(mine),
                "seconds": statistics.mean(r["seconds"] for r in mine)}
-        for k in KEYS:
-            values = [r[k] for r in mine if r[k] is not None]
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            row[k] = f"{statistics.mean(values):.1f} ± {std:.1f}" if values else None
+        row.update({k: mean_std([r[k] for r in mine]) for k in KEYS})
         rows.append(row)
     print(f"\n{args.config} {' '.join(args.set)}: COCO metrics (%) on the held-out split, "
           "mean ± std over seeds")
@@ -96,22 +93,15 @@ def main(argv=None):
         comparison = paired(fp32, bf16, KEYS[:3] + ("seconds",))
         comparison["time_ratio"] = [fp32[s]["seconds"] / bf16[s]["seconds"]
                                     for s in comparison["seeds"]]
-        cells = {"pairs": len(comparison["seeds"])}
-        for k in KEYS[:3]:
-            row = comparison[k]
-            cells[k] = "-" if row["mean"] is None else (
-                f"{row['mean']:+.2f}" + (f" (t p={row['p']:.3f}, W p={row['wilcoxon_p']:.3f})"
-                                         if row["p"] is not None else ""))
+        cells = {"pairs": len(comparison["seeds"]), **{k: diff_cell(comparison[k]) for k in KEYS[:3]}}
         cells["speed"] = ", ".join(f"{x:.2f}x" for x in comparison["time_ratio"])
-        print("\nmixed_bfloat16 − float32, paired by seed, in points (paired t-test p); "
+        print("\nmixed_bfloat16 − float32, paired by seed, in points (paired tests); "
               "speed: float32 / bf16 wall time per pair")
         print_table([cells], [("pairs", "pairs", None)] + [(k, k, None) for k in KEYS[:3]]
                     + [("speed", "bf16 speed-up", None)])
-    write_json(args.out, {"machine": machine(), "config": args.config, "overrides": args.set,
-                          "seeds": args.seeds, "runs": runs, "summary": rows,
-                          "comparison": comparison, "seconds": time.perf_counter() - start})
-    if os.path.exists(partial):
-        os.remove(partial)
+    write_results(args.out, {"machine": machine(), "config": args.config, "overrides": args.set,
+                             "seeds": args.seeds, "runs": runs, "summary": rows,
+                             "comparison": comparison, "seconds": time.perf_counter() - start})
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from bench.ablation_report import _cell, _test_cell, paired  # noqa: E402
-from bench.common import machine, print_table, write_json  # noqa: E402
+from bench.ablation_report import mean_std, paired, diff_cell  # noqa: E402
+from bench.common import machine, print_table, write_json, write_results  # noqa: E402
 
 KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 ARMS = ("stock", "mg")
@@ -133,12 +133,11 @@ def main(argv=None):
           f"images, {args.seeds} paired seeds (COCO AP, %)")
     rows = []
     for arm, values in (("stock encoder", stock), ("MG", mg)):
-        rows.append({"arm": arm, **{k: _cell([v[k] for v in values.values()]) for k in keys}})
-    rows.append({"arm": "MG - stock", **{k: _test_cell(test[k]) for k in keys}})
+        rows.append({"arm": arm, **{k: mean_std([v[k] for v in values.values()]) for k in keys}})
+    rows.append({"arm": "MG - stock", **{k: diff_cell(test[k]) for k in keys}})
     print_table(rows, [("arm", "", None)] + [(k, k, None) for k in keys])
-    write_json(args.out, {"settings": vars(args), "keras_hub": keras_hub.__version__,
-                          "machine": machine(), "runs": runs, "paired_mg_minus_stock": test})
-    os.remove(args.out + ".partial")
+    write_results(args.out, {"settings": vars(args), "keras_hub": keras_hub.__version__,
+                             "machine": machine(), "runs": runs, "paired_mg_minus_stock": test})
 
 
 def _finished(args):

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from mgdet.config import DEFAULT_MAX_PIXELS, ConfigError
 from mgdet.data.common import IMAGE_EXTENSIONS, probe_image
 from mgdet.data import exif
+from mgdet.data.augment import resize
 from mgdet.models.build import first_line, load_keras_file
 from mgdet.training.rundir import resolve_run_dir, resolve_weights, run_config_path
 from mgdet.training.trained import load_detector
@@ -85,9 +86,7 @@ class _KerasRunner:
         self.size = int(self.model.image_size)
 
     def __call__(self, image_uint8):
-        image = tf.image.resize(tf.cast(image_uint8, tf.float32), [self.size, self.size],
-                                method="bilinear", antialias=False)
-        out = self.model.detect(image[None])
+        out = self.model.detect(resize(image_uint8, self.size)[None])
         n = int(np.asarray(out["num_detections"])[0])
         return (np.asarray(out["boxes"])[0, :n], np.asarray(out["scores"])[0, :n],
                 np.asarray(out["classes"])[0, :n].astype(np.int64))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.ablation_report import paired
+from bench.ablation_report import diff_cell, mean_std, paired
 from bench.common import read_runs, run_paired
 
 
@@ -69,3 +69,13 @@ def test_paired_gives_no_test_without_variation_or_pairs():
     assert same["diffs"] == [0.0, 0.0] and same["p"] is None and same["wilcoxon_p"] is None
     lone = paired(a, {0: {"AP": 3.0}}, ("AP",))["AP"]
     assert lone["mean"] == 2.0 and lone["std"] is None and lone["p"] is None
+
+
+def test_table_cells_give_mean_std_and_the_paired_tests():
+    assert mean_std([1.0, None, 3.0]) == "2.0 ± 1.4"  # None (a metric without objects) is left out
+    assert mean_std([2.5], digits=2) == "2.50 ± 0.00" and mean_std([None]) == "-"
+    row = paired({0: {"AP": 0.0}, 1: {"AP": 0.0}, 2: {"AP": 0.0}},
+                 {0: {"AP": 1.0}, 1: {"AP": 2.0}, 2: {"AP": 4.0}}, ("AP",))["AP"]
+    # diffs 1, 2, 4: mean 2.33, sd 1.53, t = 2.33 / (1.53 / sqrt 3) = 2.65
+    assert diff_cell(row) == f"+2.33 (t = 2.65, p = {row['p']:.3f}; Wilcoxon p = 0.250)"
+    assert diff_cell({"mean": None}) == "-"

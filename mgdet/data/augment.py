@@ -275,10 +275,11 @@ def ssd_augment(image, boxes, labels, seed, output_size, photometric=True, expan
 
 
 def resize(image, output_size):
-    """Evaluation transform: plain (non aspect-preserving, as SSD) resize to ``output_size``,
-    float32 in [0, 255]. Normalized boxes are unchanged. Half-pixel bilinear, matching
-    :func:`resample` for the identity window."""
+    """Evaluation transform: plain (non aspect-preserving, as SSD) resize of an image
+    ``[H, W, 3]`` or a batch ``[B, H, W, 3]`` (any dtype, 0..255) to ``output_size``, float32
+    in [0, 255]. Normalized boxes are unchanged. Half-pixel bilinear, matching :func:`resample`
+    for the identity window. Serving and ``predict`` resize with it too."""
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     out = tf.image.resize(tf.cast(image, tf.float32), [out_h, out_w], method="bilinear",
                           antialias=False)
-    return tf.ensure_shape(out, [out_h, out_w, 3])
+    return tf.ensure_shape(out, [out_h, out_w, 3]) if out.shape.rank == 3 else out

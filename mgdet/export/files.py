@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from mgdet.config import QUANTIZE
 from mgdet.data import get_source, pipeline
-from mgdet.export.saved_model import build, detect_fn, raw_variable, resize_to
+from mgdet.data.augment import resize
+from mgdet.export.saved_model import build, detect_fn, raw_variable
 from mgdet.ops import boxes as box_ops
 
 ONNX_EXTRA = 'pip install "mgdet[onnx]"'  # tf2onnx and onnxruntime
@@ -21,7 +22,7 @@ def _numeric_serving_fn(model, score_threshold, nms_iou, max_detections):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve(images):
-        det = detect(resize_to(images, size))
+        det = detect(resize(images, size))
         return {"detection_boxes": box_ops.xyxy_to_yxyx(det["boxes"]),
                 "detection_scores": det["scores"],
                 "detection_classes": det["classes"],

@@ -50,6 +50,7 @@ import tempfile
 import tensorflow as tf
 
 from mgdet.config import DEFAULT_MAX_PIXELS, check_value
+from mgdet.data.augment import resize
 from mgdet.data.exif import decode_oriented
 from mgdet.data.image_header import header_size
 from mgdet.export.versions import OWNER_FILE, TMP_PREFIX, claim, refuse_existing, remove_stale_tmp
@@ -64,12 +65,6 @@ def build(model):
     size = int(model.image_size)
     model(tf.zeros([1, size, size, 3], tf.float32), training=False)
     return size
-
-
-def resize_to(images_uint8, size):
-    """uint8 ``[B, H, W, 3]`` (or one ``[H, W, 3]``) -> float32 at ``size`` x ``size``, 0..255."""
-    return tf.image.resize(tf.cast(images_uint8, tf.float32), [size, size], method="bilinear",
-                           antialias=False)
 
 
 def detect_fn(model, score_threshold, nms_iou, max_detections):
@@ -130,12 +125,12 @@ class _DetectorServing(tf.Module):
             }
 
         def serve_images(images):
-            return outputs(resize_to(images, size))
+            return outputs(resize(images, size))
 
         def decode_one(data):
             with tf.control_dependencies([_check_pixels(data, max_pixels)]):
                 image = decode_oriented(data)  # EXIF orientation applied, as in training
-            return resize_to(image, size)
+            return resize(image, size)
 
         def serve_bytes(image_bytes):
             images = tf.map_fn(decode_one, image_bytes,

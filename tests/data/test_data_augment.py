@@ -292,3 +292,16 @@ def test_paper_mode_in_the_pipeline_and_config():
     images, targets = next(iter(ds))
     assert images.shape == (2, 64, 64, 3) and targets["valid"].numpy().any()
     assert not np.array_equal(images[0].numpy(), images[1].numpy())  # a seed per example
+
+
+def test_eval_resize_of_a_batch_is_each_image_resized():
+    """Serving and predict resize batches with the evaluation transform: a batch gives what each
+    of its images gives alone, including in a graph with unknown sizes."""
+    imgs = np.random.default_rng(2).integers(0, 255, (3, 41, 29, 3)).astype(np.uint8)
+    batch = aug.resize(imgs, 32)
+    assert batch.shape == (3, 32, 32, 3) and batch.dtype == tf.float32
+    for image, out in zip(imgs, batch.numpy()):
+        np.testing.assert_array_equal(out, aug.resize(image, 32).numpy())
+    graph = tf.function(lambda x: aug.resize(x, 32),
+                        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    np.testing.assert_array_equal(graph(imgs).numpy(), batch.numpy())
