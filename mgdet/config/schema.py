@@ -153,7 +153,7 @@ class TrainConfig:
     devices: Optional[int] = _range(None, 1, 4096)  # mirrored: number of devices (None: all)
     # float32 | mixed_float16 | mixed_bfloat16 | auto (resolved when training starts; the run's
     # config.json keeps auto, its manifest the resolved policy)
-    precision: str = _choice("float32", PRECISION)
+    precision: str = _choice("auto", PRECISION)
     jit_compile: bool = False  # XLA-compile the whole train step
     seed: int = _range(0, 0, 2**31 - 1)
     # clip the gradients' global norm to this (None: no clipping)

@@ -90,15 +90,15 @@ def test_choice_lists_match_the_tables_that_implement_them():
 
 
 def test_precision_auto_is_a_choice_of_the_config_and_the_cli(capsys):
-    """``train.precision: auto`` is accepted by the config and ``--precision``; the default
-    stays float32; other values are refused naming the choices."""
+    """``train.precision: auto`` is the default and a choice of the config and ``--precision``;
+    other values are refused naming the choices."""
     import yaml
 
     import cli
     from mgdet.config import PRECISION
     assert PRECISION == ("float32", "mixed_float16", "mixed_bfloat16", "auto")
-    assert load_config(DEFAULT).train.precision == "float32"
-    assert load_config(DEFAULT, ["train.precision=auto"]).train.precision == "auto"
+    assert load_config(DEFAULT).train.precision == "auto"
+    assert load_config(DEFAULT, ["train.precision=float32"]).train.precision == "float32"
     refused = _refused("train.precision=bf16")
     assert "'train.precision'" in refused and "auto" in refused
     assert cli.main(["train", "--precision", "auto", "--print-config"]) == 0
