@@ -78,6 +78,19 @@ def read_runs(paths):
     return runs
 
 
+def _has_run(runs, arm_key, arm, seed):
+    return any(r[arm_key] == arm and r["seed"] == seed for r in runs)
+
+
+def include_runs(runs, paths, arm_key):
+    """Append to ``runs`` the records of ``paths`` (:func:`read_runs`) whose (arm, seed) it has
+    not yet: runs of the same comparison made by other processes. Returns ``runs``."""
+    for r in read_runs(paths):
+        if not _has_run(runs, arm_key, r[arm_key], r["seed"]):
+            runs.append(r)
+    return runs
+
+
 def run_paired(arm_key, arms, seeds, run, runs, partial, describe):
     """Run ``run(arm, seed)`` (-> a record dict) for each seed in ``range(seeds)`` and each arm
     whose record (``record[arm_key] == arm``, ``record["seed"] == seed``) is not in ``runs``
@@ -86,7 +99,7 @@ def run_paired(arm_key, arms, seeds, run, runs, partial, describe):
     resumes where it stopped. Prints ``describe(record)`` per run. Returns ``runs``."""
     for seed in range(seeds):
         for arm in arms:
-            if any(r[arm_key] == arm and r["seed"] == seed for r in runs):
+            if _has_run(runs, arm_key, arm, seed):
                 continue
             t0 = time.perf_counter()
             record = run(arm, seed)

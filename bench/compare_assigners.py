@@ -36,7 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.ablation import run_one  # noqa: E402
 from bench.ablation_report import mean_std, paired, diff_cell  # noqa: E402
-from bench.common import machine, print_table, read_runs, run_paired, write_results  # noqa: E402
+from bench.common import (include_runs, machine, print_table, read_runs, run_paired,  # noqa: E402
+                          write_results)
 
 STRATEGIES = ("iou", "atss", "tal", "mg")
 KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -148,9 +149,7 @@ def main(argv=None):
             sys.exit(f"{args.out} holds a comparison of another budget ({done['config']}, "
                      f"{done['epochs']} epochs, {done['overrides']}): choose another --out")
         runs = done["runs"]
-    for r in read_runs(args.include):  # runs of the same budget made by other processes
-        if not any(q["strategy"] == r["strategy"] and q["seed"] == r["seed"] for q in runs):
-            runs.append(r)
+    include_runs(runs, args.include, "strategy")  # the same budget, made by other processes
     start = time.perf_counter()
     run_paired("strategy", args.strategies, args.seeds,
                lambda strategy, seed: run_strategy(args, strategy, seed), runs, partial,

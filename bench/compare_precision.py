@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.ablation_report import diff_cell, mean_std, paired  # noqa: E402
-from bench.common import machine, print_table, read_runs, run_paired, write_results  # noqa: E402
+from bench.common import (include_runs, machine, print_table, read_runs, run_paired,  # noqa: E402
+                          write_results)
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -67,9 +68,7 @@ def main(argv=None):
 
     partial = args.out + ".partial"
     runs = read_runs([partial])
-    for r in read_runs(args.include):
-        if not any(q["precision"] == r["precision"] and q["seed"] == r["seed"] for q in runs):
-            runs.append(r)
+    include_runs(runs, args.include, "precision")
     start = time.perf_counter()
     run_paired("precision", args.precisions, args.seeds,
                lambda precision, seed: run_precision(args, precision, seed), runs, partial,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.ablation_report import diff_cell, mean_std, paired
-from bench.common import read_runs, run_paired
+from bench.common import include_runs, read_runs, run_paired
 
 
 def test_run_paired_runs_what_is_missing_seed_by_seed_and_resumes_after_a_failure(tmp_path):
@@ -41,6 +41,14 @@ def test_read_runs_takes_results_files_and_partial_lists_and_skips_missing_ones(
     partial.write_text(json.dumps([{"seed": 1}, {"seed": 2}]))
     runs = read_runs([str(final), str(tmp_path / "missing.json"), str(partial)])
     assert [r["seed"] for r in runs] == [0, 1, 2]
+
+
+def test_include_runs_adds_only_the_pairs_not_there_yet(tmp_path):
+    other = tmp_path / "b.json.partial"
+    other.write_text(json.dumps([{"arm": "a", "seed": 0, "v": 2}, {"arm": "b", "seed": 0, "v": 3},
+                                 {"arm": "a", "seed": 1, "v": 4}]))
+    runs = include_runs([{"arm": "a", "seed": 0, "v": 1}], [str(other)], "arm")
+    assert [(r["arm"], r["seed"], r["v"]) for r in runs] == [("a", 0, 1), ("b", 0, 3), ("a", 1, 4)]
 
 
 def test_paired_matches_the_paired_t_formula_and_pairs_only_common_seeds():
